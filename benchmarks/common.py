@@ -1,0 +1,50 @@
+"""What the benchmark scripts share: a trained LeNet-5 baseline, cached between scripts.
+
+Run a benchmark from the repository root, e.g. `python benchmarks/merge.py`; MNIST comes
+from `--data_dir` or `TFPRUNE_DATA_DIR` (see README).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+
+from tfprune import atomic, data, models  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def mnist(split, batch_size=128, **kwargs):
+    """MNIST from `TFPRUNE_DATA_DIR` (or the user cache)."""
+    return data.mnist(split, batch_size=batch_size, **kwargs)
+
+
+def compile_classifier(model, learning_rate=1e-3):
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def trained_lenet5(epochs=8, seed=0, name="lenet5", verbose=2):
+    """Caffe LeNet-5 trained on all of MNIST (Adam, batch 128), cached in benchmarks/out/.
+
+    The cache key is the model name, epochs and seed; delete the file to retrain.
+    """
+    path = OUT / f"{name}_e{epochs}_s{seed}.keras"
+    if path.exists():
+        return keras.models.load_model(path)
+    keras.utils.set_random_seed(seed)
+    model = compile_classifier(models.get(name))
+    model.fit(mnist("train", shuffle=True, seed=seed), epochs=epochs, verbose=verbose)
+    with atomic.atomic_path(path, make_parents=True) as tmp:
+        model.save(tmp)
+    return model
+
+
+if __name__ == "__main__":
+    model = trained_lenet5()
+    print("test accuracy", model.evaluate(mnist("test"), verbose=0)[1], file=sys.stderr)
+    os.makedirs(OUT, exist_ok=True)

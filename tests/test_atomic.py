@@ -1,0 +1,30 @@
+import os
+
+import pytest
+
+from tfprune.atomic import atomic_path, check_writable, write_text
+from tfprune.errors import TfpruneError
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("stopped midway")
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_replaces_whole_file(tmp_path):
+    target = write_text(tmp_path / "a.txt", "one")
+    write_text(target, "two")
+    assert target.read_text() == "two" and os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_missing_or_unwritable_folder_is_named(tmp_path):
+    with pytest.raises(TfpruneError, match="does not exist"):
+        write_text(tmp_path / "nope" / "a.txt", "x")
+    assert write_text(tmp_path / "made" / "a.txt", "x", make_parents=True).exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(TfpruneError, match="Cannot write to folder"):
+        check_writable(blocker / "sub")

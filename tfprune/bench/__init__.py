@@ -1,0 +1,1 @@
+"""Measuring models: parameter and MAC counts, file sizes, interpreter latency A/B."""
