@@ -1,1 +1,3 @@
 """Measuring models: parameter and MAC counts, file sizes, interpreter latency A/B."""
+
+from tfprune.bench.counts import Counts, LayerCount, count  # noqa: F401
