@@ -28,3 +28,14 @@ def test_missing_or_unwritable_folder_is_named(tmp_path):
     blocker.write_text("")
     with pytest.raises(TfpruneError, match="Cannot write to folder"):
         check_writable(blocker / "sub")
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    mode = write_text(tmp_path / "a.txt", "x").stat().st_mode & 0o777
+    assert mode == 0o666 & ~_current_umask()
+
+
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
