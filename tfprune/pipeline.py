@@ -255,11 +255,11 @@ class _Run:
         self.config = config.validate()
         self.folder = Path(config.export_dir)
         atomic.check_writable(self.folder)
-        self.model_sha = _file_sha(config.model) if _is_path(config.model) else None
         import keras
 
         keras.utils.set_random_seed(config.seed)
         self.baseline_model = _load_model(config)  # fails fast on a bad file
+        self.model_sha = _file_sha(config.model) if _is_path(config.model) else None
         self.train, self.test = _load_data(config)
         _check_fits(self.baseline_model, self.train)
         self.records = _read_records(self.folder) if config.resume else {}
