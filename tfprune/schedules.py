@@ -1,0 +1,234 @@
+"""Pruning schedules: at which training steps to prune, and how sparse.
+
+The semantics are tfmot's (`tfmot.sparsity.keras.ConstantSparsity` / `PolynomialDecay`):
+pruning happens at steps `begin_step, begin_step + frequency, ...` up to and including
+`end_step` (`-1`: forever, `ConstantSparsity` only). Unlike tfmot, a schedule called with a
+plain Python or NumPy integer answers with plain Python values (the callback asks on the
+host every batch, where a tensor op would cost more than the answer); called with a tensor
+it answers with tensors, so it can also run inside a graph.
+"""
+
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def _math(step):
+    """NumPy for a concrete integer step, `keras.ops` for a tensor."""
+    return np if isinstance(step, numbers.Integral) else ops
+
+
+def _check_sparsity(value, name):
+    if not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be a float in [0, 1). Received: {name}={value!r}")
+
+
+def _check_steps(begin_step, end_step, frequency, allow_forever):
+    if not isinstance(begin_step, numbers.Integral) or begin_step < 0:
+        raise ValueError(
+            f"`begin_step` must be an integer >= 0. Received: begin_step={begin_step!r}"
+        )
+    if not isinstance(end_step, numbers.Integral):
+        raise ValueError(f"`end_step` must be an integer. Received: end_step={end_step!r}")
+    if end_step == -1 and not allow_forever:
+        raise ValueError("`end_step` cannot be -1 for this schedule. Received: end_step=-1")
+    if end_step != -1 and end_step < begin_step:
+        raise ValueError(
+            f"`end_step` must be -1 or >= `begin_step` ({begin_step}). "
+            f"Received: end_step={end_step}"
+        )
+    if not isinstance(frequency, numbers.Integral) or frequency < 1:
+        raise ValueError(f"`frequency` must be an integer >= 1. Received: frequency={frequency!r}")
+
+
+class PruningSchedule:
+    """Base class: says at each training step whether to prune and at which sparsity.
+
+    Subclasses implement `__call__(step) -> (should_prune, sparsity)` and `get_config()`;
+    decorate them with `keras.saving.register_keras_serializable()` so that pruned models
+    holding them load back.
+
+    Example:
+
+    ```python
+    @keras.saving.register_keras_serializable(package="my")
+    class Once(tfprune.PruningSchedule):
+        def __init__(self, sparsity, step):
+            self.sparsity, self.step = sparsity, step
+        def __call__(self, step):
+            return step == self.step, self.sparsity
+        def get_config(self):
+            return {"sparsity": self.sparsity, "step": self.step}
+    ```
+    """
+
+    def __call__(self, step):
+        """Returns `(should_prune, sparsity)` for `step`.
+
+        Args:
+            step: Integer (Python, NumPy or scalar tensor), the training step (batch count).
+
+        Returns:
+            A tuple: a bool (whether to recompute masks at this step) and a float in [0, 1)
+            (the fraction of weights to zero). Plain Python values for a Python or NumPy
+            step, tensors for a tensor step.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(step).")
+
+    def get_config(self):
+        raise NotImplementedError(f"{type(self).__name__} must implement get_config().")
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def _should_prune(self, step, begin_step, end_step, frequency):
+        xp = _math(step)
+        in_range = xp.logical_and(
+            xp.greater_equal(step, begin_step),
+            xp.logical_or(xp.less_equal(step, end_step), end_step < 0),
+        )
+        turn = xp.equal(xp.mod(xp.subtract(step, begin_step), frequency), 0)
+        result = xp.logical_and(in_range, turn)
+        return bool(result) if xp is np else result
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class ConstantSparsity(PruningSchedule):
+    """The same sparsity at every pruning step.
+
+    Masks are recomputed at `begin_step` and every `frequency` steps after it, up to and
+    including `end_step`.
+
+    Args:
+        target_sparsity: Float in [0, 1), the fraction of weights zeroed.
+        begin_step: Integer >= 0, the first step that prunes.
+        end_step: Integer, the last step that may prune; defaults to `-1` (no end).
+        frequency: Integer >= 1, steps between mask updates; defaults to `100`.
+
+    Raises:
+        ValueError: an argument out of range (the message names it and its value).
+
+    Example:
+
+    >>> schedule = tfprune.ConstantSparsity(0.5, begin_step=0, frequency=10)
+    >>> schedule(20)
+    (True, 0.5)
+    >>> schedule(21)
+    (False, 0.5)
+    """
+
+    def __init__(self, target_sparsity, begin_step, end_step=-1, frequency=100):
+        _check_sparsity(target_sparsity, "target_sparsity")
+        _check_steps(begin_step, end_step, frequency, allow_forever=True)
+        self.target_sparsity = float(target_sparsity)
+        self.begin_step = int(begin_step)
+        self.end_step = int(end_step)
+        self.frequency = int(frequency)
+
+    def __call__(self, step):
+        should = self._should_prune(step, self.begin_step, self.end_step, self.frequency)
+        if _math(step) is np:
+            return should, self.target_sparsity
+        return should, ops.convert_to_tensor(self.target_sparsity, dtype="float32")
+
+    def get_config(self):
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class PolynomialDecay(PruningSchedule):
+    """Sparsity rising from `initial_sparsity` to `final_sparsity` along a polynomial.
+
+    `sparsity(step) = final + (initial - final) * (1 - p) ** power`, with
+    `p = clip((step - begin_step) / (end_step - begin_step), 0, 1)` (Zhu & Gupta, 2017):
+    fast at first, then levelling off. Masks are recomputed at `begin_step` and every
+    `frequency` steps after it, up to and including `end_step`.
+
+    Args:
+        initial_sparsity: Float in [0, 1), the sparsity at `begin_step`.
+        final_sparsity: Float in [0, 1), the sparsity from `end_step` on.
+        begin_step: Integer >= 0, the first step that prunes.
+        end_step: Integer > `begin_step`, the last step that prunes.
+        power: Number, the exponent of the decay; defaults to `3`.
+        frequency: Integer >= 1, steps between mask updates; defaults to `100`.
+
+    Raises:
+        ValueError: an argument out of range (the message names it and its value).
+
+    Example:
+
+    >>> schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=100)
+    >>> schedule(100)
+    (True, 0.8)
+    """
+
+    def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step, power=3,
+                 frequency=100):
+        _check_sparsity(initial_sparsity, "initial_sparsity")
+        _check_sparsity(final_sparsity, "final_sparsity")
+        _check_steps(begin_step, end_step, frequency, allow_forever=False)
+        if end_step == begin_step:
+            # tfmot divides by zero here and returns NaN sparsity.
+            raise ValueError(
+                f"`end_step` must be greater than `begin_step` ({begin_step}) for a decay. "
+                f"Received: end_step={end_step}"
+            )
+        if not isinstance(power, numbers.Real):
+            raise ValueError(f"`power` must be a number. Received: power={power!r}")
+        self.initial_sparsity = float(initial_sparsity)
+        self.final_sparsity = float(final_sparsity)
+        self.begin_step = int(begin_step)
+        self.end_step = int(end_step)
+        self.power = power
+        self.frequency = int(frequency)
+
+    def __call__(self, step):
+        xp = _math(step)
+        should = self._should_prune(step, self.begin_step, self.end_step, self.frequency)
+        span = float(self.end_step - self.begin_step)
+        if xp is np:
+            p = min(1.0, max(0.0, (step - self.begin_step) / span))
+        else:
+            p = ops.clip(ops.cast(step - self.begin_step, "float32") / span, 0.0, 1.0)
+        delta = self.initial_sparsity - self.final_sparsity
+        sparsity = delta * xp.power(1.0 - p, self.power) + self.final_sparsity
+        return should, (float(sparsity) if xp is np else sparsity)
+
+    def get_config(self):
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
+
+
+def get(identifier):
+    """A schedule from a schedule, or from its Keras serialization (a dict)."""
+    if isinstance(identifier, PruningSchedule):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    raise ValueError(
+        f"`schedule` must be a tfprune.PruningSchedule. Received: schedule={identifier!r}"
+    )
