@@ -1,0 +1,426 @@
+"""Physical shrinking: remove zeroed filters and neurons, and fix everything that read them.
+
+Pruning with `granularity="filter"` leaves whole filters (conv output channels) and neurons
+(Dense units) at zero. TFLite gains no speed from those zeros; a smaller dense layer is
+faster. `shrink` removes them and rewrites their consumers: the next conv/Dense drops the
+matching input channels (rows after a Flatten, in channels-last order), BatchNorm and
+DepthwiseConv2D drop theirs, and channels joined by Add/Multiply/... or Concatenate are
+removed only where the whole coupled group (see `tfprune.graph.ChannelGroups`) allows.
+
+A removed filter with a zero kernel still outputs `activation(bias)` everywhere; that
+constant (after any BatchNorm, activation, pooling between) is folded into the bias of the
+next conv or Dense, so the smaller model computes the same function. Where folding would
+not be exact (a 'same'-padded conv pads the constant with zeros at the border), the
+channel is kept and the plan says why.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from tfprune.errors import TfpruneError, UnsupportedModelError
+from tfprune.graph import ChannelGroups, LayerGraph
+
+_L = keras.layers
+_TRANSPOSED = (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)
+_SEPARABLE = (_L.SeparableConv1D, _L.SeparableConv2D)
+
+
+@dataclasses.dataclass
+class Kept:
+    """Zeroed units that stay, and why.
+
+    Attributes:
+        units: List of `(layer name, unit index)` of the zeroed units kept.
+        reason: Why they cannot be removed.
+    """
+
+    units: list
+    reason: str
+
+
+class ShrinkPlan:
+    """What `shrink` removes: per layer, the output units that go, and what stays and why.
+
+    Attributes:
+        removed: Dict of layer name -> sorted list of removed output unit indices, for every
+            layer whose output loses units (producers, and the layers channels pass through).
+        sizes: Dict of layer name -> its output unit count before shrinking.
+        kept: List of `Kept`: zeroed units that stay, and why.
+        barriers: Dict of layer name -> why the channel analysis stops at that layer.
+        threshold: The L2-norm threshold under which a unit counts as zero.
+    """
+
+    def __init__(self, graph, groups, values, remove, kept, threshold):
+        self.graph = graph
+        self.groups = groups
+        self.values = values
+        self._remove = remove
+        self.kept = kept
+        self.barriers = dict(groups.barriers)
+        self.threshold = threshold
+        self.sizes = dict(groups.sizes)
+        self.removed = {name: np.flatnonzero(mask).tolist()
+                        for name, mask in remove.items() if mask.any()}
+
+    @property
+    def num_removed(self):
+        """Number of units removed from producer layers (conv filters, Dense units)."""
+        return sum(len(v) for k, v in self.removed.items()
+                   if self.groups.rules.get(k) == "producer")
+
+    def to_dict(self):
+        return {
+            "threshold": self.threshold,
+            "removed": {k: {"before": self.sizes[k], "after": self.sizes[k] - len(v),
+                            "units": v} for k, v in self.removed.items()},
+            "kept": [{"units": [list(u) for u in k.units], "reason": k.reason}
+                     for k in self.kept],
+            "barriers": dict(self.barriers),
+        }
+
+    def __str__(self):
+        lines = [f"Shrink plan for {self.graph.name!r} (threshold={self.threshold}):"]
+        producers = [n for n in self.graph.layers() if self.groups.rules[n.name] == "producer"]
+        for node in producers:
+            gone = self.removed.get(node.name, [])
+            size = self.sizes[node.name]
+            what = _units_word(node.layer)
+            lines.append(f"  {node.name} ({type(node.layer).__name__}): {size} -> "
+                         f"{size - len(gone)} {what}"
+                         + (f", removes {_ranges(gone)}" if gone else ""))
+        others = [k for k in self.removed if self.groups.rules.get(k) != "producer"]
+        if others:
+            lines.append("  follow along: " + ", ".join(
+                f"{k} {self.sizes[k]}->{self.sizes[k] - len(self.removed[k])}"
+                for k in others))
+        for kept in self.kept:
+            lines.append(f"  keeps {_units_text(kept.units)}: {kept.reason}")
+        for name, reason in self.barriers.items():
+            lines.append(f"  stops at {name}: {reason}; its channels are kept")
+        if not self.removed:
+            lines.append("  nothing to remove")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def apply(self):
+        """Builds the shrunk model (a new model; the original is not touched)."""
+        graph = self.graph
+        for node in graph.layers():
+            new = _rewrite(node, self)
+            if new is not None:
+                graph.replace(node.name, *new)
+        return graph.to_model()
+
+
+def shrink_plan(model, threshold=0.0):
+    """Plans which filters and neurons `shrink` removes, without building anything.
+
+    Args:
+        model: A built Sequential or Functional Keras model (pruning wrappers stripped).
+        threshold: Float, defaults to `0.0`. A unit whose kernel slice has an L2 norm at or
+            under it counts as zero (`0.0`: exactly zero, and shrinking is exact).
+
+    Returns:
+        A `ShrinkPlan`; `print()` it to read which units go from which layers and why
+        zeroed units were kept.
+
+    Raises:
+        UnsupportedModelError: a subclassed or nested model, shared layers, or pruning
+            wrappers still in the model.
+
+    Example:
+
+    >>> print(tfprune.shrink_plan(model))
+    """
+    if threshold < 0:
+        raise TfpruneError(f"threshold must be >= 0. Received: threshold={threshold}")
+    for layer in model.layers:
+        if isinstance(layer, _L.Wrapper):
+            raise UnsupportedModelError(
+                f"Layer {layer.name!r} is a {type(layer).__name__} wrapper: call "
+                "tfprune.strip(model) before shrinking.")
+    graph = LayerGraph.from_model(model)
+    groups = ChannelGroups(graph)
+    values = _constants(graph, groups, threshold)
+    pins = _pins(graph, groups, values)
+    removable = _removable(groups, values, pins)
+    remove = {name: removable[groups.group_of(name)] if groups.sizes[name] else
+              np.zeros(0, bool) for name in graph.nodes}
+    kept = _kept(graph, groups, values, remove, pins)
+    return ShrinkPlan(graph, groups, values, remove, kept, threshold)
+
+
+def shrink(model, threshold=0.0):
+    """Removes zeroed filters and neurons: a smaller model that computes the same function.
+
+    Every output channel of a Conv1D/2D/3D, SeparableConv, ConvTranspose and every Dense
+    unit whose kernel slice is zero (L2 norm at most `threshold`) is removed with all that
+    depends on it: the next layers' input channels, BatchNorm and DepthwiseConv2D channels,
+    Flatten->Dense rows, channels of Add/Concatenate groups (only where every coupled
+    branch is removable). The constant a removed unit still outputs (`activation(bias)`)
+    is folded into its consumers' biases. The model outputs keep their shape.
+
+    Args:
+        model: A built Sequential or Functional Keras model, e.g.
+            `tfprune.strip(pruned)`; it is not modified.
+        threshold: Float, defaults to `0.0` (exactly zero units only: exact result).
+
+    Returns:
+        A new Keras model (Sequential if `model` was).
+
+    Raises:
+        UnsupportedModelError: see `shrink_plan`.
+
+    Example:
+
+    >>> small = tfprune.shrink(tfprune.strip(pruned))
+    >>> tfprune.bench.count(small).macs < tfprune.bench.count(pruned).macs
+    """
+    return shrink_plan(model, threshold).apply()
+
+
+# Analysis.
+
+
+def _dead(node, threshold):
+    """Boolean per output unit of a producer: is its kernel slice zero (under threshold)?"""
+    layer, weights = node.layer, node.weights
+    if isinstance(layer, _SEPARABLE):
+        kernel = weights[1]
+    else:
+        kernel = weights[0]
+    axis = -2 if isinstance(layer, _TRANSPOSED) else -1
+    kernel = np.moveaxis(kernel, axis, 0).reshape(kernel.shape[axis], -1)
+    norms = np.sqrt(np.sum(np.square(kernel.astype(np.float64)), axis=1))
+    return norms <= threshold
+
+
+def _producer_values(node, threshold):
+    """What a producer's dead units output (activation(bias)); NaN for live ones."""
+    config = node.layer.get_config()
+    size = node.output_shape[-1]
+    values = np.full(size, np.nan)
+    if config.get("activation") in ("softmax", "log_softmax"):
+        return values
+    dead = _dead(node, threshold)
+    bias = node.weights[-1] if config.get("use_bias", True) else np.zeros(size, np.float32)
+    act = np.asarray(keras.activations.get(config.get("activation"))(
+        keras.ops.convert_to_tensor(bias.astype(np.float32)[None])))[0]
+    values[dead] = act[dead]
+    return values
+
+
+def _constants(graph, groups, threshold):
+    """Per node, the constant each output channel holds everywhere, or NaN if it varies."""
+    values = {}
+    for name, node in graph.nodes.items():
+        rule = groups.rules.get(name)
+        size = groups.sizes[name]
+        if node.is_input or rule == "barrier":
+            values[name] = np.full(size, np.nan)
+        elif rule == "producer":
+            values[name] = _producer_values(node, threshold)
+        else:
+            values[name] = _evaluate(node, [values[i] for i in node.inputs])
+    return values
+
+
+def _evaluate(node, inputs):
+    """Runs a channel-wise layer on inputs that are constant where known, noise elsewhere.
+
+    An output channel is constant if it is the same at every position in two runs with
+    different noise: then it depends only on constant input channels.
+    """
+    size = node.output_shape[-1]
+    shapes = [s[1:] for s in node.input_shapes]
+    if all(np.isnan(v).all() for v in inputs) or any(None in s for s in shapes):
+        return np.full(size, np.nan)
+    runs = []
+    for seed in (1, 2):
+        rng = np.random.default_rng(seed)
+        args = []
+        for shape, value in zip(shapes, inputs, strict=True):
+            x = np.broadcast_to(np.nan_to_num(value), (1, *shape)).astype(np.float32)
+            noise = rng.normal(size=(1, *shape)).astype(np.float32)
+            args.append(np.where(np.isnan(value), noise, x))
+        out = node.layer(args if node.packed else args[0], training=False)
+        runs.append(np.asarray(out, dtype=np.float64).reshape(-1, size))
+    a, b = runs
+    scale = 1e-5 * (1.0 + np.abs(a).max(axis=0))
+    const = (np.ptp(a, axis=0) <= scale) & (np.ptp(b, axis=0) <= scale) & (
+        np.abs(a[0] - b[0]) <= scale)
+    return np.where(const, a.mean(axis=0), np.nan)
+
+
+def _can_fold(layer):
+    """Whether a constant input channel folds exactly into `layer`'s bias."""
+    if isinstance(layer, _L.Dense):
+        return True
+    if isinstance(layer, _TRANSPOSED):
+        return False
+    config = layer.get_config()
+    return config.get("padding") == "valid" or all(k == 1 for k in config["kernel_size"])
+
+
+def _pins(graph, groups, values):
+    """Dict of group -> why its channels must stay (outputs, barriers, unfoldable constants)."""
+    pins = {}
+
+    def pin(name, reason, mask=None):
+        for i, g in enumerate(groups.group_of(name)):
+            if mask is None or mask[i]:
+                pins.setdefault(int(g), reason)
+
+    for name in graph.outputs:
+        pin(name, f"{name} is a model output")
+    for node in graph.layers():
+        rule = groups.rules[node.name]
+        if rule == "barrier":
+            for source in node.inputs:
+                pin(source, groups.barriers[node.name])
+        elif rule == "producer" and not _can_fold(node.layer):
+            for source in node.inputs:
+                value = values[source]
+                mask = np.isfinite(value) & (value != 0)
+                pin(source, f"they hold a non-zero constant that {node.name} "
+                    f"({type(node.layer).__name__}, padding "
+                    f"{node.layer.get_config().get('padding')!r}) cannot fold exactly", mask)
+    return pins
+
+
+def _removable(groups, values, pins):
+    """Boolean per slot group (indexed by group id): can the whole group go?"""
+    total = len(groups._parent)
+    ok = np.ones(total, bool)
+    for name in groups.graph.nodes:
+        if groups.sizes[name]:
+            g = groups.group_of(name)
+            np.logical_and.at(ok, g, np.isfinite(values[name]))
+    for g in pins:
+        ok[g] = False
+    # Keep at least one channel in every tensor, so every layer still has an output.
+    for name in groups.graph.nodes:
+        g = groups.group_of(name)
+        if len(g) and ok[g].all():
+            pins[int(g[0])] = f"{name} keeps one channel so that it still has an output"
+            ok[g[0]] = False
+    return ok
+
+
+def _kept(graph, groups, values, remove, pins):
+    """The zeroed producer units that stay, grouped by reason."""
+    by_reason = {}
+    for node in graph.layers():
+        if groups.rules[node.name] != "producer":
+            continue
+        dead = np.isfinite(values[node.name]) & ~remove[node.name]
+        for i in np.flatnonzero(dead):
+            g = groups.find(groups.slot(node.name, i))
+            reason = pins.get(g) or _live_partner(groups, values, g)
+            by_reason.setdefault(reason, []).append((node.name, int(i)))
+    return [Kept(units, reason) for reason, units in by_reason.items()]
+
+
+def _live_partner(groups, values, group):
+    for name in groups.graph.nodes:
+        for i, g in enumerate(groups.group_of(name)):
+            if g == group and not np.isfinite(values[name][i]):
+                return (f"coupled with channel {i} of {name}, which is not constant "
+                        "(a live branch of an Add/Concatenate, or zero padding)")
+    return "coupled with live channels"
+
+
+# Rewriting.
+
+
+def _rewrite(node, plan):
+    """New `(layer, weights)` for `node` after removal, or `None` if it is unchanged."""
+    rule = plan.groups.rules[node.name]
+    if rule == "barrier":
+        return None
+    keep_out = ~plan._remove[node.name]
+    keep_in = [~plan._remove[s] for s in node.inputs]
+    if keep_out.all() and all(k.all() for k in keep_in):
+        return None
+    config = node.layer.get_config()
+    weights = list(node.weights)
+    if rule == "producer":
+        values = plan.values[node.inputs[0]]
+        dropped = np.where(keep_in[0], 0.0, np.nan_to_num(values))
+        weights, config = _rewrite_producer(node.layer, weights, config, keep_in[0], keep_out,
+                                            dropped)
+    elif rule == "depthwise":
+        multiplier = config["depth_multiplier"]
+        weights[0] = weights[0][..., keep_in[0], :]
+        if len(weights) > 1:
+            weights[1] = weights[1][keep_out]
+        assert weights[0].shape[-2] * multiplier == keep_out.sum()
+    else:
+        weights = [w[..., keep_out] if w.ndim and w.shape[-1] == len(keep_out) else w
+                   for w in weights]
+        if isinstance(node.layer, _L.Reshape):
+            target = list(config["target_shape"])
+            target[-1] = int(keep_out.sum())  # a flattening Reshape has one axis
+            config["target_shape"] = tuple(target)
+    layer = type(node.layer).from_config(config)
+    shape = (*node.output_shape[:-1], int(keep_out.sum()))
+    return layer, weights, shape
+
+
+def _rewrite_producer(layer, weights, config, keep_in, keep_out, dropped):
+    """Slices a conv/Dense kernel (inputs and outputs) and folds dropped constants in."""
+    use_bias = config.get("use_bias", True)
+    size = len(keep_out)
+    bias = weights[-1] if use_bias else np.zeros(size, np.float32)
+    if isinstance(layer, _SEPARABLE):
+        depthwise, pointwise = weights[0], weights[1]
+        multiplier = depthwise.shape[-1]
+        spatial = tuple(range(depthwise.ndim - 2))
+        per_channel = depthwise.sum(axis=spatial) * dropped[:, None]  # (in, m)
+        bias = bias + per_channel.reshape(-1) @ pointwise.reshape(-1, size)
+        keep_pw = np.repeat(keep_in, multiplier)
+        kernels = [depthwise[..., keep_in, :], pointwise[..., keep_pw, :][..., keep_out]]
+    elif isinstance(layer, _TRANSPOSED):
+        kernels = [weights[0][..., keep_out, :][..., keep_in]]
+    else:
+        kernel = weights[0]
+        spatial = tuple(range(kernel.ndim - 2))
+        bias = bias + dropped @ kernel.sum(axis=spatial)
+        kernels = [kernel[..., keep_in, :][..., keep_out]]
+    config[_units_key(layer)] = int(keep_out.sum())
+    if not use_bias and np.any(bias != 0):
+        config["use_bias"] = True
+        use_bias = True
+    bias = bias.astype(weights[0].dtype)
+    return kernels + ([bias[keep_out]] if use_bias else []), config
+
+
+def _units_key(layer):
+    return "units" if isinstance(layer, _L.Dense) else "filters"
+
+
+def _units_word(layer):
+    return "units" if isinstance(layer, _L.Dense) else "filters"
+
+
+def _ranges(indices):
+    """[0, 1, 2, 5] -> '0-2, 5' (readable lists of removed units)."""
+    parts, start = [], None
+    for i, x in enumerate(indices):
+        if start is None:
+            start = x
+        if i + 1 == len(indices) or indices[i + 1] != x + 1:
+            parts.append(str(start) if start == x else f"{start}-{x}")
+            start = None
+    text = ", ".join(parts)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+def _units_text(units):
+    by_layer = {}
+    for name, i in units:
+        by_layer.setdefault(name, []).append(i)
+    return "; ".join(f"{name} units {_ranges(ix)}" for name, ix in by_layer.items())
