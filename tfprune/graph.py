@@ -219,3 +219,177 @@ def _check_layer(layer, model):
 
 def _clone_layer(layer):
     return layer.__class__.from_config(layer.get_config())
+
+
+# Coupled channel groups: Torch-Pruning's dependency graph, over the last (channel) axis.
+
+_L = keras.layers
+# Layers that produce fresh channels from all of their input channels: removing one of
+# their input channels only edits their kernel; their output channels are their own.
+PRODUCERS = (_L.Conv1D, _L.Conv2D, _L.Conv3D, _L.Conv1DTranspose, _L.Conv2DTranspose,
+             _L.Conv3DTranspose, _L.SeparableConv1D, _L.SeparableConv2D, _L.Dense)
+# Layers whose output channel i depends on input channel i alone (at inference).
+PASS_THROUGH = (
+    _L.BatchNormalization, _L.ReLU, _L.LeakyReLU, _L.ELU, _L.Dropout, _L.SpatialDropout1D,
+    _L.SpatialDropout2D, _L.SpatialDropout3D, _L.GaussianNoise, _L.GaussianDropout,
+    _L.AlphaDropout, _L.ActivityRegularization, _L.Identity, _L.MaxPooling1D, _L.MaxPooling2D,
+    _L.MaxPooling3D, _L.AveragePooling1D, _L.AveragePooling2D, _L.AveragePooling3D,
+    _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D,
+    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D,
+    _L.ZeroPadding1D, _L.ZeroPadding2D, _L.ZeroPadding3D, _L.Cropping1D, _L.Cropping2D,
+    _L.Cropping3D, _L.UpSampling1D, _L.UpSampling2D, _L.UpSampling3D, _L.Activation,
+    _L.Rescaling,
+)
+# Tensors joined channel by channel: every input's channel i is the output's channel i.
+MERGES = (_L.Add, _L.Subtract, _L.Multiply, _L.Maximum, _L.Minimum, _L.Average)
+_NOT_ELEMENTWISE = ("softmax", "log_softmax")
+
+
+def channel_rule(node):
+    """How `node` maps its input channels to its output channels.
+
+    Returns:
+        A `(rule, reason)` pair. `rule` is one of `"producer"` (fresh output channels),
+        `"pass"` (input i -> output i), `"merge"` (every input's i -> output i),
+        `"depthwise"` (input i -> outputs i*m..i*m+m-1), `"concat"` (indices shifted),
+        `"flatten"` (input i -> outputs p*C+i) or `"barrier"` (unknown: channels kept on both
+        sides), and `reason` says why a barrier is one (else `None`).
+    """
+    layer = node.layer
+    kind = type(layer).__name__
+    config = layer.get_config()
+    if any(s is None or s[-1] is None for s in [*node.input_shapes, node.output_shape]):
+        return "barrier", f"{kind} {node.name!r} has an unknown channel count"
+    if config.get("data_format", "channels_last") != "channels_last":
+        return "barrier", f"{kind} {node.name!r} is channels_first"
+    if isinstance(layer, _L.DepthwiseConv1D | _L.DepthwiseConv2D):
+        return "depthwise", None
+    if isinstance(layer, PRODUCERS):
+        if config.get("groups", 1) != 1:
+            return "barrier", f"{kind} {node.name!r} is a grouped convolution"
+        return "producer", None
+    if isinstance(layer, MERGES):
+        if len({s[-1] for s in node.input_shapes}) != 1 or len(
+                {len(s) for s in node.input_shapes}) != 1:
+            return "barrier", f"{kind} {node.name!r} broadcasts its inputs"
+        return "merge", None
+    if isinstance(layer, _L.Concatenate):
+        rank = len(node.output_shape)
+        if config["axis"] not in (-1, rank - 1):
+            return "barrier", f"Concatenate {node.name!r} joins along axis {config['axis']}"
+        return "concat", None
+    if isinstance(layer, _L.Flatten) or (
+            isinstance(layer, _L.Reshape) and len(node.output_shape) == 2):
+        return "flatten", None
+    if isinstance(layer, _L.Reshape) and node.output_shape[-1] == node.input_shapes[0][-1]:
+        return "pass", None
+    if isinstance(layer, PASS_THROUGH):
+        return _pass_through_rule(node, config)
+    return "barrier", f"{kind} {node.name!r} is a layer type the channel analysis does not know"
+
+
+def _pass_through_rule(node, config):
+    kind = type(node.layer).__name__
+    if node.output_shape[-1] != node.input_shapes[0][-1] or len(node.inputs) != 1:
+        return "barrier", f"{kind} {node.name!r} changes the channel count"
+    if isinstance(node.layer, _L.BatchNormalization) and config["axis"] not in (
+            -1, len(node.output_shape) - 1, [-1], [len(node.output_shape) - 1]):
+        return "barrier", f"BatchNormalization {node.name!r} normalizes axis {config['axis']}"
+    if isinstance(node.layer, _L.Activation) and config["activation"] in _NOT_ELEMENTWISE:
+        return "barrier", f"Activation {node.name!r} ({config['activation']}) mixes channels"
+    if isinstance(node.layer, _L.Rescaling) and (np.ndim(config["scale"]) or np.ndim(
+            config["offset"])):
+        return "barrier", f"Rescaling {node.name!r} has a per-channel scale"
+    return "pass", None
+
+
+class ChannelGroups:
+    """Coupled channels: a union-find over the channels of every node's output.
+
+    Each node output channel ("slot") is joined with the channels it must be removed with:
+    a pass-through layer's output channel i with its input channel i, every branch of an
+    Add (Subtract, Multiply, ...) at the same index, a Concatenate's output channel with the
+    input channel it copies, a Flatten's outputs with the channel they came from. A channel
+    can leave the model only if its whole group can.
+
+    Attributes:
+        graph: The `LayerGraph`.
+        rules: Dict of node name -> rule (see `channel_rule`).
+        barriers: Dict of node name -> why the analysis stops there.
+        offsets: Dict of node name -> index of its channel 0 among all slots.
+        sizes: Dict of node name -> its output channel count.
+    """
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.rules, self.barriers, self.offsets, self.sizes = {}, {}, {}, {}
+        total = 0
+        for name, node in graph.nodes.items():
+            size = node.output_shape[-1]
+            self.sizes[name] = int(size) if size is not None else 0
+            self.offsets[name] = total
+            total += self.sizes[name]
+        self._parent = np.arange(total)
+        for node in graph.layers():
+            rule, reason = channel_rule(node)
+            self.rules[node.name] = rule
+            if reason:
+                self.barriers[node.name] = reason
+            self._join(node, rule)
+
+    def slot(self, name, index):
+        """The global index of channel `index` of node `name`'s output."""
+        return self.offsets[name] + index
+
+    def slots(self, name):
+        """Global indices of all of node `name`'s output channels."""
+        return np.arange(self.offsets[name], self.offsets[name] + self.sizes[name])
+
+    def find(self, slot):
+        """The group (a representative slot) `slot` belongs to."""
+        parent = self._parent
+        root = slot
+        while parent[root] != root:
+            root = parent[root]
+        while parent[slot] != root:
+            parent[slot], slot = root, parent[slot]
+        return int(root)
+
+    def group_of(self, name):
+        """Group of each of node `name`'s output channels, as an array."""
+        return np.array([self.find(s) for s in self.slots(name)], dtype=np.int64)
+
+    def members(self):
+        """Dict of group -> list of `(node name, channel)` in it."""
+        groups = {}
+        for name in self.graph.nodes:
+            for i, g in enumerate(self.group_of(name)):
+                groups.setdefault(int(g), []).append((name, i))
+        return groups
+
+    def _union(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self._parent[max(ra, rb)] = min(ra, rb)
+
+    def _join(self, node, rule):
+        out = self.offsets[node.name]
+        if rule in ("pass", "merge"):
+            for source in node.inputs:
+                for i in range(self.sizes[node.name]):
+                    self._union(self.slot(source, i), out + i)
+        elif rule == "depthwise":
+            multiplier = node.layer.get_config()["depth_multiplier"]
+            for i in range(self.sizes[node.inputs[0]]):
+                for j in range(multiplier):
+                    self._union(self.slot(node.inputs[0], i), out + i * multiplier + j)
+        elif rule == "concat":
+            shift = 0
+            for source in node.inputs:
+                for i in range(self.sizes[source]):
+                    self._union(self.slot(source, i), out + shift + i)
+                shift += self.sizes[source]
+        elif rule == "flatten":
+            channels = self.sizes[node.inputs[0]]
+            for p in range(self.sizes[node.name]):
+                self._union(self.slot(node.inputs[0], p % channels), out + p)
