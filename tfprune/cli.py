@@ -64,6 +64,9 @@ flags.DEFINE_boolean("prune_output_layer", _D.prune_output_layer,
 flags.DEFINE_enum("merge", _D.merge, list(pipeline.MERGES),
                   "Streamline merging: none, exact (BatchNorm, Dropout, linear chains, avg-pool) "
                   "or approximate (also conv->max-pool as a strided conv; retrain after).")
+flags.DEFINE_enum("pool_kernel", _D.pool_kernel, list(pipeline.POOL_KERNELS),
+                  "Approximate conv->pool merge: 'grown' (kernel k+p-1, starts as the exact "
+                  "average-pool merge) or 'original' (kernel k, fewer MACs).")
 flags.DEFINE_float("shrink_threshold", _D.shrink_threshold,
                    "Remove filters whose largest magnitude is at most this.", lower_bound=0.0)
 flags.DEFINE_list("quantize", list(_D.quantize),

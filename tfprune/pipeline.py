@@ -27,6 +27,7 @@ GRANULARITIES = ("weight", "block", "n:m", "filter")
 MERGES = ("none", "exact", "approximate")
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 SCHEDULES = ("polynomial", "constant")
+POOL_KERNELS = ("grown", "original")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 RECORD = "stages.json"
 
@@ -37,7 +38,7 @@ STAGE_KEYS = {
     "prune": ("prune_epochs", "prune_batch_size", "prune_learning_rate", "schedule",
               "initial_sparsity", "final_sparsity", "begin_step", "end_step", "power",
               "frequency", "granularity", "prune_output_layer"),
-    "merge": ("merge",),
+    "merge": ("merge", "pool_kernel"),
     "retrain": ("retrain_epochs", "retrain_batch_size", "retrain_learning_rate"),
     "shrink": ("shrink_threshold",),
     "export": ("quantize", "sparse", "representative_size"),
@@ -76,6 +77,8 @@ class PipelineConfig:
         prune_output_layer: Boolean; when `False` the output layer is pruned by weight,
             never by filter (removing output units would remove classes).
         merge: String, which merges: `"none"`, `"exact"` or `"approximate"`.
+        pool_kernel: String, how an approximate conv -> pooling merge starts: `"grown"`
+            (kernel k+p-1, from the exact average-pool merge) or `"original"` (kernel k).
         shrink_threshold: Float, filters whose largest magnitude is at most this go.
         quantize: Tuple of strings from `QUANTIZE_MODES`; the first makes
             `compressed.tflite`, others `compressed_<mode>.tflite`.
@@ -118,6 +121,7 @@ class PipelineConfig:
     granularity: str = "weight"
     prune_output_layer: bool = False
     merge: str = "exact"
+    pool_kernel: str = "grown"
     shrink_threshold: float = 0.0
     quantize: tuple = ("int8",)
     sparse: bool = True
@@ -145,6 +149,7 @@ class PipelineConfig:
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("merge", self.merge, MERGES)
+        _one_of("pool_kernel", self.pool_kernel, POOL_KERNELS)
         if not self.quantize:
             raise TfpruneError("Expected at least one export mode. Received: quantize=()")
         for mode in self.quantize:
@@ -326,9 +331,11 @@ class _Run:
         return f"{name}.keras"
 
     def _evaluate(self, model):
-        x, y = self.test
-        probs = model.predict(x, batch_size=1000, verbose=0)
-        return float(np.mean(np.argmax(probs, axis=-1) == y))
+        x, y = self.test  # called eagerly: `predict` would retrace for every new model
+        correct = sum(int(np.sum(np.argmax(np.asarray(model(x[i:i + 1000], training=False)),
+                                           axis=-1) == y[i:i + 1000]))
+                      for i in range(0, len(y), 1000))
+        return correct / len(y)
 
     def _describe(self, model):
         """Parameter, non-zero and MAC counts and Keras test accuracy of a stage's model."""
@@ -389,7 +396,8 @@ class _Run:
         else:
             import tfprune
 
-            merged = tfprune.fuse(model, approximate=self.config.merge == "approximate")
+            merged = tfprune.fuse(model, approximate=self.config.merge == "approximate",
+                                  pool_kernel=self.config.pool_kernel)
         outputs = [self._save("merged", merged)]
         result = self._describe(merged)
         result["layer_count"] = len(merged.layers)
@@ -456,14 +464,17 @@ class _Run:
         comparison = bench.compare(
             str(self.folder / "baseline.tflite"), str(self.folder / "compressed.tflite"),
             threads=config.bench_threads, batch_size=config.bench_batch_size,
-            runs=config.bench_runs, warmup=config.bench_warmup)
+            runs=config.bench_runs, warmup=config.bench_warmup, delegates=("xnnpack",))
+        base, comp = comparison.timing(0), comparison.timing(1)
         result = _jsonable(comparison.to_dict())
-        medians = _medians(result)
-        speedup = medians[0] / medians[1]
-        result["baseline_median_us"], result["compressed_median_us"] = medians
-        result["speedup"] = speedup
-        return [], result, (f"latency {medians[0]:.1f} -> {medians[1]:.1f} us "
-                            f"({speedup:.1f}x faster, {config.bench_threads} thread(s))")
+        # The per-round ratio's median: slow spells of a shared machine cancel out.
+        result.update(baseline_median_us=1000 * base.median_ms,
+                      compressed_median_us=1000 * comp.median_ms,
+                      speedup=1.0 / comp.ratio_median,
+                      delegates_used=[base.delegate_used, comp.delegate_used])
+        return [], result, (f"latency {1000 * base.median_ms:.1f} -> "
+                            f"{1000 * comp.median_ms:.1f} us ({result['speedup']:.1f}x faster, "
+                            f"{config.bench_threads} thread(s), {comp.delegate_used})")
 
     def _report(self):
         from tfprune import report
@@ -674,17 +685,6 @@ def _layer_table(model):
                      "units": int(w.shape[-1]), "weights": int(w.size),
                      "sparsity": float(np.mean(w == 0))})
     return rows
-
-
-def _medians(result):
-    """The two latency medians (microseconds) out of `bench.compare(...).to_dict()`."""
-    for key in ("medians_us", "median_us", "medians"):
-        if key in result:
-            values = result[key]
-            values = list(values.values()) if isinstance(values, dict) else list(values)
-            return float(values[0]), float(values[1])
-    runs = result.get("results") or result.get("models")
-    return tuple(float(r.get("median_us", r.get("median"))) for r in runs[:2])
 
 
 def _jsonable(value):
