@@ -3,9 +3,12 @@
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
 from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tfprune.shrink import shrink, shrink_plan  # the functions, not the module
+from tfprune import fusion  # noqa: F401  (tfprune.fusion.plan)
+from tfprune.fusion import fuse
 
 __version__ = "0.1.0"
 
 __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__"]
 __all__ += ["shrink", "shrink_plan"]
 __all__ += ["ConstantSparsity", "PolynomialDecay", "PruningSchedule"]
+__all__ += ["fuse", "fusion"]

@@ -210,6 +210,13 @@ def _as_functional(model):
 
 
 def _check_layer(layer, model):
+    if not isinstance(layer, keras.layers.Layer):
+        # e.g. the NotEqual/Any ops Keras adds to compute a Masking layer's mask.
+        raise UnsupportedModelError(
+            f"Model {model.name!r} calls operation {layer.name!r} ({type(layer).__name__}) "
+            "outside any layer (Keras adds these for masks): tfprune rewrites only models "
+            "made of layers, without masking."
+        )
     if isinstance(layer, keras.Model):
         raise UnsupportedModelError(
             f"Model {model.name!r} nests model {layer.name!r}: flatten it into one "
@@ -336,6 +343,7 @@ class ChannelGroups:
             if reason:
                 self.barriers[node.name] = reason
             self._join(node, rule)
+        self._labels = np.array([self.find(s) for s in range(total)], dtype=np.int64)
 
     def slot(self, name, index):
         """The global index of channel `index` of node `name`'s output."""
@@ -357,7 +365,7 @@ class ChannelGroups:
 
     def group_of(self, name):
         """Group of each of node `name`'s output channels, as an array."""
-        return np.array([self.find(s) for s in self.slots(name)], dtype=np.int64)
+        return self._labels[self.offsets[name]:self.offsets[name] + self.sizes[name]]
 
     def members(self):
         """Dict of group -> list of `(node name, channel)` in it."""

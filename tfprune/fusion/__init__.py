@@ -1,0 +1,87 @@
+"""Streamline merging: fold non-tensor layers into the tensor layers next to them.
+
+`fuse(model)` returns a new model with the same outputs and fewer layers: BatchNorm folded
+into convolutions and dense layers (after or before them), dropout and noise removed,
+activation layers moved into the layer before, linear chains and parallel branches
+collapsed, convolutions absorbing the average pooling after them. With
+`approximate=True` it also applies DeepRebirth's merges (conv -> max/average pooling as
+one strided conv), which change the outputs: retrain after. `plan(model)` lists the same
+steps without building anything.
+
+Pruned models: `PruneLowMagnitude` wrappers are stripped first (their masks applied to
+the weights). Merging changes kernel shapes, so masks could not follow; the fused model's
+zeros are kept wherever a fold only scales a kernel. Prune again after fusing if needed.
+"""
+
+from tfprune.errors import TfpruneError
+from tfprune.fusion.step import Step
+from tfprune.fusion.walker import POOL_KERNELS, Options, walk
+from tfprune.graph import LayerGraph
+
+__all__ = ["Step", "fuse", "plan"]
+
+
+def fuse(model, approximate=False, pool_kernel="grown"):
+    """A new model with non-tensor layers merged into the tensor layers next to them.
+
+    The caller's model is never modified; the result shares no layers or weights with it.
+
+    Args:
+        model: A built Sequential or Functional Keras model (pruning wrappers allowed).
+        approximate: Boolean, defaults to `False`. Also merge conv (+activation) -> pooling
+            into one strided conv. This changes outputs: retrain after.
+        pool_kernel: String, defaults to `"grown"`. How an approximate pooling merge
+            starts: `"grown"` (kernel k+p-1, initialised from the exact average-pool merge)
+            or `"original"` (kernel k, the conv's own weights).
+
+    Returns:
+        A new `keras.Sequential` if `model` was one and stays a chain, else a Functional
+        model. It is not compiled.
+
+    Raises:
+        UnsupportedModelError: a subclassed, unbuilt or nested model, or shared layers.
+        TfpruneError: a bad `pool_kernel`.
+
+    Example:
+
+    >>> fused = tfprune.fuse(model)
+    >>> np.testing.assert_allclose(fused(x), model(x), rtol=1e-5, atol=1e-5)
+    """
+    graph, _ = _walk(model, approximate, pool_kernel)
+    return graph.to_model()
+
+
+def plan(model, approximate=False, pool_kernel="grown"):
+    """The merges `fuse` would make, then the layers it would leave alone and why.
+
+    Args and Raises: as `fuse`.
+
+    Returns:
+        A list of `Step`s; `str(step)` reads e.g.
+        `"conv1 + pool1 -> conv1 (5x5 s1 -> 6x6 s2), approximate"` or
+        `"flatten: left alone (no rule merges Flatten)"`.
+
+    Example:
+
+    >>> for step in tfprune.fusion.plan(model, approximate=True):
+    ...     print(step)
+    """
+    return _walk(model, approximate, pool_kernel)[1]
+
+
+def _walk(model, approximate, pool_kernel):
+    if pool_kernel not in POOL_KERNELS:
+        raise TfpruneError(f"pool_kernel must be one of {POOL_KERNELS}. "
+                           f"Received: pool_kernel={pool_kernel!r}")
+    graph = LayerGraph.from_model(_stripped(model))
+    steps = walk(graph, Options(approximate=bool(approximate), pool_kernel=pool_kernel))
+    return graph, steps
+
+
+def _stripped(model):
+    """The model without pruning wrappers (or the model itself if it has none)."""
+    if not any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers):
+        return model
+    import tfprune
+
+    return tfprune.strip(model)
