@@ -1,5 +1,6 @@
 """tfprune: prune, merge and shrink Keras CNNs into small, fast TensorFlow Lite models."""
 
+from tfprune import bench, export  # noqa: F401  (modules: tfprune.export.to_tflite, ...)
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
 from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tfprune.shrink import shrink, shrink_plan  # the functions, not the module
@@ -12,3 +13,4 @@ __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__"]
 __all__ += ["shrink", "shrink_plan"]
 __all__ += ["ConstantSparsity", "PolynomialDecay", "PruningSchedule"]
 __all__ += ["fuse", "fusion"]
+__all__ += ["bench", "export"]

@@ -1,0 +1,460 @@
+"""TFLite export, verification of the `.tflite` file's accuracy, and inspection of its contents.
+
+Conversion goes through Keras' own LiteRT exporter (`model.export(..., format="litert")`,
+which traces the model into a SavedModel and runs the TFLite converter), with our converter
+settings: the quantization mode, the converter's sparse encoding, builtin ops only unless
+asked, and an atomic write so that a failed export leaves no file behind.
+"""
+
+import dataclasses
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from tfprune import atomic
+from tfprune.bench.latency import file_sizes, format_table, load_interpreter, read_tflite
+from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
+
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+
+
+def to_tflite(model, path, quantize="none", sparse=False, representative_data=None,
+              int8_io=False, allow_select_ops=False, calibration_samples=200):
+    """Converts a Keras model to a `.tflite` file, written atomically.
+
+    Args:
+        model: A built Keras model (plain layers: strip pruning wrappers first), or the path
+            of a `.keras` file.
+        path: Where to write the `.tflite` file; its folder must exist.
+        quantize: String, one of `"none"` (float32), `"float16"` (float16 weights),
+            `"dynamic"` (int8 weights, float activations) or `"int8"` (full integer,
+            calibrated on `representative_data`), defaults to `"none"`.
+        sparse: Boolean, let the converter store sparse weights in its sparse encoding
+            (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`), defaults to `False`.
+        representative_data: For `quantize="int8"`: a `tf.data.Dataset` (or iterable) of
+            `(x, y)` or `x`, batched or not, or a NumPy array of inputs.
+        int8_io: Boolean, with `quantize="int8"`, make the input and output int8 too (else
+            they stay float32 with (de)quantize ops at the ends), defaults to `False`.
+        allow_select_ops: Boolean, allow TensorFlow (Select/Flex) ops that the builtin
+            kernels lack; the app must then link the Flex delegate. Defaults to `False`.
+        calibration_samples: Integer, how many inputs calibrate `int8`, defaults to `200`.
+
+    Returns:
+        The `Path` written.
+
+    Raises:
+        TfpruneError: bad arguments, representative data of the wrong shape, a folder that
+            is missing or cannot be written.
+        UnsupportedModelError: the model needs non-builtin ops or does not convert.
+
+    Example:
+
+    >>> path = tfprune.export.to_tflite(model, "export/lenet5.tflite", quantize="int8",
+    ...                                 sparse=True, representative_data=train_ds)
+    """
+    import tensorflow as tf
+
+    model = _as_model(model)
+    _check_mode(quantize, int8_io, representative_data)
+    signature = _input_signature(model)
+    kwargs = _converter_settings(tf, quantize, sparse, int8_io, allow_select_ops)
+    if quantize == "int8":
+        kwargs["representative_dataset"] = _calibration(representative_data, signature,
+                                                        calibration_samples)
+    path = Path(path)
+    with atomic.atomic_path(path, suffix=".tflite") as tmp:
+        try:
+            model.export(str(tmp), format="litert", verbose=False, **kwargs)
+        except TfpruneError:
+            raise
+        except Exception as e:  # the converter raises many types; say what failed, in a line
+            raise _conversion_error(e, allow_select_ops) from e
+    return path
+
+
+def _as_model(model):
+    import keras
+
+    if isinstance(model, (str, os.PathLike)):
+        model_path = Path(model)
+        if model_path.suffix != ".keras" or not model_path.is_file():
+            raise TfpruneError(f"Expected a Keras model or an existing .keras file. Received: "
+                               f"model={str(model)!r}")
+        return keras.saving.load_model(model_path, compile=False)
+    if not isinstance(model, keras.Model):
+        raise TfpruneError(f"Expected a Keras model or a .keras path. Received: "
+                           f"model={type(model).__name__}")
+    return model
+
+
+def _check_mode(quantize, int8_io, representative_data):
+    if quantize not in QUANTIZE_MODES:
+        raise TfpruneError(f"quantize must be one of {QUANTIZE_MODES}. Received: "
+                           f"quantize={quantize!r}")
+    if quantize == "int8" and representative_data is None:
+        raise TfpruneError("quantize='int8' calibrates activation ranges: pass "
+                           "representative_data (e.g. a slice of the training set).")
+    if int8_io and quantize != "int8":
+        raise TfpruneError(f"int8_io=True needs quantize='int8'. Received: quantize={quantize!r}")
+
+
+def _input_signature(model):
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise UnsupportedModelError("The model has no defined inputs: build it with "
+                                    "keras.Input (or call it once on data) before export.")
+    if len(inputs) != 1:
+        raise UnsupportedModelError(f"Only single-input models are supported. Received: "
+                                    f"{len(inputs)} inputs")
+    return tuple(inputs[0].shape), inputs[0].dtype
+
+
+def _converter_settings(tf, quantize, sparse, int8_io, allow_select_ops):
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if quantize == "int8"
+           else tf.lite.OpsSet.TFLITE_BUILTINS]
+    if allow_select_ops:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    target_spec = {"supported_ops": ops}
+    optimizations = [] if quantize == "none" else [tf.lite.Optimize.DEFAULT]
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    if quantize == "float16":
+        target_spec["supported_types"] = [tf.float16]
+    kwargs = {"optimizations": optimizations, "target_spec": target_spec}
+    if int8_io:
+        kwargs.update(inference_input_type=tf.int8, inference_output_type=tf.int8)
+    return kwargs
+
+
+def _calibration(data, signature, samples):
+    """A representative-dataset generator of single inputs, checked against the model."""
+    shape, dtype = signature
+    batches = iter(_inputs_of(data))
+    try:
+        first = next(batches)
+    except StopIteration:
+        raise DataError("representative_data is empty: pass a few hundred training "
+                        "inputs.") from None
+    _check_shape(first, shape, "representative_data")
+
+    def generate():
+        count = 0
+        for x in _chain(first, batches):
+            x = np.asarray(x, dtype=dtype)
+            for row in (x if x.ndim == len(shape) else x[None]):
+                yield [row[None]]
+                count += 1
+                if count >= samples:
+                    return
+
+    return generate
+
+
+def _inputs_of(data):
+    if isinstance(data, np.ndarray):
+        return [data]
+    return (_x_of(element) for element in data)
+
+
+def _x_of(element):
+    x = element[0] if isinstance(element, (tuple, list)) else element
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _check_shape(x, shape, name):
+    """Accepts a batch (`shape`) or a single input (`shape[1:]`); raises otherwise."""
+    x_shape = tuple(np.shape(x))
+    for candidate in (shape, shape[1:]):
+        if len(x_shape) == len(candidate) and all(
+                c is None or c == s for c, s in zip(candidate, x_shape, strict=True)):
+            return
+    raise DataError(f"{name} yields inputs of shape {x_shape} but the model takes "
+                    f"{shape} (None = any): pass data the model was trained on. "
+                    f"Received: shape={x_shape}")
+
+
+def _conversion_error(error, allow_select_ops):
+    text = str(error)
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)))
+    if ops and not allow_select_ops:
+        return UnsupportedModelError(
+            f"The model needs TensorFlow ops that TFLite's builtin kernels lack: "
+            f"{', '.join(ops)}. Replace the layers that use them, or pass "
+            "allow_select_ops=True (the app must then link the Flex delegate).")
+    if ops:
+        return UnsupportedModelError(f"The model uses ops TFLite cannot run even with Select "
+                                     f"TF ops: {', '.join(ops)}. Replace the layers that use "
+                                     "them.")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    reason = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else "")
+    return UnsupportedModelError(f"TFLite conversion failed ({type(error).__name__}: "
+                                 f"{reason[:300]}): check the model converts with "
+                                 "quantize='none' first.")
+
+
+def evaluate(path, dataset, threads=None, delegate="xnnpack"):
+    """Classification accuracy of a `.tflite` file on the LiteRT interpreter.
+
+    Batches run whole when the file's batch dimension is dynamic (the input is resized),
+    else example by example. Int8 inputs are quantized and outputs dequantized with the
+    file's own scale and zero point. Labels may be class indices or one-hot; a single
+    output unit is read as a sigmoid (> 0.5).
+
+    Args:
+        path: Path to the `.tflite` file.
+        dataset: A `tf.data.Dataset` (or iterable) of `(x, y)` batches.
+        threads: Integer or `None`, interpreter threads, defaults to `None`.
+        delegate: String, `"xnnpack"` or `"builtin"`, defaults to `"xnnpack"` (falls back to
+            the builtin kernels if XNNPACK cannot prepare the model).
+
+    Returns:
+        Accuracy, a float in [0, 1].
+
+    Raises:
+        TfpruneError: a bad file, or data whose shape the model cannot take.
+
+    Example:
+
+    >>> tfprune.export.evaluate("export/lenet5.tflite", tfprune.data.mnist("test", batch_size=256))
+    """
+    interpreter, _, _ = load_interpreter(path, threads, delegate)
+    runner = _Runner(interpreter)
+    correct = total = 0
+    for element in dataset:
+        if not isinstance(element, (tuple, list)) or len(element) < 2:
+            raise DataError("evaluate needs a dataset of (x, y) batches. Received: an element "
+                            f"of type {type(element).__name__}")
+        x, y = (v.numpy() if hasattr(v, "numpy") else np.asarray(v) for v in element[:2])
+        _check_shape(x, runner.shape, "dataset")
+        if x.ndim == len(runner.shape) - 1:
+            x, y = x[None], np.asarray(y)[None]
+        predicted = _classes(runner(x))
+        labels = np.argmax(y, axis=-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
+        correct += int(np.sum(predicted == labels.astype(np.int64)))
+        total += len(labels)
+    if total == 0:
+        raise DataError("evaluate got an empty dataset: pass (x, y) batches.")
+    return correct / total
+
+
+class _Runner:
+    """Runs batches through an interpreter's one input and one output, (de)quantizing."""
+
+    def __init__(self, interpreter):
+        self.interpreter = interpreter
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UnsupportedModelError("evaluate needs a model with one input and one output. "
+                                        f"Received: {len(inputs)} inputs, {len(outputs)} outputs")
+        self.input, self.output = inputs[0], outputs[0]
+        signature = self.input["shape_signature"]
+        self.dynamic = signature[0] == -1
+        self.shape = tuple(None if d == -1 else int(d) for d in signature)
+        self.batch = int(self.input["shape"][0])
+
+    def __call__(self, x):
+        if not self.dynamic:
+            return np.concatenate([self._invoke(x[i:i + self.batch])
+                                   for i in range(0, len(x), self.batch)])
+        if len(x) != self.batch:
+            self.interpreter.resize_tensor_input(self.input["index"], [len(x), *self.shape[1:]])
+            self.interpreter.allocate_tensors()
+            self.batch = len(x)
+        return self._invoke(x)
+
+    def _invoke(self, x):
+        self.interpreter.set_tensor(self.input["index"], _quantize(x, self.input))
+        self.interpreter.invoke()
+        return _dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
+
+
+def _quantize(x, detail):
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if not np.issubdtype(dtype, np.integer) or not scale:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y, detail):
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+def _classes(y):
+    y = y.reshape(len(y), -1)
+    return (y[:, 0] > 0.5).astype(np.int64) if y.shape[1] == 1 else np.argmax(y, axis=1)
+
+
+# --- inspection ------------------------------------------------------------------------------
+
+_NUMPY_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64,
+                6: np.bool_, 7: np.int16, 9: np.int8, 10: np.float64, 12: np.uint64,
+                15: np.uint32, 16: np.uint16}
+
+
+@dataclasses.dataclass
+class TensorInfo:
+    """A constant (weight) tensor of a `.tflite` file.
+
+    `bytes` is what the file stores for its values (fewer when stored sparse);
+    `zero_fraction` is the share of the dense tensor's elements that are zero (equal to the
+    zero point when quantized); `densified` says a DENSIFY op expands it at run time.
+    """
+
+    name: str
+    shape: list
+    dtype: str
+    bytes: int
+    zero_fraction: float
+    sparse: bool
+    densified: bool
+    quantized: str
+
+
+@dataclasses.dataclass
+class TFLiteInfo:
+    """What `inspect` finds in a `.tflite` file."""
+
+    path: str
+    size_raw: int
+    size_gzip: int
+    ops: dict
+    tensors: list
+    inputs: list
+    outputs: list
+
+    @property
+    def densify(self):
+        """True when a DENSIFY op expands sparse weights to dense at run time."""
+        return "DENSIFY" in self.ops
+
+    @property
+    def sparse_tensors(self):
+        return [t for t in self.tensors if t.sparse]
+
+    def tensor(self, substring):
+        """The first weight tensor whose name contains `substring`."""
+        for t in self.tensors:
+            if substring in t.name:
+                return t
+        raise KeyError(substring)
+
+    def to_dict(self):
+        return {**dataclasses.asdict(self), "densify": self.densify}
+
+    def __str__(self):
+        weights = sum(t.bytes for t in self.tensors)
+        lines = [f"{self.path}: {self.size_raw:,} bytes, {self.size_gzip:,} gzipped; "
+                 f"weights {weights:,} bytes in {len(self.tensors)} tensors",
+                 "inputs: " + ", ".join(self.inputs), "outputs: " + ", ".join(self.outputs),
+                 "ops: " + ", ".join(f"{name} x{n}" for name, n in self.ops.items()),
+                 f"sparse tensors: {len(self.sparse_tensors)}; DENSIFY op: "
+                 + ("yes (sparse weights densified at run time)" if self.densify else "no")]
+        rows = [("tensor", "shape", "dtype", "bytes", "zeros", "stored", "quant")]
+        for t in self.tensors:
+            stored = ("sparse+densify" if t.densified else "sparse") if t.sparse else "dense"
+            rows.append((t.name[-48:], "x".join(map(str, t.shape)) or "scalar", t.dtype,
+                         f"{t.bytes:,}", f"{t.zero_fraction:.1%}", stored, t.quantized))
+        lines.append(format_table(rows))
+        return "\n".join(lines)
+
+
+def inspect(path):
+    """What a `.tflite` file holds: ops, weight tensors with their sparsity, sizes.
+
+    Args:
+        path: Path to the `.tflite` file.
+
+    Returns:
+        A `TFLiteInfo`: `ops` (name -> count), `tensors` (a `TensorInfo` per constant
+        tensor: shape, dtype, bytes, fraction of zeros, stored sparse?, densified?),
+        `densify`, `size_raw`, `size_gzip`; `str()` of it is a report, `to_dict()` a
+        JSON-ready dict.
+
+    Raises:
+        TfpruneError: the file is missing, empty, truncated or not a TFLite model.
+
+    Example:
+
+    >>> print(tfprune.export.inspect("export/lenet5.tflite"))
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = read_tflite(path)
+    try:
+        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+        names = _op_names(schema, model)
+        graph = model.subgraphs[0]
+        ops = Counter(names[op.opcodeIndex] for op in graph.operators or [])
+        densified = {op.inputs[0] for op in graph.operators or []
+                     if names[op.opcodeIndex] == "DENSIFY"}
+        tensors = [info for i, t in enumerate(graph.tensors or [])
+                   if (info := _tensor_info(t, model.buffers, data, i in densified))]
+        inputs = [_io(graph.tensors[i]) for i in graph.inputs]
+        outputs = [_io(graph.tensors[i]) for i in graph.outputs]
+    except Exception as e:  # flatbuffers reads past the end of a truncated file in many ways
+        raise TfpruneError(f"Cannot parse {str(path)!r} as a TFLite model ({e}): the file is "
+                           "truncated or corrupt; export it again.") from None
+    raw, gz = file_sizes(path)
+    return TFLiteInfo(str(path), raw, gz, dict(ops), tensors, inputs, outputs)
+
+
+def _op_names(schema, model):
+    codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    names = []
+    for code in model.operatorCodes:
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        name = codes.get(builtin, f"BUILTIN_{builtin}")
+        names.append(code.customCode.decode() if name == "CUSTOM" and code.customCode else name)
+    return names
+
+
+def _tensor_info(tensor, buffers, data, densified):
+    buffer = buffers[tensor.buffer] if tensor.buffer < len(buffers) else None
+    if buffer is None:
+        return None
+    if buffer.offset > 1:  # large models keep buffers after the flatbuffer
+        raw = np.frombuffer(data[buffer.offset:buffer.offset + buffer.size], np.uint8)
+    else:
+        raw = np.asarray(buffer.data if buffer.data is not None else [], np.uint8)
+    if raw.size == 0:
+        return None
+    dtype = _NUMPY_TYPES.get(tensor.type)
+    shape = [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
+    quant = tensor.quantization
+    scales = quant.scale if quant is not None and quant.scale is not None else []
+    zero_point = 0
+    if quant is not None and quant.zeroPoint is not None and len(quant.zeroPoint) == 1:
+        zero_point = int(quant.zeroPoint[0])
+    zeros = float("nan")
+    if dtype is not None and raw.size % np.dtype(dtype).itemsize == 0:
+        values = raw.view(dtype)
+        dense = int(np.prod(shape)) if shape else 1
+        nonzero = int(np.count_nonzero(values != zero_point))
+        zeros = 1.0 - nonzero / dense if dense else 0.0
+    quantized = "" if len(scales) == 0 else ("per-channel" if len(scales) > 1 else "per-tensor")
+    name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+    return TensorInfo(name, shape, np.dtype(dtype).name if dtype else f"type{tensor.type}",
+                      int(raw.size), zeros, tensor.sparsity is not None, densified, quantized)
+
+
+def _io(tensor):
+    name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+    shape = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+    dims = "x".join("?" if d == -1 else str(d) for d in shape)
+    return f"{name} {dims} {np.dtype(_NUMPY_TYPES.get(tensor.type, np.uint8)).name}"
