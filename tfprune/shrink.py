@@ -312,25 +312,21 @@ def _removable(groups, values, pins):
 
 def _kept(graph, groups, values, remove, pins):
     """The zeroed producer units that stay, grouped by reason."""
+    live = np.zeros(len(groups._parent), bool)  # groups with a non-constant channel
+    for name in graph.nodes:
+        np.logical_or.at(live, groups.group_of(name), ~np.isfinite(values[name]))
     by_reason = {}
     for node in graph.layers():
         if groups.rules[node.name] != "producer":
             continue
         dead = np.isfinite(values[node.name]) & ~remove[node.name]
-        for i in np.flatnonzero(dead):
-            g = groups.find(groups.slot(node.name, i))
-            reason = pins.get(g) or _live_partner(groups, values, g)
+        for i, g in zip(np.flatnonzero(dead), groups.group_of(node.name)[dead], strict=True):
+            reason = pins.get(int(g)) or (
+                "coupled with channels that are not constant (a live branch of an "
+                "Add/Multiply/Concatenate, or zero padding after a non-zero constant)"
+                if live[g] else "coupled with live channels")
             by_reason.setdefault(reason, []).append((node.name, int(i)))
     return [Kept(units, reason) for reason, units in by_reason.items()]
-
-
-def _live_partner(groups, values, group):
-    for name in groups.graph.nodes:
-        for i, g in enumerate(groups.group_of(name)):
-            if g == group and not np.isfinite(values[name][i]):
-                return (f"coupled with channel {i} of {name}, which is not constant "
-                        "(a live branch of an Add/Concatenate, or zero padding)")
-    return "coupled with live channels"
 
 
 # Rewriting.
