@@ -1,0 +1,154 @@
+"""Training callbacks: `UpdatePruningStep` moves the masks, `PruningSummaries` logs sparsity."""
+
+import keras
+import numpy as np
+
+from tfprune.errors import TfpruneError
+from tfprune.wrapper import PruneLowMagnitude
+
+
+def pruning_wrappers(model):
+    """Every `PruneLowMagnitude` in `model`, nested models included, in layer order."""
+    found = []
+    for layer in model.layers if hasattr(model, "layers") else []:
+        if isinstance(layer, PruneLowMagnitude):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(pruning_wrappers(layer))
+    return found
+
+
+def _wrappers_or_raise(model):
+    wrappers = pruning_wrappers(model)
+    if not wrappers:
+        raise TfpruneError(
+            f"Model {model.name!r} has no PruneLowMagnitude layer: prune it with "
+            "tfprune.prune(model, schedule) before fitting with pruning callbacks."
+        )
+    return wrappers
+
+
+class UpdatePruningStep(keras.callbacks.Callback):
+    """Advances the pruning step each batch and recomputes masks when the schedule says.
+
+    Required when fitting a pruned model: without it the masks stay all ones. At each batch
+    the step (stored in every wrapper, so it is saved with the model and training resumes
+    where it stopped) goes up by one; a wrapper whose schedule says `should_prune` at that
+    step recomputes its masks on the host and zeroes its pruned weights. At the end of every
+    epoch and of training the masks are applied to the weights again (the optimizer's
+    momentum can move pruned weights), so saved and stripped weights equal mask x weight.
+
+    Fit with `steps_per_execution=1` (the default): the step advances once per
+    `on_train_batch_begin`.
+
+    Raises:
+        TfpruneError: at `on_train_begin`, if the model has no `PruneLowMagnitude` layer.
+
+    Example:
+
+    ```python
+    pruned.fit(x, y, epochs=2, callbacks=[tfprune.UpdatePruningStep()])
+    ```
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.wrappers = []
+        self.step = -1
+
+    def on_train_begin(self, logs=None):
+        self.wrappers = _wrappers_or_raise(self.model)
+        self.step = max(int(np.asarray(w.pruning_step)) for w in self.wrappers)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step += 1
+        for wrapper in self.wrappers:
+            should_prune, sparsity = wrapper.schedule(self.step)
+            if should_prune:
+                wrapper.update_masks(sparsity)
+            wrapper.pruning_step.assign(self.step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for wrapper in self.wrappers:
+            wrapper.apply_masks()
+
+    def on_train_end(self, logs=None):
+        self.on_epoch_end(None)
+
+
+class PruningSummaries(keras.callbacks.Callback):
+    """Writes each pruned layer's sparsity, and the schedule's target, to TensorBoard.
+
+    Scalars `sparsity/<layer name>` (the fraction of zeros in its masked prunable weights)
+    and `target_sparsity/<layer name>` (what the schedule asks for at the current step),
+    indexed by the pruning step, at the end of every epoch and every `update_freq` batches.
+
+    Args:
+        log_dir: String, the TensorBoard log folder (created if missing).
+        update_freq: Integer, also write every this many batches; `None` (the default)
+            writes at epoch ends only.
+
+    Example:
+
+    ```python
+    pruned.fit(x, y, callbacks=[tfprune.UpdatePruningStep(),
+                                tfprune.PruningSummaries(log_dir="logs")])
+    ```
+    """
+
+    def __init__(self, log_dir, update_freq=None):
+        super().__init__()
+        if not isinstance(log_dir, (str, bytes)) and not hasattr(log_dir, "__fspath__"):
+            raise TfpruneError(f"`log_dir` must be a folder path. Received: log_dir={log_dir!r}")
+        if update_freq is not None and (not isinstance(update_freq, int) or update_freq < 1):
+            raise TfpruneError(f"`update_freq` must be None or an integer >= 1. Received: "
+                               f"update_freq={update_freq!r}")
+        self.log_dir = str(log_dir)
+        self.update_freq = update_freq
+        self._writer = None
+        self._batches = 0
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf  # TensorBoard files need TF's summary writer.
+
+        self.wrappers = _wrappers_or_raise(self.model)
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+        if self.update_freq and self._batches % self.update_freq == 0:
+            self._write()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._write()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _write(self):
+        step = max(int(np.asarray(w.pruning_step)) for w in self.wrappers)
+        with self._writer.as_default(step=max(step, 0)):
+            for wrapper in self.wrappers:
+                kept = sum(float(np.count_nonzero(w)) for w in _masked(wrapper))
+                total = sum(int(np.prod(pw.variable.shape)) for pw in wrapper.prunable)
+                _scalar(f"sparsity/{wrapper.layer.name}", 1.0 - kept / total)
+                target = wrapper.schedule(max(step, 0))[1]
+                _scalar(f"target_sparsity/{wrapper.layer.name}", float(target))
+        self._writer.flush()
+
+
+def _scalar(tag, value):
+    """A TensorBoard scalar without the tensorboard package (tf.summary.scalar needs it)."""
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    tf.summary.write(tag, tf.constant(value, dtype=tf.float32), metadata=metadata)
+
+
+def _masked(wrapper):
+    return [np.asarray(pw.variable) * np.asarray(mask)
+            for pw, mask in zip(wrapper.prunable, wrapper.masks, strict=True)]

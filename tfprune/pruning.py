@@ -1,0 +1,277 @@
+"""`prune`, `strip` and `sparsity`: whole-model pruning on top of `PruneLowMagnitude`.
+
+`prune` rebuilds the model with `keras.models.clone_model`, wrapping the chosen layers, and
+copies the weights into the new layers: the caller's model and its weights are never
+touched (tfmot's wrappers share the caller's layers, so pruning silently zeroes the
+original model too). `strip` is the inverse: a plain Keras model whose kernels hold
+mask x weight.
+"""
+
+import keras
+import numpy as np
+
+from tfprune import masks, schedules
+from tfprune.errors import TfpruneError, UnsupportedModelError
+from tfprune.graph import LayerGraph
+from tfprune.wrapper import REGISTRY, PruneLowMagnitude
+
+_OPTIONS = ("block_shape", "block_pooling", "n_m")
+DEFAULT_KEY = "*"
+
+
+def _copy_layer(layer):
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _copy_weights(pairs):
+    """Sets each new layer's weights from its source: `(source weights, new layer)` pairs."""
+    for weights, new in pairs:
+        if weights:
+            new.set_weights(weights)
+
+
+def _output_layers(graph):
+    """Names of the prunable layers whose channels are the model's outputs.
+
+    Walks back from each output through layers with nothing to prune (Softmax, Flatten,
+    pooling...) to the first prunable one: the classifier whose units must all survive.
+    """
+    found, todo = set(), list(graph.outputs)
+    while todo:
+        node = graph.nodes[todo.pop()]
+        if node.is_input:
+            continue
+        layer = node.layer.layer if isinstance(node.layer, PruneLowMagnitude) else node.layer
+        if REGISTRY.supports(layer):
+            found.add(node.name)
+        elif len(node.inputs) == 1:
+            todo.extend(node.inputs)
+    return found
+
+
+def _check_keys(granularity, model):
+    names = {layer.name for layer in model.layers}
+    classes = {cls.__name__ for layer in model.layers for cls in type(layer).__mro__}
+    for key, value in granularity.items():
+        if key != DEFAULT_KEY and key not in names and key not in classes:
+            raise TfpruneError(
+                f"granularity key {key!r} is neither a layer name nor a layer class in model "
+                f"{model.name!r} (layers: {sorted(names)}). Received: granularity={granularity!r}"
+            )
+        if value is not None:
+            masks.check_granularity(value)
+
+
+def _granularity_of(layer, granularity):
+    """The granularity for `layer` (None: leave it unpruned)."""
+    if not isinstance(granularity, dict):
+        return granularity
+    if layer.name in granularity:
+        return granularity[layer.name]
+    for cls in type(layer).__mro__:
+        if cls.__name__ in granularity:
+            return granularity[cls.__name__]
+    return granularity.get(DEFAULT_KEY, "weight")
+
+
+def _selected(model, layers):
+    """The set of layer names `layers` picks (names or a predicate); None: every layer."""
+    if layers is None:
+        return None
+    if callable(layers):
+        return {layer.name for layer in model.layers if layers(layer)}
+    if isinstance(layers, str):
+        layers = [layers]
+    names = {layer.name for layer in model.layers}
+    for name in layers:
+        if name not in names:
+            raise TfpruneError(
+                f"No layer named {name!r} in model {model.name!r}; its layers are "
+                f"{sorted(names)}. Received: layers={list(layers)!r}"
+            )
+        layer = model.get_layer(name)
+        if not REGISTRY.supports(layer):
+            raise TfpruneError(
+                f"Layer {name!r} ({type(layer).__name__}) has no weights to prune; pick "
+                f"Dense/Conv/Embedding layers or register its class with "
+                f"tfprune.register_prunable. Received: layers={list(layers)!r}"
+            )
+    return set(layers)
+
+
+def plan(model, granularity="weight", layers=None):
+    """Which layers `prune` wraps, and at which granularity.
+
+    Args:
+        model: A Sequential or Functional Keras model.
+        granularity: See `prune`.
+        layers: See `prune`.
+
+    Returns:
+        A dict `{layer name: granularity}` of the layers to prune, in layer order.
+
+    Raises:
+        UnsupportedModelError: a subclassed or unbuilt model, or nothing to prune.
+        TfpruneError: an unknown granularity, layer name or granularity key.
+    """
+    graph = LayerGraph.from_model(model)  # raises on subclassed, nested, unbuilt models
+    if isinstance(granularity, dict):
+        _check_keys(granularity, model)
+    elif not isinstance(granularity, str):
+        raise TfpruneError(f"`granularity` must be a string or a dict of layer name or class "
+                           f"to granularity. Received: granularity={granularity!r}")
+    else:
+        masks.check_granularity(granularity)
+    picked = _selected(model, layers)
+    outputs = _output_layers(graph)
+    result = {}
+    for layer in model.layers:
+        if not REGISTRY.supports(layer) or (picked is not None and layer.name not in picked):
+            continue
+        chosen = _granularity_of(layer, granularity)
+        if chosen is None:
+            continue
+        if masks.check_granularity(chosen)[0] == "filter" and layer.name in outputs:
+            chosen = "weight"  # the classifier keeps all its units; its weights are pruned
+        result[layer.name] = chosen
+    if not result:
+        raise UnsupportedModelError(
+            f"Model {model.name!r} has no layer to prune (prunable types: Dense, Conv1D/2D/3D "
+            "and their transposed, depthwise and separable forms, Embedding, or a layer "
+            f"with get_prunable_weights()). Received: layers={layers!r}"
+        )
+    return result
+
+
+def prune(model, schedule, granularity="weight", layers=None, **options):
+    """A copy of `model` whose prunable layers are wrapped in `PruneLowMagnitude`.
+
+    The caller's model is not modified; the copy starts from its weights. Compile the copy
+    and fit it with `tfprune.UpdatePruningStep()` among the callbacks.
+
+    Args:
+        model: A built Sequential or Functional Keras model.
+        schedule: A `tfprune.PruningSchedule`, e.g. `tfprune.PolynomialDecay(...)`.
+        granularity: `"weight"` (the default), `"block"`, `"n:m"` / `"N:M"`, `"filter"`, or a
+            dict mapping layer names or layer class names (`"Conv2D"`, `"Dense"`; a class
+            name also matches subclasses) to one of these or `None` (do not prune); a
+            layer name wins over a class name, and `"*"` sets the default for layers
+            matched by neither (else `"weight"`). With `"filter"`, the layer whose units
+            are a model output (the classifier) is pruned at `"weight"` instead, so that
+            every class survives.
+        layers: Which layers to prune: a list of layer names, or a predicate
+            `fn(layer) -> bool`; defaults to every prunable layer.
+        **options: `block_shape`, `block_pooling`, `n_m`: see `PruneLowMagnitude`.
+
+    Returns:
+        A new Keras model of the same kind (Sequential or Functional), uncompiled.
+
+    Raises:
+        UnsupportedModelError: a subclassed, unbuilt or nested model, a layer called more
+            than once, or no layer to prune.
+        TfpruneError: an unknown granularity, option or layer name, or a granularity a
+            layer cannot take (N:M on a one-input-channel conv).
+
+    Example:
+
+    ```python
+    pruned = tfprune.prune(model, tfprune.PolynomialDecay(0.0, 0.9, 0, 2000),
+                           granularity={"Conv2D": "filter", "Dense": "filter"})
+    ```
+    """
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise TfpruneError(f"Unknown option {unknown[0]!r} for prune(); options are "
+                           f"{_OPTIONS}. Received: {unknown[0]}={options[unknown[0]]!r}")
+    schedule = schedules.get(schedule)
+    chosen = plan(model, granularity, layers)
+    pairs = []
+
+    def clone_function(layer):
+        new = _copy_layer(layer)
+        pairs.append((layer.get_weights(), new))
+        if layer.name in chosen:
+            return PruneLowMagnitude(new, schedule, chosen[layer.name], **options)
+        return new
+
+    pruned = keras.models.clone_model(model, clone_function=clone_function)
+    _copy_weights(pairs)
+    return pruned
+
+
+def strip(model):
+    """A plain Keras model: every `PruneLowMagnitude` replaced by its layer, kernels masked.
+
+    The inverse of `prune`: the layers get back their names, and each prunable weight holds
+    mask x weight, so its zeros are where pruning put them. The input model is not changed.
+
+    Args:
+        model: A Sequential or Functional model (pruned or not).
+
+    Returns:
+        A new model of the same kind, uncompiled.
+
+    Raises:
+        UnsupportedModelError: a subclassed or unbuilt model.
+
+    Example:
+
+    ```python
+    small = tfprune.strip(pruned)
+    small.save("small.keras")
+    ```
+    """
+    LayerGraph.from_model(model)  # raises on subclassed, nested, unbuilt models
+    pairs = []
+
+    def clone_function(layer):
+        if isinstance(layer, PruneLowMagnitude):
+            new = _copy_layer(layer.layer)
+            pairs.append((layer.masked_weights(), new))
+        else:
+            new = _copy_layer(layer)
+            pairs.append((layer.get_weights(), new))
+        return new
+
+    stripped = keras.models.clone_model(model, clone_function=clone_function)
+    _copy_weights(pairs)
+    return stripped
+
+
+def _prunable_arrays(layer):
+    """`(name, arrays)` of a layer's prunable weights as used (masked), or `None`."""
+    if isinstance(layer, PruneLowMagnitude):
+        arrays = [np.asarray(pw.variable) * np.asarray(mask)
+                  for pw, mask in zip(layer.prunable, layer.masks, strict=True)]
+        return layer.layer.name, arrays
+    if REGISTRY.supports(layer) and layer.built:
+        return layer.name, [np.asarray(pw.variable) for pw in REGISTRY.prunable_weights(layer)]
+    return None
+
+
+def sparsity(model):
+    """The fraction of zeros in each prunable layer's prunable weights (masks applied).
+
+    Args:
+        model: A Keras model, pruned (wrapped layers are reported under the wrapped layer's
+            name) or plain (e.g. from `strip`).
+
+    Returns:
+        A dict `{layer name: float}` in layer order, for every layer with prunable weights
+        (kernels; biases are not counted).
+
+    Example:
+
+    >>> tfprune.sparsity(tfprune.strip(pruned))
+    {'conv1': 0.8, 'conv2': 0.8, 'fc1': 0.8, 'fc2': 0.8}
+    """
+    result = {}
+    for layer in model.layers:
+        found = _prunable_arrays(layer)
+        if found is None:
+            continue
+        name, arrays = found
+        total = sum(a.size for a in arrays)
+        zeros = sum(a.size - np.count_nonzero(a) for a in arrays)
+        result[name] = float(zeros / total) if total else 0.0
+    return result

@@ -1,0 +1,307 @@
+"""`PruneLowMagnitude`: a layer wrapper that holds pruning masks, and the table of what to prune.
+
+The wrapper adds one non-trainable mask per prunable weight and a step counter, built in
+`build()`. In `call()` the wrapped layer runs with each prunable weight read as
+`weight * mask` (a `keras.StatelessScope` maps the variable to the product), so the graph
+costs one multiply per kernel and gradients reach only the kept weights. Masks are not
+recomputed in the graph: `tfprune.UpdatePruningStep` recomputes them on the host when the
+schedule says so (every `frequency` steps), which keeps training close to plain speed.
+
+Which weights a layer type prunes is a table, `REGISTRY`, that users extend without editing
+tfprune (`tfprune.register_prunable`); a layer can also opt in with a
+`get_prunable_weights()` method. Biases are never pruned.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from tfprune import masks, schedules
+from tfprune.errors import TfpruneError, UnsupportedModelError
+
+
+@dataclasses.dataclass(frozen=True)
+class PrunableWeight:
+    """A weight to prune, and where its channels are.
+
+    Attributes:
+        variable: The `keras.Variable`.
+        in_axis: The input-channel axis (N:M groups run along it), or `None` when each
+            filter sees one input channel (depthwise kernels).
+        out_axis: The output-channel axis, or a tuple of axes whose product is the output
+            channels; `"filter"` granularity ranks and zeroes along it.
+    """
+
+    variable: object
+    in_axis: object = -2
+    out_axis: object = -1
+
+
+def _as_prunable(item):
+    if isinstance(item, PrunableWeight):
+        return item
+    rank = len(item.shape)
+    return PrunableWeight(item, in_axis=-2 if rank >= 2 else None, out_axis=-1)
+
+
+def _plain_variable(layer, private, public):
+    """The variable behind `layer.<public>`, refusing LoRA and quantized layers."""
+    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+        raise UnsupportedModelError(
+            f"Layer {layer.name!r} has LoRA or quantization enabled; prune it before "
+            "enabling them."
+        )
+    variable = getattr(layer, private, None)
+    return variable if variable is not None else getattr(layer, public)
+
+
+class PrunableRegistry:
+    """Which weights each layer type prunes: a table of `layer class -> fn(layer)`.
+
+    `fn` returns the layer's prunable weights: variables (input channels on axis -2, output
+    channels on axis -1) or `PrunableWeight`s. A class is looked up along the layer's MRO,
+    so subclasses of a registered class are covered. A layer with a
+    `get_prunable_weights()` method uses it instead of the table.
+
+    Example:
+
+    ```python
+    registry = tfprune.wrapper.REGISTRY
+    registry.register(MyLayer, lambda layer: [layer.w])
+    ```
+    """
+
+    def __init__(self):
+        self._table = {}
+
+    def register(self, layer_class, fn):
+        """Registers (or replaces) `fn` for `layer_class`.
+
+        Args:
+            layer_class: A `keras.layers.Layer` subclass.
+            fn: Callable taking a built layer and returning its prunable weights.
+
+        Raises:
+            TypeError: `layer_class` is not a layer class or `fn` is not callable.
+        """
+        if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+            raise TypeError(f"`layer_class` must be a Keras layer class. Received: "
+                            f"layer_class={layer_class!r}")
+        if not callable(fn):
+            raise TypeError(f"`fn` must be callable. Received: fn={fn!r}")
+        self._table[layer_class] = fn
+
+    def lookup(self, layer):
+        """The function for `layer` (its own `get_prunable_weights` first), or `None`."""
+        own = getattr(layer, "get_prunable_weights", None)
+        if callable(own):
+            return lambda _: own()
+        for cls in type(layer).__mro__:
+            if cls in self._table:
+                return self._table[cls]
+        return None
+
+    def supports(self, layer):
+        """Whether `layer` has weights to prune (it need not be built)."""
+        return not isinstance(layer, PruneLowMagnitude) and self.lookup(layer) is not None
+
+    def prunable_weights(self, layer):
+        """The `PrunableWeight`s of a built layer (empty if it has none)."""
+        fn = self.lookup(layer)
+        return [] if fn is None else [_as_prunable(w) for w in fn(layer)]
+
+
+REGISTRY = PrunableRegistry()
+
+
+def register_prunable(layer_class, fn):
+    """Adds a layer type to the table of what tfprune prunes (see `PrunableRegistry`).
+
+    Args:
+        layer_class: A `keras.layers.Layer` subclass.
+        fn: Callable taking a built layer, returning its prunable variables or
+            `tfprune.PrunableWeight`s.
+
+    Example:
+
+    ```python
+    tfprune.register_prunable(MyConv, lambda layer: [layer.kernel])
+    ```
+    """
+    REGISTRY.register(layer_class, fn)
+
+
+def _register_defaults():
+    L = keras.layers
+    kernel = lambda layer: [PrunableWeight(_plain_variable(layer, "_kernel", "kernel"))]  # noqa: E731
+    for cls in (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D):
+        REGISTRY.register(cls, kernel)
+    # Transposed conv kernels are (..., out, in).
+    for cls in (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose):
+        REGISTRY.register(cls, lambda layer: [PrunableWeight(layer.kernel, -1, -2)])
+    # Depthwise kernels are (..., in, multiplier): one input channel per filter.
+    for cls in (L.DepthwiseConv1D, L.DepthwiseConv2D):
+        REGISTRY.register(cls, lambda layer: [PrunableWeight(layer.kernel, None, (-2, -1))])
+    for cls in (L.SeparableConv1D, L.SeparableConv2D):
+        REGISTRY.register(cls, lambda layer: [
+            PrunableWeight(layer.depthwise_kernel, None, (-2, -1)),
+            PrunableWeight(layer.pointwise_kernel, -2, -1),
+        ])
+    # Embedding rows are tokens: N:M runs along a row, "filter" removes embedding columns.
+    REGISTRY.register(L.Embedding, lambda layer: [
+        PrunableWeight(_plain_variable(layer, "_embeddings", "embeddings"), -1, -1)])
+
+
+_register_defaults()
+
+
+def _short_name(variable):
+    return variable.path.rsplit("/", 1)[-1] if "/" in variable.path else variable.name
+
+
+@keras.saving.register_keras_serializable(package="tfprune")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Wraps a layer so that its prunable weights are used through magnitude masks.
+
+    Masks start at all ones; `tfprune.UpdatePruningStep` (a callback) advances the step and
+    recomputes them when `schedule` says so. Use `tfprune.prune` to wrap a whole model.
+
+    Args:
+        layer: The layer to prune: a type in `tfprune.wrapper.REGISTRY` (Dense, Conv1D/2D/3D,
+            the transposed, depthwise and separable convs, Embedding) or one with a
+            `get_prunable_weights()` method.
+        schedule: A `tfprune.PruningSchedule` (or its Keras serialization).
+        granularity: `"weight"` (unstructured, the default), `"block"`, `"n:m"` (or `"N:M"`
+            such as `"2:4"`), or `"filter"` (whole output channels by L2 norm).
+        block_shape: Two integers, the blocks of `"block"`; defaults to `(1, 4)`.
+        block_pooling: `"mean"` or `"max"`, how `"block"` scores a block; defaults to
+            `"mean"`.
+        n_m: Two integers `(n, m)` for `"n:m"`: keep `n` of every `m` along the input-channel
+            axis; defaults to `(2, 4)`.
+        **kwargs: Layer arguments; the name defaults to `"prune_low_magnitude_<layer>"`.
+
+    Raises:
+        UnsupportedModelError: a layer with nothing to prune.
+        TfpruneError: an unknown granularity, or one a kernel cannot take (N:M on a
+            one-input-channel conv), raised when the wrapper is built.
+
+    Example:
+
+    ```python
+    layer = tfprune.PruneLowMagnitude(
+        keras.layers.Dense(10), tfprune.ConstantSparsity(0.5, 0), granularity="2:4")
+    ```
+    """
+
+    def __init__(self, layer, schedule, granularity="weight", block_shape=(1, 4),
+                 block_pooling="mean", n_m=(2, 4), **kwargs):
+        if not isinstance(layer, keras.layers.Layer) or not REGISTRY.supports(layer):
+            raise UnsupportedModelError(
+                f"Layer {getattr(layer, 'name', layer)!r} ({type(layer).__name__}) has no "
+                "prunable weights: give it a get_prunable_weights() method or register its "
+                "class with tfprune.register_prunable."
+            )
+        self.granularity_kind, parsed = masks.check_granularity(granularity)
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(layer, **kwargs)
+        self.schedule = schedules.get(schedule)
+        self.granularity = granularity
+        self.block_shape = tuple(block_shape)
+        self.block_pooling = block_pooling
+        self.n_m = tuple(parsed or n_m)
+        if self.granularity_kind == "block":
+            masks._check_block(self.block_shape, block_pooling)
+        if self.granularity_kind == "n:m":
+            masks._check_n_m(self.n_m)
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self.prunable = REGISTRY.prunable_weights(self.layer)
+        if not self.prunable:
+            raise UnsupportedModelError(f"Layer {self.layer.name!r} returned no prunable weights.")
+        for pw in self.prunable:
+            self._check_takes_granularity(pw)
+        self.masks = [
+            self.add_weight(name=f"{_short_name(pw.variable)}_mask", shape=pw.variable.shape,
+                            dtype=pw.variable.dtype, initializer="ones", trainable=False,
+                            autocast=False)
+            for pw in self.prunable
+        ]
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), dtype="int64",
+            initializer=keras.initializers.Constant(-1), trainable=False, autocast=False)
+
+    def _check_takes_granularity(self, pw):
+        if self.granularity_kind != "n:m":
+            return
+        shape = tuple(pw.variable.shape)
+        n, m = self.n_m
+        if pw.in_axis is None or shape[pw.in_axis] % m:
+            size = "one" if pw.in_axis is None else shape[pw.in_axis]
+            raise TfpruneError(
+                f"Layer {self.layer.name!r} cannot take {n}:{m} pruning: its kernel {shape} has "
+                f"{size} input channels per filter, not a multiple of {m}. Prune it at another "
+                f"granularity (e.g. granularity={{{self.layer.name!r}: 'weight'}}). Received: "
+                f"granularity={self.granularity!r}"
+            )
+
+    def call(self, inputs, *args, **kwargs):
+        mapping = [(pw.variable, pw.variable * mask)
+                   for pw, mask in zip(self.prunable, self.masks, strict=True)]
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            outputs = self.layer(inputs, *args, **kwargs)
+        for loss in scope.losses:  # activity regularizers, collected inside the scope
+            self.add_loss(loss)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    # Host-side mask updates, called by the callbacks.
+
+    def compute_masks(self, sparsity):
+        """New masks (NumPy) for the current weights at `sparsity`, one per prunable weight."""
+        return [
+            masks.compute_mask(
+                np.asarray(pw.variable), sparsity, self.granularity_kind,
+                block_shape=self.block_shape, block_pooling=self.block_pooling, n_m=self.n_m,
+                in_axis=pw.in_axis, out_axis=pw.out_axis)
+            for pw in self.prunable
+        ]
+
+    def update_masks(self, sparsity):
+        """Recomputes the masks at `sparsity` and zeroes the pruned weights."""
+        for mask, new in zip(self.masks, self.compute_masks(sparsity), strict=True):
+            mask.assign(new)
+        self.apply_masks()
+
+    def apply_masks(self):
+        """Sets each prunable weight to `weight * mask`, so saved weights hold the zeros."""
+        for pw, mask in zip(self.prunable, self.masks, strict=True):
+            pw.variable.assign(pw.variable * mask)
+
+    def masked_weights(self):
+        """The wrapped layer's weights (NumPy, in `layer.weights` order) with masks applied."""
+        product = {id(pw.variable): np.asarray(pw.variable) * np.asarray(mask)
+                   for pw, mask in zip(self.prunable, self.masks, strict=True)}
+        return [product.get(id(v), np.asarray(v)) for v in self.layer.weights]
+
+    def get_config(self):
+        config = {
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "granularity": self.granularity,
+            "block_shape": list(self.block_shape),
+            "block_pooling": self.block_pooling,
+            "n_m": list(self.n_m),
+        }
+        return {**super().get_config(), **config}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"),
+                                                      custom_objects=custom_objects)
+        config["schedule"] = schedules.get(config["schedule"])
+        return cls(layer, **config)
