@@ -13,14 +13,14 @@ from tfprune import TfpruneError, UnsupportedModelError, export
 from tfprune.errors import DataError
 
 
-def tiny_model(batch_size=None):
+def tiny_model():
     """Conv 4x3x3 -> ReLU -> Flatten -> Dense 10 softmax on 8x8x1.
 
     The dense kernel (1,440 weights) is big enough for dynamic-range quantization, which
     leaves tensors under 1,024 elements (the conv) in float.
     """
     model = keras.Sequential([
-        keras.Input((8, 8, 1), batch_size=batch_size),
+        keras.Input((8, 8, 1)),
         keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
         keras.layers.Flatten(),
         keras.layers.Dense(10, activation="softmax", name="dense"),
@@ -103,11 +103,11 @@ def test_evaluate_matches_keras_on_mnist(mnist_dir, tmp_path):
 
 
 def test_evaluate_fixed_batch_and_unbatched_data(model, tmp_path):
-    fixed = tiny_model(batch_size=1)
-    fixed.set_weights(model.get_weights())
     x = np.random.default_rng(1).random((10, 8, 8, 1)).astype("float32")
     y = np.argmax(model.predict(x, verbose=0), axis=1)
-    path = export.to_tflite(fixed, tmp_path / "fixed.tflite")
+    path = export.to_tflite(model, tmp_path / "fixed.tflite", batch_size=1)
+    info = export.inspect(path)
+    assert "SHAPE" not in info.ops and info.inputs[0].endswith("1x8x8x1 float32")
     assert export.evaluate(path, tf.data.Dataset.from_tensor_slices((x, y)).batch(4)) == 1.0
     assert export.evaluate(path, tf.data.Dataset.from_tensor_slices((x, y))) == 1.0
     one_hot = np.eye(10)[y]

@@ -22,7 +22,7 @@ QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 
 
 def to_tflite(model, path, quantize="none", sparse=False, representative_data=None,
-              int8_io=False, allow_select_ops=False, calibration_samples=200):
+              int8_io=False, allow_select_ops=False, calibration_samples=200, batch_size=None):
     """Converts a Keras model to a `.tflite` file, written atomically.
 
     Args:
@@ -41,6 +41,9 @@ def to_tflite(model, path, quantize="none", sparse=False, representative_data=No
         allow_select_ops: Boolean, allow TensorFlow (Select/Flex) ops that the builtin
             kernels lack; the app must then link the Flex delegate. Defaults to `False`.
         calibration_samples: Integer, how many inputs calibrate `int8`, defaults to `200`.
+        batch_size: Integer to fix the input's batch dimension (a batch of 1 drops the
+            shape ops a dynamic Flatten needs), or `None` for a dynamic batch that
+            `evaluate` and `compare` resize, defaults to `None`.
 
     Returns:
         The `Path` written.
@@ -61,6 +64,12 @@ def to_tflite(model, path, quantize="none", sparse=False, representative_data=No
     _check_mode(quantize, int8_io, representative_data)
     signature = _input_signature(model)
     kwargs = _converter_settings(tf, quantize, sparse, int8_io, allow_select_ops)
+    if batch_size is not None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise TfpruneError(f"batch_size must be a positive integer or None. Received: "
+                               f"batch_size={batch_size!r}")
+        shape, dtype = signature
+        kwargs["input_signature"] = [tf.TensorSpec((batch_size, *shape[1:]), dtype)]
     if quantize == "int8":
         kwargs["representative_dataset"] = _calibration(representative_data, signature,
                                                         calibration_samples)
@@ -236,7 +245,7 @@ def evaluate(path, dataset, threads=None, delegate="xnnpack"):
             raise DataError("evaluate needs a dataset of (x, y) batches. Received: an element "
                             f"of type {type(element).__name__}")
         x, y = (v.numpy() if hasattr(v, "numpy") else np.asarray(v) for v in element[:2])
-        _check_shape(x, runner.shape, "dataset")
+        _check_shape(x, (None, *runner.shape[1:]), "dataset")
         if x.ndim == len(runner.shape) - 1:
             x, y = x[None], np.asarray(y)[None]
         predicted = _classes(runner(x))

@@ -1,0 +1,118 @@
+"""tfprune.bench.compare / file_sizes: well-formed interleaved results, XNNPACK fallback."""
+
+import gzip
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfprune import TfpruneError, bench, export
+from tfprune.bench import latency
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Two tiny classifiers: a float one and a full-int8 one with int8 I/O."""
+    folder = tmp_path_factory.mktemp("bench")
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(5, "softmax")])
+    x = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
+    a = export.to_tflite(model, folder / "a.tflite")
+    b = export.to_tflite(model, folder / "b.tflite", quantize="int8", int8_io=True,
+                         representative_data=tf.data.Dataset.from_tensor_slices(x).batch(4))
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    return str(a), str(b), (x, y)
+
+
+def test_compare_two_models_well_formed(files):
+    a, b, _ = files
+    result = bench.compare(a, b, runs=7, warmup=2)
+    assert [(t.path, t.delegate) for t in result.timings] == [
+        (a, "xnnpack"), (b, "xnnpack"), (a, "builtin"), (b, "builtin")]
+    for t in result.timings:
+        assert 0 < t.p10_ms <= t.median_ms <= t.p90_ms
+        assert 0 < t.ratio_p10 <= t.ratio_median <= t.ratio_p90
+        assert (t.size_raw, t.size_gzip) == bench.file_sizes(t.path)
+    for delegate in ("xnnpack", "builtin"):
+        first = result.timing(a, delegate)
+        assert first.ratio_median == first.ratio_p10 == first.ratio_p90 == 1.0
+    assert result.timing(0, "builtin").delegate_used == "builtin"
+    assert result.timing(1, "xnnpack").delegate_used in ("xnnpack", "builtin")
+    text = str(result)
+    assert "a.tflite" in text and "b.tflite" in text and "runs=7" in text
+    assert len(text.splitlines()) >= 6
+    d = json.loads(json.dumps(result.to_dict()))
+    assert d["runs"] == 7 and len(d["timings"]) == 4
+
+
+def test_compare_batch_threads_one_delegate(files):
+    a, b, _ = files
+    result = bench.compare(a, b, threads=2, batch_size=4, runs=3, warmup=0,
+                           delegates=("builtin",))
+    assert len(result.timings) == 2 and result.batch_size == 4 and result.threads == 2
+
+
+def _failing_xnnpack(monkeypatch):
+    real = latency._make_interpreter
+
+    def make(litert, data, threads, resolver):
+        if resolver == litert.OpResolverType.AUTO:
+            raise RuntimeError("Failed to apply XNNPACK delegate.\nmore detail")
+        return real(litert, data, threads, resolver)
+
+    monkeypatch.setattr(latency, "_make_interpreter", make)
+
+
+def test_xnnpack_failure_falls_back_and_says_so(files, monkeypatch):
+    a, b, (x, y) = files
+    _failing_xnnpack(monkeypatch)
+    result = bench.compare(a, b, runs=3, warmup=1)
+    for t in result.timings:
+        assert t.delegate_used == "builtin"
+    note = result.timing(b, "xnnpack").note
+    assert "XNNPACK failed to prepare" in note and "Failed to apply" in note
+    assert "\n" not in note
+    assert "XNNPACK failed to prepare" in str(result)
+    # Accuracy checks go through the same fallback.
+    assert export.evaluate(b, [(x, y)]) == pytest.approx(1.0, abs=0.2)
+
+
+def test_xnnpack_is_reported_when_it_runs(files):
+    _, used, note = latency.load_interpreter(files[0])
+    assert (used, note) == ("xnnpack", "")
+
+
+def test_file_sizes(tmp_path):
+    path = tmp_path / "zeros.bin"
+    path.write_bytes(bytes(10_000))
+    raw, gz = bench.file_sizes(path)
+    assert raw == 10_000 and gz == len(gzip.compress(bytes(10_000), 9, mtime=0)) and gz < 100
+
+
+@pytest.mark.parametrize("kwargs,word", [
+    ({"runs": 0}, "runs"), ({"warmup": -1}, "warmup"), ({"threads": 0}, "threads"),
+    ({"delegates": ("gpu",)}, "delegates"), ({"batch_size": 1.5}, "batch_size")])
+def test_bad_arguments(files, kwargs, word):
+    with pytest.raises(TfpruneError, match=word):
+        bench.compare(files[0], **kwargs)
+
+
+def test_bad_paths(tmp_path):
+    with pytest.raises(TfpruneError, match="pass one or more"):
+        bench.compare()
+    with pytest.raises(TfpruneError, match="does not exist"):
+        bench.compare(tmp_path / "missing.tflite")
+    (tmp_path / "x.tflite").write_text("hello")
+    with pytest.raises(TfpruneError, match="not a TFLite model"):
+        bench.compare(tmp_path / "x.tflite")
+
+
+def test_fixed_batch_model_refuses_other_batch(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    path = export.to_tflite(model, tmp_path / "fixed.tflite", batch_size=1)
+    assert bench.compare(path, runs=2, warmup=0).timings[0].median_ms > 0
+    with pytest.raises(TfpruneError, match="fixed batch of 1"):
+        bench.compare(path, batch_size=8, runs=2)
