@@ -21,7 +21,7 @@ def tiny(mnist_dir, folder, **overrides):
     settings = dict(
         data_dir=mnist_dir, train_limit=256, test_limit=200, baseline_epochs=1, prune_epochs=1,
         retrain_epochs=1, baseline_batch_size=64, prune_batch_size=64, retrain_batch_size=64,
-        final_sparsity=0.5, frequency=1, granularity="Conv2D:filter,Dense:filter",
+        final_sparsity=0.5, frequency=1, granularity="Conv2D:filter,Dense:filter,ip2:none",
         merge="approximate", quantize=("int8",), representative_size=32, bench_runs=10,
         bench_warmup=2, export_dir=str(folder), verbose=0)
     settings.update(overrides)
@@ -124,25 +124,16 @@ def test_hold_zeros_keeps_zeros_through_training():
     ("n:m", "n:m"),
     ("Conv2D:filter,Dense:weight", {"Conv2D": "filter", "Dense": "weight"}),
     ("Conv2D:n:m, ip2:weight", {"Conv2D": "n:m", "ip2": "weight"}),
+    ("Conv2D:filter,ip2:none", {"Conv2D": "filter", "ip2": None}),
 ])
 def test_parse_granularity(spec, expected):
     assert pipeline.parse_granularity(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["", "columns", "Conv2D", "Conv2D:rows"])
+@pytest.mark.parametrize("spec", ["", "none", "columns", "Conv2D", "Conv2D:rows"])
 def test_parse_granularity_rejects(spec):
     with pytest.raises(pipeline.TfpruneError, match="granularity"):
         pipeline.parse_granularity(spec)
-
-
-def test_output_layer_is_never_filter_pruned_by_default():
-    from tfprune import models
-
-    config = PipelineConfig(granularity="filter")
-    spec = pipeline._granularity_for(models.lenet5(), config)
-    assert spec["ip2"] == "weight" and spec["Conv2D"] == "filter"
-    config.prune_output_layer = True
-    assert pipeline._granularity_for(models.lenet5(), config) == "filter"
 
 
 @pytest.mark.parametrize("field, value", [

@@ -57,9 +57,8 @@ flags.DEFINE_float("power", _D.power, "Polynomial schedule's exponent.")
 flags.DEFINE_integer("frequency", _D.frequency, "Steps between mask updates.", lower_bound=1)
 flags.DEFINE_string("granularity", _D.granularity,
                     "weight | block | n:m | filter, or per layer class/name: "
-                    "'Conv2D:filter,Dense:filter'.")
-flags.DEFINE_boolean("prune_output_layer", _D.prune_output_layer,
-                     "Let filter pruning remove output units (classes) too.")
+                    "'Conv2D:filter,Dense:filter,ip2:none' (none: not pruned; filter never "
+                    "removes output classes).")
 # Merging, shrinking, export.
 flags.DEFINE_enum("merge", _D.merge, list(pipeline.MERGES),
                   "Streamline merging: none, exact (BatchNorm, Dropout, linear chains, avg-pool) "

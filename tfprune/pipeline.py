@@ -24,6 +24,7 @@ from tfprune.errors import TfpruneError
 STAGES = ("baseline", "prune", "merge", "retrain", "shrink", "export", "verify", "benchmark",
           "report")
 GRANULARITIES = ("weight", "block", "n:m", "filter")
+_PER_LAYER = (*GRANULARITIES, "none")  # per layer only: "none" leaves the layer unpruned
 MERGES = ("none", "exact", "approximate")
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 SCHEDULES = ("polynomial", "constant")
@@ -37,7 +38,7 @@ STAGE_KEYS = {
                  "optimizer", "baseline_learning_rate", "seed"),
     "prune": ("prune_epochs", "prune_batch_size", "prune_learning_rate", "schedule",
               "initial_sparsity", "final_sparsity", "begin_step", "end_step", "power",
-              "frequency", "granularity", "prune_output_layer"),
+              "frequency", "granularity"),
     "merge": ("merge", "pool_kernel"),
     "retrain": ("retrain_epochs", "retrain_batch_size", "retrain_learning_rate"),
     "shrink": ("shrink_threshold",),
@@ -73,9 +74,9 @@ class PipelineConfig:
         power: Float, the polynomial schedule's exponent.
         frequency: Integer, steps between mask updates.
         granularity: String: one granularity for every layer (`"weight"`, `"block"`,
-            `"n:m"`, `"filter"`) or `"Conv2D:filter,Dense:weight"` per layer class or name.
-        prune_output_layer: Boolean; when `False` the output layer is pruned by weight,
-            never by filter (removing output units would remove classes).
+            `"n:m"`, `"filter"`) or `"Conv2D:filter,Dense:weight,ip2:none"` per layer class
+            or name (`none`: leave unpruned). With `"filter"`, `tfprune.prune` prunes the
+            output layer by weight, so no class is lost.
         merge: String, which merges: `"none"`, `"exact"` or `"approximate"`.
         pool_kernel: String, how an approximate conv -> pooling merge starts: `"grown"`
             (kernel k+p-1, from the exact average-pool merge) or `"original"` (kernel k).
@@ -118,8 +119,7 @@ class PipelineConfig:
     end_step: int = -1
     power: float = 3.0
     frequency: int = 100
-    granularity: str = "weight"
-    prune_output_layer: bool = False
+    granularity: str = "filter"
     merge: str = "exact"
     pool_kernel: str = "grown"
     shrink_threshold: float = 0.0
@@ -206,17 +206,18 @@ def parse_granularity(spec):
     Args:
         spec: String: one granularity (`"filter"`), or comma-separated `key:granularity`
             pairs where the key is a layer class or layer name
-            (`"Conv2D:filter,Dense:n:m"`), or a dict already.
+            (`"Conv2D:filter,Dense:n:m,ip2:none"`), or a dict already.
 
     Returns:
-        The string, or a dict `{layer class or name: granularity}`.
+        The string, or a dict `{layer class or name: granularity or None}` (`None`: do
+        not prune that layer), as `tfprune.prune` takes it.
 
     Raises:
         TfpruneError: an unknown granularity or a malformed pair.
     """
     if isinstance(spec, dict):
         for value in spec.values():
-            _one_of("granularity", value, GRANULARITIES)
+            _one_of("granularity", "none" if value is None else value, _PER_LAYER)
         return dict(spec)
     spec = (spec or "").strip()
     if spec in GRANULARITIES:
@@ -229,8 +230,8 @@ def parse_granularity(spec):
                 "Expected a granularity (one of "
                 f"{list(GRANULARITIES)}) or pairs like 'Conv2D:filter,Dense:weight'. "
                 f"Received: granularity={spec!r}")
-        _one_of("granularity", value.strip(), GRANULARITIES)
-        result[key.strip()] = value.strip()
+        _one_of("granularity", value.strip(), _PER_LAYER)
+        result[key.strip()] = None if value.strip() == "none" else value.strip()
     return result
 
 
@@ -244,7 +245,8 @@ def run(config):
         config: A `PipelineConfig`.
 
     Returns:
-        Dict: the configuration, one entry per stage, and the baseline/compressed summary.
+        The report (the dict written to `report.json`, see `tfprune.report.build`), or
+        `None` when `config.stop_after` stopped the run before the report.
 
     Raises:
         TfpruneError: bad settings, model, data or export folder — raised before any
@@ -270,6 +272,7 @@ class _Run:
         self.records = _read_records(self.folder) if config.resume else {}
         self.results = {}
         self.models = {}
+        self.report = None
 
     def execute(self):
         previous = ""
@@ -295,7 +298,7 @@ class _Run:
                 _log(stage, seconds, figure)
             if stage == self.config.stop_after:
                 break
-        return self.results.get("report")
+        return self.report
 
     def _hash(self, stage, previous):
         settings = {key: getattr(self.config, key) for key in STAGE_KEYS[stage]}
@@ -364,8 +367,10 @@ class _Run:
         config = self.config
         model = self._model("baseline")
         steps = math.ceil(len(self.train[1]) / config.prune_batch_size) * config.prune_epochs
-        end_step = config.end_step if config.end_step != -1 else \
-            max(config.begin_step + 1, int(0.75 * steps))
+        end_step = config.end_step
+        if end_step == -1:  # 3/4 of the steps, on a mask update so the final sparsity is hit
+            updates = max(1, round((0.75 * steps - config.begin_step) / config.frequency))
+            end_step = config.begin_step + updates * config.frequency
         if config.schedule == "polynomial":
             schedule = tfprune.PolynomialDecay(
                 initial_sparsity=config.initial_sparsity, final_sparsity=config.final_sparsity,
@@ -375,7 +380,7 @@ class _Run:
             schedule = tfprune.ConstantSparsity(config.final_sparsity,
                                                 begin_step=config.begin_step,
                                                 frequency=config.frequency)
-        granularity = _granularity_for(model, config)
+        granularity = parse_granularity(config.granularity)
         wrapped = tfprune.prune(model, schedule, granularity=granularity)
         _compile(wrapped, config.optimizer, config.prune_learning_rate)
         callbacks = [tfprune.UpdatePruningStep()]
@@ -479,7 +484,7 @@ class _Run:
     def _report(self):
         from tfprune import report
 
-        data = report.build(self.config, self.results, self.records)
+        data = self.report = report.build(self.config, self.results, self.records)
         outputs = report.write(self.folder, data, plots=self.config.plots)
         summary = data["summary"]
         return outputs, {"written": outputs}, (
@@ -579,21 +584,6 @@ def _check_fits(model, train):
                            f"classes. Received: model output={model.output_shape}")
 
 
-def _granularity_for(model, config):
-    """Per-layer granularity; the output layer never loses units unless asked to."""
-    spec = parse_granularity(config.granularity)
-    if config.prune_output_layer:
-        return spec
-    out = model.layers[-1]
-    as_dict = spec if isinstance(spec, dict) else {"*": spec}
-    chosen = as_dict.get(out.name, as_dict.get(type(out).__name__, as_dict.get("*")))
-    if chosen != "filter":
-        return spec
-    if not isinstance(spec, dict):
-        spec = {cls: spec for cls in ("Conv2D", "DepthwiseConv2D", "Conv1D", "Dense")}
-    return {**spec, out.name: "weight"}
-
-
 def _optimizer(name, learning_rate):
     import keras
 
@@ -602,9 +592,11 @@ def _optimizer(name, learning_rate):
 
 
 def _compile(model, optimizer, learning_rate):
-    activation = getattr(model.layers[-1], "activation", None)
-    from_logits = getattr(activation, "__name__", "") != "softmax"
     import keras
+
+    last = model.layers[-1]
+    last = getattr(last, "layer", last)  # a pruning wrapper: the layer inside
+    from_logits = getattr(getattr(last, "activation", None), "__name__", "") != "softmax"
 
     model.compile(optimizer=_optimizer(optimizer, learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
