@@ -42,7 +42,7 @@ def test_prune_never_touches_the_callers_model():
     model = models.lenet5()
     before = [w.copy() for w in model.get_weights()]
     pruned = _fit(tfprune.prune(model, _schedule()))
-    assert not set(map(id, model.layers)) & {id(getattr(l, "layer", l)) for l in pruned.layers}
+    assert not set(map(id, model.layers)) & {id(getattr(x, "layer", x)) for x in pruned.layers}
     for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert max(tfprune.sparsity(model).values()) == 0.0
@@ -127,7 +127,7 @@ def test_save_and_load_keeps_masks_and_step_without_custom_objects(tmp_path):
 def test_prune_twice_keeps_existing_wrappers():
     once = tfprune.prune(models.lenet5(), _schedule(), layers=["conv2"])
     twice = tfprune.prune(once, _schedule(), layers=["ip1"])
-    names = [l.layer.name for l in twice.layers if isinstance(l, tfprune.PruneLowMagnitude)]
+    names = [x.layer.name for x in twice.layers if isinstance(x, tfprune.PruneLowMagnitude)]
     assert names == ["conv2", "ip1"]
 
 
