@@ -37,6 +37,8 @@ def merge(graph, node, options):
             return reason
     convs = [b for b in branches if b.name != source]
     kernels, biases, size = _aligned(convs)
+    if not is_add and sum(k.size for k in kernels) > sum(k.size for k in layers_kernels(convs)):
+        return "stacking kernels of different sizes would add MACs"
     first = convs[0]
     if is_add:
         kernel = sum(kernels)
@@ -76,14 +78,14 @@ def _why_not(graph, node, branches, is_add):
     kinds = {layers.kind(b) for b in branches}
     if len(kinds) != 1 or kinds & {None, "depthwise", "separable", "transpose"}:
         return "its inputs are not all plain Dense or Conv layers"
+    if len({b.inputs[0] for b in branches}) != 1:
+        return "its branches read different tensors"
     for b in branches:
         reason = layers.plain_tensor_layer(b)
         if reason:
             return reason
         if graph.only_consumer(b.name) is not node:
             return f"{b.name!r} feeds other layers too"
-    if len({b.inputs[0] for b in branches}) != 1:
-        return "its branches read different tensors"
     first = branches[0]
     if is_add and any(not layers.is_linear(b) for b in branches):
         return "a branch has an activation before the Add"
@@ -141,6 +143,10 @@ def _aligned(convs):
         pad = [((s - n) // 2, (s - n) // 2) for s, n in zip(size, k.shape[:d], strict=True)]
         padded.append(np.pad(k, pad + [(0, 0), (0, 0)]))
     return padded, biases, size
+
+
+def layers_kernels(convs):
+    return [c.weights[0] for c in convs]
 
 
 def _identity_kernel(shape):
