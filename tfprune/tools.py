@@ -1,0 +1,108 @@
+"""Two small command-line tools for `.tflite` files.
+
+    tfprune-bench baseline.tflite compressed.tflite [--threads=1] [--batch_size=1]
+                  [--runs=200] [--warmup=20] [--delegates=xnnpack,builtin] [--json=FILE]
+    tfprune-inspect model.tflite [more.tflite ...] [--json=FILE]
+
+Each `main` reads its flags and calls the library (`tfprune.bench.compare`,
+`tfprune.export.inspect`); bad input prints one line, no traceback, and exits with 1.
+"""
+
+import contextlib
+import json
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+def _define_bench_flags():
+    _define(flags.DEFINE_integer, "threads", 1, "Interpreter threads.", lower_bound=1)
+    _define(flags.DEFINE_integer, "batch_size", 1, "Batch of the timed input.", lower_bound=1)
+    _define(flags.DEFINE_integer, "runs", 200, "Timed rounds (each runs every file once).",
+            lower_bound=1)
+    _define(flags.DEFINE_integer, "warmup", 20, "Untimed rounds first.", lower_bound=0)
+    _define(flags.DEFINE_list, "delegates", ["xnnpack", "builtin"],
+            "Comma-separated: xnnpack (default CPU delegate), builtin (without it).")
+    _define(flags.DEFINE_string, "json", None, "Also write the result as JSON to this file.")
+
+
+def _define_inspect_flags():
+    _define(flags.DEFINE_string, "json", None, "Also write the result as JSON to this file.")
+
+
+def _define(define, name, *args, **kwargs):
+    """Defines a flag once, so that both tools can be set up in one process (tests)."""
+    if name not in FLAGS:
+        define(name, *args, **kwargs)
+
+
+class _Failed(Exception):
+    """Raised inside `_one_line_errors` after the message is printed."""
+
+
+@contextlib.contextmanager
+def _one_line_errors(program):
+    from tfprune.errors import TfpruneError
+
+    try:
+        yield
+    except TfpruneError as e:
+        print(f"{program}: error: {e}", file=sys.stderr)
+        raise _Failed from None
+
+
+def _write_json(path, payload):
+    from tfprune import atomic
+
+    atomic.write_text(path, json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def bench_main(argv):
+    """`tfprune-bench`: latency A/B of `.tflite` files on the LiteRT interpreter."""
+    if len(argv) < 2:
+        raise app.UsageError("Pass one or more .tflite files: tfprune-bench a.tflite b.tflite")
+    from tfprune import bench
+
+    try:
+        with _one_line_errors("tfprune-bench"):
+            result = bench.compare(*argv[1:], threads=FLAGS.threads, batch_size=FLAGS.batch_size,
+                                   runs=FLAGS.runs, warmup=FLAGS.warmup,
+                                   delegates=tuple(FLAGS.delegates))
+            print(result)
+            if FLAGS.json:
+                _write_json(FLAGS.json, result.to_dict())
+    except _Failed:
+        return 1
+    return 0
+
+
+def inspect_main(argv):
+    """`tfprune-inspect`: ops, weight tensors, sparsity and sizes of `.tflite` files."""
+    if len(argv) < 2:
+        raise app.UsageError("Pass one or more .tflite files: tfprune-inspect model.tflite")
+    from tfprune import export
+
+    try:
+        with _one_line_errors("tfprune-inspect"):
+            infos = [export.inspect(path) for path in argv[1:]]
+            print("\n\n".join(str(info) for info in infos))
+            if FLAGS.json:
+                _write_json(FLAGS.json, [info.to_dict() for info in infos])
+    except _Failed:
+        return 1
+    return 0
+
+
+def bench_run():
+    """Console-script entry point of `tfprune-bench`."""
+    _define_bench_flags()
+    app.run(bench_main)
+
+
+def inspect_run():
+    """Console-script entry point of `tfprune-inspect`."""
+    _define_inspect_flags()
+    app.run(inspect_main)
