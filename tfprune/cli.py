@@ -59,6 +59,9 @@ flags.DEFINE_string("granularity", _D.granularity,
                     "weight | block | n:m | filter, or per layer class/name: "
                     "'Conv2D:filter,Dense:filter,ip2:none' (none: not pruned; filter never "
                     "removes output classes).")
+flags.DEFINE_string("layer_sparsity", _D.layer_sparsity,
+                    "Per-layer final sparsities replacing --final_sparsity for those layers: "
+                    "'conv1:0.6,conv2:0.6,ip1:0.8'.")
 # Merging, shrinking, export.
 flags.DEFINE_enum("merge", _D.merge, list(pipeline.MERGES),
                   "Streamline merging: none, exact (BatchNorm, Dropout, linear chains, avg-pool) "
@@ -74,6 +77,10 @@ flags.DEFINE_list("quantize", list(_D.quantize),
 flags.DEFINE_boolean("sparse", _D.sparse, "Use the converter's sparse encoding.")
 flags.DEFINE_integer("representative_size", _D.representative_size,
                      "Training images used to calibrate int8.", lower_bound=1)
+flags.DEFINE_integer("export_batch_size", None,
+                     "Fix the .tflite batch dimension (1 drops Flatten's shape ops); default "
+                     "dynamic.", lower_bound=1)
+flags.DEFINE_boolean("int8_io", _D.int8_io, "With int8: integer input and output too.")
 # Benchmark.
 flags.DEFINE_integer("bench_threads", _D.bench_threads, "Interpreter threads.", lower_bound=1)
 flags.DEFINE_integer("bench_runs", _D.bench_runs, "Timed runs per model.", lower_bound=1)

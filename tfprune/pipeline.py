@@ -38,11 +38,11 @@ STAGE_KEYS = {
                  "optimizer", "baseline_learning_rate", "seed"),
     "prune": ("prune_epochs", "prune_batch_size", "prune_learning_rate", "schedule",
               "initial_sparsity", "final_sparsity", "begin_step", "end_step", "power",
-              "frequency", "granularity"),
+              "frequency", "granularity", "layer_sparsity"),
     "merge": ("merge", "pool_kernel"),
     "retrain": ("retrain_epochs", "retrain_batch_size", "retrain_learning_rate"),
     "shrink": ("shrink_threshold",),
-    "export": ("quantize", "sparse", "representative_size"),
+    "export": ("quantize", "sparse", "representative_size", "export_batch_size", "int8_io"),
     "verify": ("test_limit",),
     "benchmark": ("bench_threads", "bench_runs", "bench_warmup", "bench_batch_size"),
     "report": (),
@@ -77,6 +77,8 @@ class PipelineConfig:
             `"n:m"`, `"filter"`) or `"Conv2D:filter,Dense:weight,ip2:none"` per layer class
             or name (`none`: leave unpruned). With `"filter"`, `tfprune.prune` prunes the
             output layer by weight, so no class is lost.
+        layer_sparsity: String, per-layer final sparsities that replace `final_sparsity`
+            for the named layers, e.g. `"conv1:0.6,conv2:0.6,ip1:0.8"`; defaults to `""`.
         merge: String, which merges: `"none"`, `"exact"` or `"approximate"`.
         pool_kernel: String, how an approximate conv -> pooling merge starts: `"grown"`
             (kernel k+p-1, from the exact average-pool merge) or `"original"` (kernel k).
@@ -85,6 +87,9 @@ class PipelineConfig:
             `compressed.tflite`, others `compressed_<mode>.tflite`.
         sparse: Boolean, ask the converter for its sparse encoding.
         representative_size: Integer, training images used to calibrate int8.
+        export_batch_size: Integer or `None`: fix the `.tflite` files' batch dimension
+            (1 drops the shape ops a dynamic Flatten needs); `None` keeps it dynamic.
+        int8_io: Boolean, with int8: integer input and output too (no (de)quantize ops).
         bench_threads, bench_runs, bench_warmup, bench_batch_size: Integers for the
             latency A/B of `baseline.tflite` against `compressed.tflite`.
         export_dir: Folder the run writes (created if missing).
@@ -120,12 +125,15 @@ class PipelineConfig:
     power: float = 3.0
     frequency: int = 100
     granularity: str = "filter"
+    layer_sparsity: str = ""
     merge: str = "exact"
     pool_kernel: str = "grown"
     shrink_threshold: float = 0.0
     quantize: tuple = ("int8",)
     sparse: bool = True
     representative_size: int = 500
+    export_batch_size: int = None
+    int8_io: bool = False
     bench_threads: int = 1
     bench_runs: int = 300
     bench_warmup: int = 30
@@ -157,6 +165,14 @@ class PipelineConfig:
         if self.stop_after is not None:
             _one_of("stop_after", self.stop_after, STAGES)
         parse_granularity(self.granularity)
+        parse_layer_sparsity(self.layer_sparsity)
+        if self.export_batch_size is not None:
+            _at_least("export_batch_size", self.export_batch_size, 1)
+            if self.bench_batch_size != self.export_batch_size:
+                raise TfpruneError(
+                    "The benchmark batch must be the exported files' fixed batch. Received: "
+                    f"bench_batch_size={self.bench_batch_size}, "
+                    f"export_batch_size={self.export_batch_size}")
         for name in ("initial_sparsity", "final_sparsity"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -235,6 +251,28 @@ def parse_granularity(spec):
     return result
 
 
+def parse_layer_sparsity(spec):
+    """Parses `"conv1:0.6,ip1:0.8"` into `{"conv1": 0.6, "ip1": 0.8}` (empty: `{}`).
+
+    Raises:
+        TfpruneError: a malformed pair or a sparsity outside [0, 1).
+    """
+    result = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        name, _, value = part.strip().rpartition(":")
+        try:
+            sparsity = float(value)
+        except ValueError:
+            sparsity = None
+        if not name or sparsity is None or not 0.0 <= sparsity < 1.0:
+            raise TfpruneError("Expected layer_sparsity like 'conv1:0.6,ip1:0.8' with "
+                               f"sparsities in [0, 1). Received: layer_sparsity={spec!r}")
+        result[name] = sparsity
+    return result
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -269,6 +307,12 @@ class _Run:
         self.model_sha = _file_sha(config.model) if _is_path(config.model) else None
         self.train, self.test = _load_data(config)
         _check_fits(self.baseline_model, self.train)
+        unknown = set(parse_layer_sparsity(config.layer_sparsity)) - {
+            layer.name for layer in self.baseline_model.layers}
+        if unknown:
+            raise TfpruneError(f"layer_sparsity names layers the model does not have: "
+                               f"{sorted(unknown)}. Received: layer_sparsity="
+                               f"{config.layer_sparsity!r}")
         self.records = _read_records(self.folder) if config.resume else {}
         self.results = {}
         self.models = {}
@@ -371,17 +415,23 @@ class _Run:
         if end_step == -1:  # 3/4 of the steps, on a mask update so the final sparsity is hit
             updates = max(1, round((0.75 * steps - config.begin_step) / config.frequency))
             end_step = config.begin_step + updates * config.frequency
-        if config.schedule == "polynomial":
-            schedule = tfprune.PolynomialDecay(
-                initial_sparsity=config.initial_sparsity, final_sparsity=config.final_sparsity,
+
+        def schedule(final):
+            if config.schedule == "constant":
+                return tfprune.ConstantSparsity(final, begin_step=config.begin_step,
+                                                frequency=config.frequency)
+            return tfprune.PolynomialDecay(
+                initial_sparsity=min(config.initial_sparsity, final), final_sparsity=final,
                 begin_step=config.begin_step, end_step=end_step, power=config.power,
                 frequency=config.frequency)
-        else:
-            schedule = tfprune.ConstantSparsity(config.final_sparsity,
-                                                begin_step=config.begin_step,
-                                                frequency=config.frequency)
+
         granularity = parse_granularity(config.granularity)
-        wrapped = tfprune.prune(model, schedule, granularity=granularity)
+        wrapped = tfprune.prune(model, schedule(config.final_sparsity), granularity=granularity)
+        overrides = parse_layer_sparsity(config.layer_sparsity)
+        for layer in wrapped.layers:  # per-layer targets: the wrapper reads its own schedule
+            inner = getattr(layer, "layer", None)
+            if isinstance(layer, tfprune.PruneLowMagnitude) and inner.name in overrides:
+                layer.schedule = schedule(overrides[inner.name])
         _compile(wrapped, config.optimizer, config.prune_learning_rate)
         callbacks = [tfprune.UpdatePruningStep()]
         if config.prune_epochs:
@@ -444,7 +494,9 @@ class _Run:
         result = {}
         for name, (model_name, mode, sparse) in files.items():
             export.to_tflite(self._model(model_name), self.folder / name, quantize=mode,
-                             sparse=sparse, representative_data=rep)
+                             sparse=sparse, representative_data=rep,
+                             int8_io=config.int8_io and mode == "int8",
+                             batch_size=config.export_batch_size)
             raw, gz = _file_sizes(self.folder / name)
             result[name] = {"model": model_name, "quantize": mode, "sparse": sparse,
                             "bytes": raw, "gzip_bytes": gz}
