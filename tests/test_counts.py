@@ -48,3 +48,20 @@ def test_macs_of_other_conv_types():
     assert counts["c3"].macs == 8 * 8 * 2 * 27 * 2
     assert counts["dense"].macs == 10 * 10 * 4 * 7
     assert layer_macs(layers.ReLU(), (1, 4), (1, 4)) == 0
+
+
+def test_pruning_wrappers_count_as_the_inner_layer_with_masks_applied():
+    import tfprune
+
+    model = lenet5()
+    pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0), granularity="filter")
+    for layer in pruned.layers:
+        if isinstance(layer, tfprune.PruneLowMagnitude):
+            layer.update_masks(0.5)
+    counts = count(pruned)
+    plain = count(model)
+    assert counts.params == plain.params and counts.macs == plain.macs
+    assert counts["prune_low_magnitude_conv1"].type == "Conv2D"
+    # conv1 keeps 10 of its 20 filters (its biases are still zeros from initialization).
+    assert counts["prune_low_magnitude_conv1"].nonzero == 10 * 25
+    assert counts.nonzero == count(tfprune.strip(pruned)).nonzero

@@ -177,12 +177,6 @@ def _inner(layer):
 
 def _nonzero(outer, inner, weights):
     """Non-zeros of `inner`'s weights, with a pruning wrapper's masks applied if it has any."""
-    total = int(sum(np.count_nonzero(w) for w in weights))
-    if outer is inner:
-        return total
-    masks = [np.asarray(m) for m in getattr(outer, "masks", None) or []]
-    kernels = [np.asarray(k) for k in getattr(outer, "pruned_weights", None) or []]
-    if masks and len(masks) == len(kernels):
-        for mask, kernel in zip(masks, kernels, strict=True):
-            total -= int(np.count_nonzero(kernel)) - int(np.count_nonzero(kernel * mask))
-    return total
+    if outer is not inner and hasattr(outer, "masked_weights"):
+        weights = outer.masked_weights()
+    return int(sum(np.count_nonzero(w) for w in weights))
