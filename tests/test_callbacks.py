@@ -87,7 +87,8 @@ def test_pruning_summaries_write_sparsity_per_layer(tmp_path):
                     (event.step, float(tf.make_ndarray(value.tensor))))
     assert set(values) == {"sparsity/a", "sparsity/b", "target_sparsity/a",
                            "target_sparsity/b"}
-    assert len(values["sparsity/a"]) == 4 + 2   # every 2 of 8 batches, and 2 epoch ends
+    # Before batches 3, 5 and 7 (every 2 batches, at the next batch start) and 2 epoch ends.
+    assert len(values["sparsity/a"]) == 3 + 2
     assert values["sparsity/a"][-1] == (7, pytest.approx(0.75, abs=0.01))
     assert values["target_sparsity/b"][-1][1] == pytest.approx(0.75)
 

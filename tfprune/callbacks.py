@@ -114,10 +114,12 @@ class PruningSummaries(keras.callbacks.Callback):
         self.wrappers = _wrappers_or_raise(self.model)
         self._writer = tf.summary.create_file_writer(self.log_dir)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._batches += 1
-        if self.update_freq and self._batches % self.update_freq == 0:
+    def on_train_batch_begin(self, batch, logs=None):
+        # A batch-begin hook (state after the previous batch), not batch-end: overriding
+        # on_train_batch_end would turn off Keras's asynchronous callback dispatch.
+        if self.update_freq and self._batches and self._batches % self.update_freq == 0:
             self._write()
+        self._batches += 1
 
     def on_epoch_end(self, epoch, logs=None):
         self._write()
