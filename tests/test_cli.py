@@ -143,3 +143,20 @@ def test_python_dash_m_is_the_command():
     assert "--final_sparsity" in proc.stdout
     assert "--granularity" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_flagfiles_parse_and_validate():
+    for name in ("quick.flags", "lenet5_paper.flags"):
+        with flagsaver.flagsaver():
+            flags.FLAGS.unparse_flags()
+            flags.FLAGS(["tfprune", f"--flagfile={os.path.join(ROOT, 'flags', name)}"])
+            config = cli.config_from_flags().validate()
+        assert config.merge == "approximate"
+        assert pipeline.parse_layer_sparsity(config.layer_sparsity)["ip1"] == 0.8
+        assert config.export_dir.startswith("export/")
+
+
+def test_layer_sparsity_naming_a_missing_layer(capsys, tmp_path, mnist_dir):
+    out = _main(capsys, "--layer_sparsity=conv9:0.5", f"--export_dir={tmp_path}",
+                f"--data_dir={mnist_dir}")
+    _assert_one_line_error(*out, "conv9")

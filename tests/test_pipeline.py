@@ -142,3 +142,16 @@ def test_parse_granularity_rejects(spec):
 def test_config_rejects(field, value):
     with pytest.raises(pipeline.TfpruneError, match=field):
         PipelineConfig(**{field: value}).validate()
+
+
+def test_parse_layer_sparsity():
+    assert pipeline.parse_layer_sparsity("") == {}
+    assert pipeline.parse_layer_sparsity("conv1:0.6, ip1:0.8") == {"conv1": 0.6, "ip1": 0.8}
+    for bad in ("conv1", "conv1:1.0", "conv1:x", ":0.5"):
+        with pytest.raises(pipeline.TfpruneError, match="layer_sparsity"):
+            pipeline.parse_layer_sparsity(bad)
+
+
+def test_fixed_export_batch_must_match_benchmark_batch():
+    with pytest.raises(pipeline.TfpruneError, match="bench_batch_size"):
+        PipelineConfig(export_batch_size=1, bench_batch_size=4).validate()
