@@ -174,3 +174,16 @@ def test_strip_and_sparsity_of_plain_models():
     assert tfprune.sparsity(copy) == {"conv1": 0.0, "conv2": 0.0, "ip1": 0.0, "ip2": 0.0}
     with pytest.raises(UnsupportedModelError, match="subclassed"):
         tfprune.strip(Subclassed())
+
+
+def test_filter_granularity_protects_every_branch_of_an_output_add():
+    inp = keras.Input((6, 6, 3))
+    a = L.Conv2D(4, 3, padding="same", name="a")(inp)
+    b = L.Conv2D(4, 1, name="b")(inp)
+    hidden = L.Conv2D(4, 1, name="hidden")(inp)
+    model = keras.Model(inp, [L.Add(name="sum")([a, b]), L.Flatten(name="flat")(hidden)])
+    assert tfprune.pruning.plan(model, "filter") == {"a": "weight", "b": "weight",
+                                                     "hidden": "weight"}
+    inner = keras.Model(inp, L.Dense(2, name="out")(L.Flatten()(L.Add()([a, b]))))
+    assert tfprune.pruning.plan(inner, "filter") == {"a": "filter", "b": "filter",
+                                                     "out": "weight"}

@@ -175,3 +175,14 @@ def test_config_round_trip():
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(wrapped))
     assert isinstance(restored, tfprune.PruneLowMagnitude)
     assert restored.get_config() == config
+
+
+def test_mixed_precision_wrapper_follows_the_layer_policy():
+    wrapped = tfprune.PruneLowMagnitude(L.Dense(4, dtype="mixed_float16"), SCHEDULE)
+    model = keras.Sequential([keras.Input((6,)), wrapped, L.Activation("linear", dtype="float32")])
+    assert wrapped.compute_dtype == "float16" and wrapped.masks[0].dtype == "float32"
+    wrapped.update_masks(0.5)
+    model.compile("adam", "mse")
+    model.fit(np.ones((8, 6), "float32"), np.zeros((8, 4), "float32"), verbose=0)
+    assert model(np.ones((1, 6), "float32")).dtype == "float32"
+    assert np.asarray(wrapped.layer.kernel)[np.asarray(wrapped.masks[0]) == 0].max() < 0.01

@@ -34,7 +34,8 @@ def _output_layers(graph):
     """Names of the prunable layers whose channels are the model's outputs.
 
     Walks back from each output through layers with nothing to prune (Softmax, Flatten,
-    pooling...) to the first prunable one: the classifier whose units must all survive.
+    pooling, Add, Concatenate...) to the first prunable ones: the classifier whose units
+    must all survive, or every branch of an output Add/Concatenate.
     """
     found, todo = set(), list(graph.outputs)
     while todo:
@@ -44,7 +45,7 @@ def _output_layers(graph):
         layer = node.layer.layer if isinstance(node.layer, PruneLowMagnitude) else node.layer
         if REGISTRY.supports(layer):
             found.add(node.name)
-        elif len(node.inputs) == 1:
+        else:
             todo.extend(node.inputs)
     return found
 
