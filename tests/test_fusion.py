@@ -402,3 +402,21 @@ def test_stateful_layer_is_left_alone():
 def test_public_api():
     assert tfprune.fuse is fusion.fuse
     assert str(fusion.Step(("x",), rule="kept", detail="why")) == "x: left alone (why)"
+
+
+# Explicit zero padding.
+
+
+def test_zero_padding_equal_to_same_folds_into_the_conv():
+    model = seq((8, 8, 3), layers.ZeroPadding2D(((0, 1), (0, 1)), name="pad"),
+                layers.DepthwiseConv2D(3, strides=2, name="dw"),
+                layers.ZeroPadding2D(1, name="pad1"), layers.Conv2D(2, 3, name="c"))
+    fused = check_fused(model, tflite=True, expect_gone=["pad", "pad1"])
+    assert fused.get_layer("dw").get_config()["padding"] == "same"
+
+
+def test_zero_padding_unlike_same_stays():
+    model = seq((8, 8, 3), layers.ZeroPadding2D(((1, 0), (1, 0)), name="pad"),
+                layers.Conv2D(2, 3, strides=2))
+    fused = check_fused(model)
+    assert "pad" in {layer.name for layer in fused.layers}

@@ -16,6 +16,7 @@ from tfprune.fusion import (
     identity,
     layers,
     linear,
+    padding,
     pooling,
 )
 from tfprune.fusion.step import Step
@@ -27,6 +28,7 @@ RULES = (
     batchnorm.fold_after,
     affine.fold_before,
     linear.collapse,
+    padding.fold,
     branches.merge,
     pooling.merge_average,
     pooling.merge_approximate,

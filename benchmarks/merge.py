@@ -1,0 +1,154 @@
+"""Streamline merging on a trained LeNet-5: merge, retrain, and measure before and after.
+
+    python benchmarks/merge.py [--epochs=4] [--runs=400] [--limit=N]
+
+1. The trained Caffe LeNet-5 (`common.trained_lenet5()`, 8 epochs of Adam on MNIST).
+2. `tfprune.fuse(model, approximate=True)` merges conv1+pool1 and conv2+pool2 (max pools)
+   into two stride-2 convolutions, once per initialisation of the merged kernel:
+   "grown" (kernel 6x6 = k+p-1, the exact average-pool merge of the trained kernel) and
+   "original" (kernel 5x5, the trained kernel itself, stride 2).
+3. Each merged model is retrained `--epochs` epochs (Adam, learning rate 3e-4 cosine-decayed
+   to 0, batch 128, same seed); its test accuracy is measured after every epoch, to see
+   which initialisation recovers faster. As a control, the unmerged model gets the same
+   extra training, so that "recovered" is not just "trained longer".
+4. All are exported to float32 `.tflite` files and timed by `tfprune.bench.compare` on the
+   LiteRT interpreter (interleaved rounds, one thread, batch 1, medians and ratios to the
+   unmerged model); their test accuracy is measured on the `.tflite` files too.
+
+Prints one table (markdown) and writes `benchmarks/out/merge.json`.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import common  # noqa: E402
+import keras  # noqa: E402
+
+import tfprune  # noqa: E402
+from tfprune import atomic, bench, export  # noqa: E402
+
+OUT = common.OUT / "merge"
+INITS = ("grown", "original")
+
+
+class TestAccuracy(keras.callbacks.Callback):
+    """Test accuracy after every epoch (monitoring only: nothing is selected on it)."""
+
+    def __init__(self, test):
+        super().__init__()
+        self.test, self.history = test, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history.append(self.model.evaluate(self.test, verbose=0)[1])
+
+
+def retrain(model, epochs, train, test, steps_per_epoch):
+    """Fine-tunes `model` in place; returns the test accuracy after each epoch."""
+    keras.utils.set_random_seed(1)
+    schedule = keras.optimizers.schedules.CosineDecay(3e-4, epochs * steps_per_epoch)
+    common.compile_classifier(model, learning_rate=schedule)
+    monitor = TestAccuracy(test)
+    model.fit(train, epochs=epochs, callbacks=[monitor], verbose=0)
+    return monitor.history
+
+
+def describe(name, model, test, path, note):
+    counts = bench.count(model)
+    export.to_tflite(model, path)
+    return {
+        "model": name, "note": note, "layers": len(model.layers), "params": counts.params,
+        "macs": counts.macs, "path": str(path),
+        "keras_acc": common.compile_classifier(model).evaluate(test, verbose=0)[1],
+        "tflite_acc": export.evaluate(path, test, threads=1),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4, help="retraining epochs")
+    parser.add_argument("--runs", type=int, default=400, help="timed latency rounds")
+    parser.add_argument("--limit", type=int, default=None, help="training examples (smoke)")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    train = common.mnist("train", shuffle=True, seed=1, limit=args.limit)
+    test = common.mnist("test", batch_size=512)
+    steps = len(train)
+    base = common.trained_lenet5()
+    rows = [describe("LeNet-5 (unmerged)", base, test, OUT / "lenet5.tflite", "trained 8 ep")]
+    base_acc = rows[0]["keras_acc"]
+
+    curves = {}
+    for init in INITS:
+        merged = tfprune.fuse(base, approximate=True, pool_kernel=init)
+        plan = [str(s) for s in tfprune.fusion.plan(base, approximate=True, pool_kernel=init)]
+        at_merge = common.compile_classifier(merged).evaluate(test, verbose=0)[1]
+        curves[init] = [at_merge] + retrain(merged, args.epochs, train, test, steps)
+        kernel = merged.get_layer("conv1").kernel.shape[0]
+        rows.append(describe(f"merged, init {init} ({kernel}x{kernel} s2)", merged, test,
+                             OUT / f"lenet5_merged_{init}.tflite",
+                             f"+{args.epochs} ep retrain"))
+        rows[-1]["plan"] = plan
+
+    control = keras.models.clone_model(base)
+    control.set_weights(base.get_weights())
+    curves["unmerged (control)"] = [base_acc] + retrain(control, args.epochs, train, test, steps)
+    rows.append(describe("unmerged + same retraining", control, test,
+                         OUT / "lenet5_control.tflite", f"+{args.epochs} ep retrain"))
+
+    timing = bench.compare(*[r["path"] for r in rows], threads=1, batch_size=1,
+                           runs=args.runs, warmup=50)
+    for i, row in enumerate(rows):
+        for delegate in ("xnnpack", "builtin"):
+            t = timing.timing(i, delegate)
+            row[delegate] = {"median_ms": t.median_ms, "ratio": t.ratio_median,
+                             "ratio_p10": t.ratio_p10, "ratio_p90": t.ratio_p90,
+                             "ran": t.delegate_used}
+        row["tflite_bytes"] = timing.timing(i).size_raw
+
+    report(rows, curves, timing, args, base_acc, time.time() - started)
+    with atomic.atomic_path(OUT.parent / "merge.json") as tmp:
+        Path(tmp).write_text(json.dumps({"rows": rows, "curves": curves,
+                                          "args": vars(args)}, indent=2))
+
+
+def report(rows, curves, timing, args, base_acc, seconds):
+    head = ("| model | layers | params | MACs | .tflite bytes | XNNPACK ms (ratio) | "
+            "builtin ms (ratio) | test acc Keras | test acc .tflite |")
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        x, b = r["xnnpack"], r["builtin"]
+        print(f"| {r['model']}, {r['note']} | {r['layers']} | {r['params']:,} | {r['macs']:,} | "
+              f"{r['tflite_bytes']:,} | {x['median_ms']:.4f} ({x['ratio']:.3f}) | "
+              f"{b['median_ms']:.4f} ({b['ratio']:.3f}) | {100 * r['keras_acc']:.2f}% | "
+              f"{100 * r['tflite_acc']:.2f}% |")
+    print()
+    print("Test accuracy (%) right after the merge (epoch 0) and after each retraining epoch:")
+    for name, curve in curves.items():
+        print(f"  {name:20s} " + "  ".join(f"{100 * a:.2f}" for a in curve))
+    finals = {init: curves[init][-1] for init in INITS}
+    best = max(finals, key=finals.get)
+    print(f"Better recovery: init {best!r} ({100 * finals[best]:.2f}% vs "
+          f"{100 * min(finals.values()):.2f}%); unmerged {100 * base_acc:.2f}%, "
+          f"gap {100 * (finals[best] - base_acc):+.2f} pp (bar: within 0.1 pp).")
+    print(f"\nLatency: {timing.runs} interleaved rounds after {timing.warmup} warm-up, one "
+          f"thread, batch 1, medians; ratio = median of per-round ratios to the unmerged "
+          f"model. Machine: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores shared with other jobs (loaded: absolute ms are noisy).")
+    print(f"Reproduce: python benchmarks/merge.py --epochs={args.epochs} --runs={args.runs}"
+          + (f" --limit={args.limit}" if args.limit else "") + f"   ({seconds / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
