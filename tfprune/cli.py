@@ -46,6 +46,8 @@ for _stage in ("baseline", "prune", "retrain"):
     flags.DEFINE_float(f"{_stage}_learning_rate", getattr(_D, f"{_stage}_learning_rate"),
                        f"Learning rate of the {_stage} stage.", lower_bound=0.0)
 flags.DEFINE_enum("optimizer", _D.optimizer, list(pipeline.OPTIMIZERS), "The optimizer.")
+flags.DEFINE_enum("lr_schedule", _D.lr_schedule, list(pipeline.LR_SCHEDULES),
+                  "cosine: each stage's learning rate decays to 0 over its epochs.")
 # Pruning.
 flags.DEFINE_enum("schedule", _D.schedule, list(pipeline.SCHEDULES), "The sparsity schedule.")
 flags.DEFINE_float("initial_sparsity", _D.initial_sparsity, "Polynomial schedule's start.")

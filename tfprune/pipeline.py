@@ -30,12 +30,13 @@ QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 SCHEDULES = ("polynomial", "constant")
 POOL_KERNELS = ("grown", "original")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine")
 RECORD = "stages.json"
 
 # The settings that shape each stage's output; a stage's hash also covers the stage before.
 STAGE_KEYS = {
     "baseline": ("model", "dataset", "train_limit", "baseline_epochs", "baseline_batch_size",
-                 "optimizer", "baseline_learning_rate", "seed"),
+                 "optimizer", "lr_schedule", "baseline_learning_rate", "seed"),
     "prune": ("prune_epochs", "prune_batch_size", "prune_learning_rate", "schedule",
               "initial_sparsity", "final_sparsity", "begin_step", "end_step", "power",
               "frequency", "granularity", "layer_sparsity"),
@@ -64,6 +65,8 @@ class PipelineConfig:
         prune_epochs, retrain_epochs: Integers, epochs of the prune and retrain stages.
         baseline_batch_size, prune_batch_size, retrain_batch_size: Integers.
         optimizer: String, one of `OPTIMIZERS`.
+        lr_schedule: String, `"cosine"` (each stage's rate decays to 0 over its epochs) or
+            `"constant"`.
         baseline_learning_rate, prune_learning_rate, retrain_learning_rate: Floats.
         schedule: String, `"polynomial"` or `"constant"`.
         initial_sparsity, final_sparsity: Floats in [0, 1); the constant schedule uses
@@ -114,6 +117,7 @@ class PipelineConfig:
     prune_batch_size: int = 128
     retrain_batch_size: int = 128
     optimizer: str = "adam"
+    lr_schedule: str = "cosine"
     baseline_learning_rate: float = 1e-3
     prune_learning_rate: float = 5e-4
     retrain_learning_rate: float = 2e-4
@@ -155,6 +159,7 @@ class PipelineConfig:
         """Raises `TfpruneError` on the first setting that cannot work (cheap checks only)."""
         _one_of("dataset", self.dataset, ("mnist",))
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
+        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("merge", self.merge, MERGES)
         _one_of("pool_kernel", self.pool_kernel, POOL_KERNELS)
@@ -397,7 +402,8 @@ class _Run:
         epochs = _default_epochs(config) if config.baseline_epochs is None else \
             config.baseline_epochs
         if epochs:
-            _compile(model, config.optimizer, config.baseline_learning_rate)
+            _compile(model, config, config.baseline_learning_rate,
+                     _steps(self.train, config.baseline_batch_size, epochs))
             _fit(model, self.train, epochs, config.baseline_batch_size, config)
         outputs = [self._save("baseline", model)]
         result = self._describe(model)
@@ -410,7 +416,7 @@ class _Run:
 
         config = self.config
         model = self._model("baseline")
-        steps = math.ceil(len(self.train[1]) / config.prune_batch_size) * config.prune_epochs
+        steps = _steps(self.train, config.prune_batch_size, config.prune_epochs)
         end_step = config.end_step
         if end_step == -1:  # 3/4 of the steps, on a mask update so the final sparsity is hit
             updates = max(1, round((0.75 * steps - config.begin_step) / config.frequency))
@@ -432,7 +438,7 @@ class _Run:
             inner = getattr(layer, "layer", None)
             if isinstance(layer, tfprune.PruneLowMagnitude) and inner.name in overrides:
                 layer.schedule = schedule(overrides[inner.name])
-        _compile(wrapped, config.optimizer, config.prune_learning_rate)
+        _compile(wrapped, config, config.prune_learning_rate, steps)
         callbacks = [tfprune.UpdatePruningStep()]
         if config.prune_epochs:
             _fit(wrapped, self.train, config.prune_epochs, config.prune_batch_size, config,
@@ -464,7 +470,8 @@ class _Run:
         model = _clone(self._model("merged"))
         if config.retrain_epochs:
             with hold_zeros(model):
-                _compile(model, config.optimizer, config.retrain_learning_rate)
+                _compile(model, config, config.retrain_learning_rate,
+                         _steps(self.train, config.retrain_batch_size, config.retrain_epochs))
                 _fit(model, self.train, config.retrain_epochs, config.retrain_batch_size,
                      config)
         outputs = [self._save("retrained", model)]
@@ -636,23 +643,29 @@ def _check_fits(model, train):
                            f"classes. Received: model output={model.output_shape}")
 
 
-def _optimizer(name, learning_rate):
+def _optimizer(config, learning_rate, steps):
     import keras
 
+    if config.lr_schedule == "cosine" and steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     return {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
-            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate)
+            "rmsprop": keras.optimizers.RMSprop}[config.optimizer](learning_rate)
 
 
-def _compile(model, optimizer, learning_rate):
+def _compile(model, config, learning_rate, steps):
     import keras
 
     last = model.layers[-1]
     last = getattr(last, "layer", last)  # a pruning wrapper: the layer inside
     from_logits = getattr(getattr(last, "activation", None), "__name__", "") != "softmax"
 
-    model.compile(optimizer=_optimizer(optimizer, learning_rate),
+    model.compile(optimizer=_optimizer(config, learning_rate, steps),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
                   metrics=["accuracy"])
+
+
+def _steps(train, batch_size, epochs):
+    return math.ceil(len(train[1]) / batch_size) * epochs
 
 
 def _fit(model, train, epochs, batch_size, config, callbacks=()):
