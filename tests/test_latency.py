@@ -116,3 +116,22 @@ def test_fixed_batch_model_refuses_other_batch(tmp_path):
     assert bench.compare(path, runs=2, warmup=0).timings[0].median_ms > 0
     with pytest.raises(TfpruneError, match="fixed batch of 1"):
         bench.compare(path, batch_size=8, runs=2)
+
+
+def test_real_xnnpack_rejection_of_sparse_int8_dense(tmp_path):
+    """XNNPACK fails to prepare a sparse-encoded int8 fully-connected layer at its first
+    invoke: compare and evaluate fall back to the builtin kernels and say so."""
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, name="fc"),
+                              keras.layers.Dense(3)])
+    w = model.get_layer("fc").kernel.numpy()
+    w[np.abs(w) < np.quantile(np.abs(w), 0.9)] = 0.0
+    model.get_layer("fc").kernel.assign(w)
+    x = np.random.default_rng(0).random((32, 64)).astype("float32")
+    path = export.to_tflite(model, tmp_path / "s.tflite", quantize="int8", sparse=True,
+                            representative_data=x)
+    assert export.inspect(path).tensor("fc").sparse
+    result = bench.compare(path, runs=3, warmup=1, batch_size=4)
+    t = result.timing(0, "xnnpack")
+    assert t.delegate_used == "builtin" and "XNNPACK failed" in t.note and t.median_ms > 0
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    assert export.evaluate(path, [(x[:16], y[:16]), (x[16:], y[16:])]) >= 0.8

@@ -237,8 +237,8 @@ def evaluate(path, dataset, threads=None, delegate="xnnpack"):
 
     >>> tfprune.export.evaluate("export/lenet5.tflite", tfprune.data.mnist("test", batch_size=256))
     """
-    interpreter, _, _ = load_interpreter(path, threads, delegate)
-    runner = _Runner(interpreter)
+    runner = _Runner(*load_interpreter(path, threads, delegate)[:2],
+                     reload=lambda: load_interpreter(path, threads, "builtin")[0])
     correct = total = 0
     for element in dataset:
         if not isinstance(element, (tuple, list)) or len(element) < 2:
@@ -260,8 +260,8 @@ def evaluate(path, dataset, threads=None, delegate="xnnpack"):
 class _Runner:
     """Runs batches through an interpreter's one input and one output, (de)quantizing."""
 
-    def __init__(self, interpreter):
-        self.interpreter = interpreter
+    def __init__(self, interpreter, delegate_used="builtin", reload=None):
+        self.interpreter, self.delegate_used, self.reload = interpreter, delegate_used, reload
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise UnsupportedModelError("evaluate needs a model with one input and one output. "
@@ -284,8 +284,21 @@ class _Runner:
 
     def _invoke(self, x):
         self.interpreter.set_tensor(self.input["index"], _quantize(x, self.input))
-        self.interpreter.invoke()
+        try:
+            self.interpreter.invoke()
+        except RuntimeError:
+            if self.delegate_used != "xnnpack" or self.reload is None:
+                raise
+            self._fall_back(len(x))  # XNNPACK rejected the resized graph: builtin kernels
+            self.interpreter.set_tensor(self.input["index"], _quantize(x, self.input))
+            self.interpreter.invoke()
         return _dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
+
+    def _fall_back(self, batch):
+        self.interpreter, self.delegate_used = self.reload(), "builtin"
+        if self.dynamic:
+            self.interpreter.resize_tensor_input(self.input["index"], [batch, *self.shape[1:]])
+            self.interpreter.allocate_tensors()
 
 
 def _quantize(x, detail):
