@@ -161,3 +161,20 @@ def test_wrapped_models_must_be_stripped_first():
     model = keras.Sequential([keras.Input((4,)), Wrap(layers.Dense(2))])
     with pytest.raises(UnsupportedModelError, match="strip"):
         tfprune.shrink(model)
+
+
+def test_plan_applies_twice_and_handles_reshape_and_dropout():
+    model = keras.Sequential([
+        keras.Input((6, 6, 1)),
+        layers.Conv2D(5, 3, activation="relu", name="c"),
+        layers.Dropout(0.5, name="drop"),
+        layers.Reshape((4 * 4 * 5,), name="flat"),
+        layers.Dense(4, name="out"),
+    ])
+    rng = np.random.default_rng(5)
+    _zero_units(model, {"c": 2}, rng)
+    plan = tfprune.shrink_plan(model)
+    first, second = plan.apply(), plan.apply()
+    for small in (first, second):
+        assert small.get_layer("c").filters == 3 and small.get_layer("out").kernel.shape[0] == 48
+        _assert_same(model, small, rng.normal(size=(2, 6, 6, 1)).astype("float32"))

@@ -52,7 +52,8 @@ class ShrinkPlan:
         threshold: The L2-norm threshold under which a unit counts as zero.
     """
 
-    def __init__(self, graph, groups, values, remove, kept, threshold):
+    def __init__(self, graph, groups, values, remove, kept, threshold, model=None):
+        self._model = model
         self.graph = graph
         self.groups = groups
         self.values = values
@@ -105,14 +106,26 @@ class ShrinkPlan:
 
     __repr__ = __str__
 
-    def apply(self):
-        """Builds the shrunk model (a new model; the original is not touched)."""
-        graph = self.graph
-        for node in graph.layers():
+    def apply(self, verify=True):
+        """Builds the shrunk model (a new model; the original is not touched).
+
+        Args:
+            verify: Boolean, defaults to `True`: with `threshold=0`, run the original and
+                the shrunk model on one random batch and raise if they differ (a guard
+                against a bug; it costs one forward pass of each).
+        """
+        graph = LayerGraph(
+            {name: dataclasses.replace(node, inputs=list(node.inputs))
+             for name, node in self.graph.nodes.items()},
+            list(self.graph.outputs), self.graph.sequential, self.graph.name)
+        for node in self.graph.layers():
             new = _rewrite(node, self)
             if new is not None:
                 graph.replace(node.name, *new)
-        return graph.to_model()
+        model = graph.to_model()
+        if verify and self.threshold == 0 and self._model is not None:
+            _check_same_outputs(self._model, model)
+        return model
 
 
 def shrink_plan(model, threshold=0.0):
@@ -150,7 +163,7 @@ def shrink_plan(model, threshold=0.0):
     remove = {name: removable[groups.group_of(name)] if groups.sizes[name] else
               np.zeros(0, bool) for name in graph.nodes}
     kept = _kept(graph, groups, values, remove, pins)
-    return ShrinkPlan(graph, groups, values, remove, kept, threshold)
+    return ShrinkPlan(graph, groups, values, remove, kept, threshold, model)
 
 
 def shrink(model, threshold=0.0):
@@ -330,6 +343,25 @@ def _kept(graph, groups, values, remove, pins):
 
 
 # Rewriting.
+
+
+def _check_same_outputs(original, shrunk):
+    """Raises if `shrunk` and `original` differ on a random batch (float inputs only)."""
+    shapes = [tuple(t.shape) for t in original.inputs]
+    if any(None in s[1:] for s in shapes) or any(
+            "float" not in str(t.dtype) for t in original.inputs):
+        return
+    rng = np.random.default_rng(0)
+    xs = [rng.uniform(-1, 1, (2, *s[1:])).astype(np.float32) for s in shapes]
+    xs = xs[0] if len(xs) == 1 else xs
+    before = keras.tree.flatten(original(xs, training=False))
+    after = keras.tree.flatten(shrunk(xs, training=False))
+    for a, b in zip(before, after, strict=True):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a.shape != b.shape or np.abs(a - b).max() > 1e-4 * max(np.abs(a).max(), 1e-6):
+            raise TfpruneError(
+                f"Shrinking {original.name!r} changed its outputs (a tfprune bug: please "
+                "report it with the model); use shrink_plan() to see what was removed.")
 
 
 def _rewrite(node, plan):
