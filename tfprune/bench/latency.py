@@ -9,6 +9,7 @@ medians and the per-round ratio to the first file, whose spread says how much to
 import dataclasses
 import gzip
 import os
+import re
 import time
 from pathlib import Path
 
@@ -145,7 +146,9 @@ def _read(path):
 
 def _first_line(error):
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:200]
+    line = lines[0] if lines else type(error).__name__
+    # LiteRT glues its messages together ("...node #4failed to ..."): separate them.
+    return re.sub(r"(#\d+)(?=[A-Za-z])", r"\1; ", line)[:300]
 
 
 def random_inputs(interpreter, seed=0):
