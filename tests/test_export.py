@@ -112,6 +112,11 @@ def test_evaluate_fixed_batch_and_unbatched_data(model, tmp_path):
     assert export.evaluate(path, tf.data.Dataset.from_tensor_slices((x, y))) == 1.0
     one_hot = np.eye(10)[y]
     assert export.evaluate(path, [(x, one_hot)]) == 1.0
+    # A fixed batch of 4 on batches of 10: the last chunk of each is padded.
+    path4 = export.to_tflite(model, tmp_path / "fixed4.tflite", batch_size=4, quantize="int8",
+                             representative_data=x)
+    assert export.inspect(path4).inputs[0].endswith("4x8x8x1 float32")
+    assert export.evaluate(path4, [(x, y), (x[:3], y[:3])]) >= 0.9
 
 
 def test_inspect_finds_zeros_and_sparse_storage(model, out):

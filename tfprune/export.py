@@ -72,7 +72,7 @@ def to_tflite(model, path, quantize="none", sparse=False, representative_data=No
         kwargs["input_signature"] = [tf.TensorSpec((batch_size, *shape[1:]), dtype)]
     if quantize == "int8":
         kwargs["representative_dataset"] = _calibration(representative_data, signature,
-                                                        calibration_samples)
+                                                        calibration_samples, batch_size or 1)
     path = Path(path)
     with atomic.atomic_path(path, suffix=".tflite") as tmp:
         try:
@@ -141,8 +141,8 @@ def _converter_settings(tf, quantize, sparse, int8_io, allow_select_ops):
     return kwargs
 
 
-def _calibration(data, signature, samples):
-    """A representative-dataset generator of single inputs, checked against the model."""
+def _calibration(data, signature, samples, batch=1):
+    """A representative-dataset generator of `batch`-sized inputs, checked against the model."""
     shape, dtype = signature
     batches = iter(_inputs_of(data))
     try:
@@ -153,14 +153,16 @@ def _calibration(data, signature, samples):
     _check_shape(first, shape, "representative_data")
 
     def generate():
-        count = 0
+        count, pending = 0, []
         for x in _chain(first, batches):
             x = np.asarray(x, dtype=dtype)
             for row in (x if x.ndim == len(shape) else x[None]):
-                yield [row[None]]
-                count += 1
-                if count >= samples:
-                    return
+                pending.append(row)
+                if len(pending) == batch:
+                    yield [np.stack(pending)]
+                    count, pending = count + batch, []
+                    if count >= samples:
+                        return
 
     return generate
 
@@ -274,13 +276,20 @@ class _Runner:
 
     def __call__(self, x):
         if not self.dynamic:
-            return np.concatenate([self._invoke(x[i:i + self.batch])
+            return np.concatenate([self._fixed(x[i:i + self.batch])
                                    for i in range(0, len(x), self.batch)])
         if len(x) != self.batch:
             self.interpreter.resize_tensor_input(self.input["index"], [len(x), *self.shape[1:]])
             self.interpreter.allocate_tensors()
             self.batch = len(x)
         return self._invoke(x)
+
+    def _fixed(self, x):
+        """Runs a fixed-batch file on up to `batch` rows, padding the last chunk."""
+        missing = self.batch - len(x)
+        if missing:
+            x = np.concatenate([x, np.repeat(x[-1:], missing, axis=0)])
+        return self._invoke(x)[:self.batch - missing]
 
     def _invoke(self, x):
         self.interpreter.set_tensor(self.input["index"], _quantize(x, self.input))
