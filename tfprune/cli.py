@@ -92,7 +92,7 @@ flags.DEFINE_integer("bench_batch_size", _D.bench_batch_size, "Batch size of the
 # The run.
 flags.DEFINE_string("export_dir", None, "The run folder (default: export/<model name>).")
 flags.DEFINE_integer("seed", _D.seed, "Random seed.")
-flags.DEFINE_string("log_dir", None, "TensorBoard folder for pruning summaries (optional).")
+flags.DEFINE_string("tensorboard_dir", None, "TensorBoard folder for pruning summaries (optional).")
 flags.DEFINE_boolean("resume", _D.resume,
                      "Skip finished stages whose outputs exist and match these flags.")
 flags.DEFINE_enum("stop_after", None, list(pipeline.STAGES), "Stop after this stage.")

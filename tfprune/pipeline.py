@@ -97,7 +97,7 @@ class PipelineConfig:
             latency A/B of `baseline.tflite` against `compressed.tflite`.
         export_dir: Folder the run writes (created if missing).
         seed: Integer, seeds Python, NumPy and the backend.
-        log_dir: Folder or `None`: write TensorBoard pruning summaries (per-layer sparsity
+        tensorboard_dir: Folder or `None`: write TensorBoard pruning summaries (per-layer sparsity
             and its target) there during the prune stage.
         resume: Boolean, skip finished stages whose outputs exist and match.
         unsafe_load: Boolean, load `.keras` files with `safe_mode=False` (runs their
@@ -146,7 +146,7 @@ class PipelineConfig:
     bench_batch_size: int = 1
     export_dir: str = "export/run"
     seed: int = 0
-    log_dir: str = None
+    tensorboard_dir: str = None
     resume: bool = False
     unsafe_load: bool = False
     stop_after: str = None
@@ -308,8 +308,8 @@ class _Run:
         self.config = config.validate()
         self.folder = Path(config.export_dir)
         atomic.check_writable(self.folder)
-        if config.log_dir:
-            atomic.check_writable(config.log_dir)
+        if config.tensorboard_dir:
+            atomic.check_writable(config.tensorboard_dir)
         import keras
 
         keras.utils.set_random_seed(config.seed)
@@ -445,8 +445,8 @@ class _Run:
                 layer.schedule = schedule(overrides[inner.name])
         _compile(wrapped, config, config.prune_learning_rate, steps)
         callbacks = [tfprune.UpdatePruningStep()]
-        if config.log_dir:
-            callbacks.append(tfprune.PruningSummaries(config.log_dir))
+        if config.tensorboard_dir:
+            callbacks.append(tfprune.PruningSummaries(config.tensorboard_dir))
         if config.prune_epochs:
             _fit(wrapped, self.train, config.prune_epochs, config.prune_batch_size, config,
                  callbacks=callbacks)
