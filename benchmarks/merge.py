@@ -4,9 +4,10 @@
 
 1. The trained Caffe LeNet-5 (`common.trained_lenet5()`, 8 epochs of Adam on MNIST).
 2. `tfprune.fuse(model, approximate=True)` merges conv1+pool1 and conv2+pool2 (max pools)
-   into two stride-2 convolutions, once per initialisation of the merged kernel:
-   "grown" (kernel 6x6 = k+p-1, the exact average-pool merge of the trained kernel) and
-   "original" (kernel 5x5, the trained kernel itself, stride 2).
+   into two stride-2 convolutions with a ReLU in place of the max, once per initialisation
+   of the merged kernel: "grown" (kernel 6x6 = k+p-1, the exact average-pool merge of the
+   trained kernel) and "original" (kernel 5x5, the trained kernel itself, stride 2); and,
+   as an ablation, "grown" without the ReLU (`pool_activation=None`).
 3. Each merged model is retrained `--epochs` epochs (Adam, learning rate 3e-4 cosine-decayed
    to 0, batch 128, same seed); its test accuracy is measured after every epoch, to see
    which initialisation recovers faster. As a control, the unmerged model gets the same
@@ -38,6 +39,13 @@ from tfprune import atomic, bench, export  # noqa: E402
 
 OUT = common.OUT / "merge"
 INITS = ("grown", "original")
+# (label, fuse keyword arguments): the two initialisations, and the merge without the ReLU
+# that stands in for the max (the ablation showing why fuse adds it).
+VARIANTS = (
+    ("grown", {"pool_kernel": "grown"}),
+    ("original", {"pool_kernel": "original"}),
+    ("grown, linear", {"pool_kernel": "grown", "pool_activation": None}),
+)
 
 
 class TestAccuracy(keras.callbacks.Callback):
@@ -89,14 +97,16 @@ def main(argv=None):
     base_acc = rows[0]["keras_acc"]
 
     curves = {}
-    for init in INITS:
-        merged = tfprune.fuse(base, approximate=True, pool_kernel=init)
-        plan = [str(s) for s in tfprune.fusion.plan(base, approximate=True, pool_kernel=init)]
+    for label, kwargs in VARIANTS:
+        merged = tfprune.fuse(base, approximate=True, **kwargs)
+        plan = [str(s) for s in tfprune.fusion.plan(base, approximate=True, **kwargs)]
+        print("\n".join(plan), file=sys.stderr)
         at_merge = common.compile_classifier(merged).evaluate(test, verbose=0)[1]
-        curves[init] = [at_merge] + retrain(merged, args.epochs, train, test, steps)
+        curves[label] = [at_merge] + retrain(merged, args.epochs, train, test, steps)
         kernel = merged.get_layer("conv1").kernel.shape[0]
-        rows.append(describe(f"merged, init {init} ({kernel}x{kernel} s2)", merged, test,
-                             OUT / f"lenet5_merged_{init}.tflite",
+        act = merged.get_layer("conv1").get_config()["activation"]
+        rows.append(describe(f"merged, init {label} ({kernel}x{kernel} s2, {act})", merged,
+                             test, OUT / f"lenet5_merged_{label.replace(', ', '_')}.tflite",
                              f"+{args.epochs} ep retrain"))
         rows[-1]["plan"] = plan
 
@@ -137,6 +147,8 @@ def report(rows, curves, timing, args, base_acc, seconds):
     print("Test accuracy (%) right after the merge (epoch 0) and after each retraining epoch:")
     for name, curve in curves.items():
         print(f"  {name:20s} " + "  ".join(f"{100 * a:.2f}" for a in curve))
+    print("(grown, original: the merged conv gets a ReLU in place of the max; "
+          "linear: pool_activation=None)")
     finals = {init: curves[init][-1] for init in INITS}
     best = max(finals, key=finals.get)
     print(f"Better recovery: init {best!r} ({100 * finals[best]:.2f}% vs "

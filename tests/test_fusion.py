@@ -307,12 +307,17 @@ def test_lenet5_max_pools_merge_only_when_approximate():
     assert len(fusion.fuse(model).layers) == len(model.layers)
     steps = fusion.plan(model, approximate=True)
     assert [str(s) for s in steps[:2]] == [
-        "conv1 + pool1 -> conv1 (5x5 s1 -> 6x6 s2), approximate",
-        "conv2 + pool2 -> conv2 (5x5 s1 -> 6x6 s2), approximate",
+        "conv1 + pool1 -> conv1 (5x5 s1 -> 6x6 s2 + relu), approximate",
+        "conv2 + pool2 -> conv2 (5x5 s1 -> 6x6 s2 + relu), approximate",
     ]
     fused = fusion.fuse(model, approximate=True)
     assert _types(fused) == ["Conv2D", "Conv2D", "Flatten", "Dense", "Dense"]
     assert fused.output_shape == model.output_shape
+    assert fused.get_layer("conv2").get_config()["activation"] == "relu"
+    linear = fusion.fuse(model, approximate=True, pool_activation=None)
+    assert linear.get_layer("conv2").get_config()["activation"] == "linear"
+    assert str(fusion.plan(model, True, pool_activation=None)[0]) == (
+        "conv1 + pool1 -> conv1 (5x5 s1 -> 6x6 s2), approximate")
     original = fusion.fuse(model, approximate=True, pool_kernel="original")
     assert original.get_layer("conv1").kernel.shape == (5, 5, 1, 20)
     assert original.get_layer("conv1").get_config()["strides"] == (2, 2)
@@ -323,13 +328,16 @@ def test_grown_max_pool_init_equals_the_average_pool_merge():
     avg = seq((12, 12, 1), layers.Conv2D(3, 3), layers.AveragePooling2D(2))
     avg.set_weights(model.get_weights())
     x = sample(model)
-    np.testing.assert_allclose(fusion.fuse(model, approximate=True)(x), avg(x),
+    fused = fusion.fuse(model, approximate=True, pool_activation=None)
+    np.testing.assert_allclose(fused(x), avg(x),
                                rtol=1e-5, atol=1e-5)
 
 
 def test_bad_pool_kernel_is_rejected():
     with pytest.raises(TfpruneError, match="pool_kernel"):
         fusion.fuse(lenet5(), approximate=True, pool_kernel="big")
+    with pytest.raises(TfpruneError, match="pool_activation"):
+        fusion.plan(lenet5(), approximate=True, pool_activation=3)
 
 
 # The caller's model, and bad input.

@@ -21,7 +21,7 @@ from tfprune.graph import LayerGraph
 __all__ = ["Step", "fuse", "plan"]
 
 
-def fuse(model, approximate=False, pool_kernel="grown"):
+def fuse(model, approximate=False, pool_kernel="grown", pool_activation="relu"):
     """A new model with non-tensor layers merged into the tensor layers next to them.
 
     The caller's model is never modified; the result shares no layers or weights with it.
@@ -33,6 +33,9 @@ def fuse(model, approximate=False, pool_kernel="grown"):
         pool_kernel: String, defaults to `"grown"`. How an approximate pooling merge
             starts: `"grown"` (kernel k+p-1, initialised from the exact average-pool merge)
             or `"original"` (kernel k, the conv's own weights).
+        pool_activation: String or `None`, defaults to `"relu"`. The activation a merged
+            conv gets when a max pool after a conv with no activation is merged into it
+            (the max was the only nonlinearity there); `None` keeps the conv linear.
 
     Returns:
         A new `keras.Sequential` if `model` was one and stays a chain, else a Functional
@@ -47,18 +50,18 @@ def fuse(model, approximate=False, pool_kernel="grown"):
     >>> fused = tfprune.fuse(model)
     >>> np.testing.assert_allclose(fused(x), model(x), rtol=1e-5, atol=1e-5)
     """
-    graph, _ = _walk(model, approximate, pool_kernel)
+    graph, _ = _walk(model, approximate, pool_kernel, pool_activation)
     return graph.to_model()
 
 
-def plan(model, approximate=False, pool_kernel="grown"):
+def plan(model, approximate=False, pool_kernel="grown", pool_activation="relu"):
     """The merges `fuse` would make, then the layers it would leave alone and why.
 
     Args and Raises: as `fuse`.
 
     Returns:
         A list of `Step`s; `str(step)` reads e.g.
-        `"conv1 + pool1 -> conv1 (5x5 s1 -> 6x6 s2), approximate"` or
+        `"conv1 + pool1 -> conv1 (5x5 s1 -> 6x6 s2 + relu), approximate"` or
         `"flatten: left alone (no rule merges Flatten)"`.
 
     Example:
@@ -66,15 +69,19 @@ def plan(model, approximate=False, pool_kernel="grown"):
     >>> for step in tfprune.fusion.plan(model, approximate=True):
     ...     print(step)
     """
-    return _walk(model, approximate, pool_kernel)[1]
+    return _walk(model, approximate, pool_kernel, pool_activation)[1]
 
 
-def _walk(model, approximate, pool_kernel):
+def _walk(model, approximate, pool_kernel, pool_activation):
     if pool_kernel not in POOL_KERNELS:
         raise TfpruneError(f"pool_kernel must be one of {POOL_KERNELS}. "
                            f"Received: pool_kernel={pool_kernel!r}")
     graph = LayerGraph.from_model(_stripped(model))
-    steps = walk(graph, Options(approximate=bool(approximate), pool_kernel=pool_kernel))
+    if pool_activation is not None and not isinstance(pool_activation, str):
+        raise TfpruneError("pool_activation must be an activation name or None. "
+                           f"Received: pool_activation={pool_activation!r}")
+    options = Options(bool(approximate), pool_kernel, pool_activation)
+    steps = walk(graph, options)
     return graph, steps
 
 

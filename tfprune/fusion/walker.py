@@ -45,6 +45,7 @@ _MASKING = ("Masking",)
 class Options:
     approximate: bool = False
     pool_kernel: str = "grown"
+    pool_activation: str = "relu"
 
 
 def walk(graph, options):
