@@ -130,6 +130,7 @@ def test_inspect_finds_zeros_and_sparse_storage(model, out):
     assert not d.tensor("conv").sparse and not d.densify
     assert d.tensor("conv").bytes == 36 * 4
     assert s.tensor("conv").sparse and s.tensor("conv").bytes < 36 * 4
+    assert s.tensor("conv").index_bytes > 0 and d.tensor("conv").index_bytes == 0
     assert s.densify and s.tensor("conv").densified and s.ops["DENSIFY"] == 1
     assert s.size_raw == os.path.getsize(sparse) and 0 < s.size_gzip < s.size_raw
     text = str(s)

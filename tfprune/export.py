@@ -343,6 +343,7 @@ class TensorInfo:
     """A constant (weight) tensor of a `.tflite` file.
 
     `bytes` is what the file stores for its values (fewer when stored sparse);
+    `index_bytes` what the sparse encoding adds for its segment and index arrays;
     `zero_fraction` is the share of the dense tensor's elements that are zero (equal to the
     zero point when quantized); `densified` says a DENSIFY op expands it at run time.
     """
@@ -355,6 +356,7 @@ class TensorInfo:
     sparse: bool
     densified: bool
     quantized: str
+    index_bytes: int = 0
 
 
 @dataclasses.dataclass
@@ -390,19 +392,28 @@ class TFLiteInfo:
 
     def __str__(self):
         weights = sum(t.bytes for t in self.tensors)
+        index = sum(t.index_bytes for t in self.tensors)
         lines = [f"{self.path}: {self.size_raw:,} bytes, {self.size_gzip:,} gzipped; "
-                 f"weights {weights:,} bytes in {len(self.tensors)} tensors",
+                 f"weights {weights:,} bytes in {len(self.tensors)} tensors"
+                 + (f" + {index:,} bytes of sparse indices" if index else ""),
                  "inputs: " + ", ".join(self.inputs), "outputs: " + ", ".join(self.outputs),
                  "ops: " + ", ".join(f"{name} x{n}" for name, n in self.ops.items()),
                  f"sparse tensors: {len(self.sparse_tensors)}; DENSIFY op: "
                  + ("yes (sparse weights densified at run time)" if self.densify else "no")]
-        rows = [("tensor", "shape", "dtype", "bytes", "zeros", "stored", "quant")]
+        rows = [("tensor", "shape", "dtype", "bytes", "index B", "zeros", "stored", "quant")]
         for t in self.tensors:
             stored = ("sparse+densify" if t.densified else "sparse") if t.sparse else "dense"
-            rows.append((t.name[-48:], "x".join(map(str, t.shape)) or "scalar", t.dtype,
-                         f"{t.bytes:,}", f"{t.zero_fraction:.1%}", stored, t.quantized))
+            rows.append((_scope(t.name), "x".join(map(str, t.shape)) or "scalar",
+                         t.dtype, f"{t.bytes:,}", f"{t.index_bytes:,}",
+                         f"{t.zero_fraction:.1%}", stored, t.quantized))
         lines.append(format_table(rows))
         return "\n".join(lines)
+
+
+def _scope(name):
+    """The layer scope of a converter tensor name ("m/conv1/BiasAdd;m/conv1/conv" -> "m/conv1")."""
+    first = name.split(";")[0]
+    return (first.rsplit("/", 1)[0] if "/" in first else first)[:56]
 
 
 def inspect(path):
@@ -481,7 +492,19 @@ def _tensor_info(tensor, buffers, data, densified):
     quantized = "" if len(scales) == 0 else ("per-channel" if len(scales) > 1 else "per-tensor")
     name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
     return TensorInfo(name, shape, np.dtype(dtype).name if dtype else f"type{tensor.type}",
-                      int(raw.size), zeros, tensor.sparsity is not None, densified, quantized)
+                      int(raw.size), zeros, tensor.sparsity is not None, densified, quantized,
+                      _index_bytes(tensor.sparsity))
+
+
+def _index_bytes(sparsity):
+    """Bytes of the segment and index arrays of a sparse tensor's dimension metadata."""
+    total = 0
+    for dim in (sparsity.dimMetadata or []) if sparsity is not None else []:
+        for vector in (dim.arraySegments, dim.arrayIndices):
+            values = getattr(vector, "values", None)
+            if values is not None:
+                total += np.asarray(values).nbytes
+    return int(total)
 
 
 def _io(tensor):
