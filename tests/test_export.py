@@ -195,6 +195,20 @@ def test_export_folder_missing(model, tmp_path):
     assert _no_files(tmp_path)
 
 
+def test_export_folder_unwritable_simulated(model, tmp_path, monkeypatch):
+    """As root a chmod does not stop writes: simulate the OS refusing the temporary file."""
+    from tfprune import atomic
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    with pytest.raises(TfpruneError) as e:
+        export.to_tflite(model, tmp_path / "m.tflite")
+    _one_line(e, "Permission denied", "write")
+    assert _no_files(tmp_path)
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
 def test_export_folder_unwritable(model, tmp_path):
     folder = tmp_path / "ro"
