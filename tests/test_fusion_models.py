@@ -37,60 +37,69 @@ _BLOCKS = ("conv", "bn", "dropout", "act", "avgpool", "maxpool", "depthwise", "b
 
 @st.composite
 def cnns(draw):
-    """A random small CNN (Sequential or Functional) from the layers fusion knows."""
+    """A random small CNN's recipe: (functional, input shape, blocks, head, seed)."""
     functional = draw(st.booleans())
-    channels = draw(st.integers(1, 3))
-    size = draw(st.integers(8, 14))
-    blocks = draw(st.lists(st.sampled_from(_BLOCKS if functional else _BLOCKS[:-1]),
-                           min_size=1, max_size=6))
-    x = keras.Input((size, size, channels))
-    y, out = x, []
-    for block in blocks:
+    shape = (draw(st.integers(8, 14)),) * 2 + (draw(st.integers(1, 3)),)
+    kinds = _BLOCKS if functional else _BLOCKS[:-1]
+    blocks = []
+    for kind in draw(st.lists(st.sampled_from(kinds), min_size=1, max_size=6)):
+        if kind == "conv":
+            kind = ("conv", draw(st.integers(1, 4)), draw(st.sampled_from([1, 3])),
+                    draw(st.sampled_from([1, 1, 2])), draw(st.sampled_from(["valid", "same"])),
+                    draw(st.sampled_from([None, None, "relu"])), draw(st.booleans()))
+        elif kind == "depthwise":
+            kind = ("depthwise", draw(st.sampled_from(["valid", "same"])))
+        elif kind == "bn":
+            kind = ("bn", draw(st.sampled_from([1e-3, 0.1])))
+        elif kind == "act":
+            kind = ("act", draw(st.sampled_from(["relu", "relu6", "tanh"])))
+        elif kind == "branch":
+            kind = ("branch", draw(st.integers(1, 4)), draw(st.sampled_from(["add", "cat"])))
+        blocks.append(kind if isinstance(kind, tuple) else (kind,))
+    head = (draw(st.integers(2, 6)), draw(st.booleans()))
+    return functional, shape, blocks, head, draw(st.integers(0, 100))
+
+
+def build_cnn(recipe):
+    """The Keras model of a `cnns()` recipe, with random BatchNorm statistics."""
+    functional, shape, blocks, (units, head_bn), seed = recipe
+    x = keras.Input(shape)
+    y = x
+    for kind, *args in blocks:
         spatial = y.shape[1]
-        if block == "conv" and spatial >= 3:
-            out = [layers.Conv2D(draw(st.integers(1, 4)), draw(st.sampled_from([1, 3])),
-                                 strides=draw(st.sampled_from([1, 1, 2])),
-                                 padding=draw(st.sampled_from(["valid", "same"])),
-                                 activation=draw(st.sampled_from([None, None, "relu"])),
-                                 use_bias=draw(st.booleans()))]
-        elif block == "depthwise" and spatial >= 3:
-            out = [layers.DepthwiseConv2D(3, padding=draw(st.sampled_from(["valid", "same"])))]
-        elif block == "bn":
-            out = [layers.BatchNormalization(epsilon=draw(st.sampled_from([1e-3, 0.1])))]
-        elif block == "dropout":
-            out = [layers.Dropout(0.5)]
-        elif block == "act":
-            out = [draw(st.sampled_from([layers.ReLU(), layers.ReLU(6.0),
-                                         layers.Activation("tanh")]))]
-        elif block in ("avgpool", "maxpool") and spatial >= 4:
-            pool = layers.AveragePooling2D if block == "avgpool" else layers.MaxPooling2D
-            out = [pool(2)]
-        elif block == "branch" and spatial >= 3:
-            filters = draw(st.integers(1, 4))
-            a = layers.Conv2D(filters, 3, padding="same")(y)
-            b = layers.Conv2D(filters, 1, padding="same")(y)
-            join = draw(st.sampled_from([layers.Add(), layers.Concatenate()]))
-            y = join([a, b])
-            continue
-        else:
-            continue
-        for layer in out:
-            y = layer(y)
+        if kind == "conv" and spatial >= 3:
+            filters, k, stride, padding, act, bias = args
+            y = layers.Conv2D(filters, k, strides=stride, padding=padding, activation=act,
+                              use_bias=bias)(y)
+        elif kind == "depthwise" and spatial >= 3:
+            y = layers.DepthwiseConv2D(3, padding=args[0])(y)
+        elif kind == "bn":
+            y = layers.BatchNormalization(epsilon=args[0])(y)
+        elif kind == "dropout":
+            y = layers.Dropout(0.5)(y)
+        elif kind == "act":
+            y = layers.ReLU(6.0)(y) if args[0] == "relu6" else layers.Activation(args[0])(y)
+        elif kind in ("avgpool", "maxpool") and spatial >= 4:
+            y = (layers.AveragePooling2D if kind == "avgpool" else layers.MaxPooling2D)(2)(y)
+        elif kind == "branch" and spatial >= 3:
+            a = layers.Conv2D(args[0], 3, padding="same")(y)
+            b = layers.Conv2D(args[0], 1, padding="same")(y)
+            y = (layers.Add() if args[1] == "add" else layers.Concatenate())([a, b])
     y = layers.Flatten()(y)
-    y = layers.Dense(draw(st.integers(2, 6)))(y)
-    if draw(st.booleans()):
+    y = layers.Dense(units)(y)
+    if head_bn:
         y = layers.BatchNormalization()(y)
-    y = layers.Dense(3)(y)
-    model = keras.Model(x, y)
+    model = keras.Model(x, layers.Dense(3)(y))
     if not functional:
         model = keras.Sequential([x, *model.layers[1:]])
-    return randomize_bn(model, np.random.default_rng(draw(st.integers(0, 100))))
+    return randomize_bn(model, np.random.default_rng(seed))
 
 
 @settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(cnns())
-def test_random_cnns_fuse_exactly_and_never_grow(model):
+def test_random_cnns_fuse_exactly_and_never_grow(recipe):
+    model = build_cnn(recipe)
     fused = fusion.fuse(model)
     steps = fusion.plan(model)
     x = sample(model, n=2)
