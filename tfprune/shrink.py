@@ -87,13 +87,13 @@ class ShrinkPlan:
         for node in producers:
             gone = self.removed.get(node.name, [])
             size = self.sizes[node.name]
-            what = _units_word(node.layer)
+            what = _units_key(node.layer)
             lines.append(f"  {node.name} ({type(node.layer).__name__}): {size} -> "
                          f"{size - len(gone)} {what}"
                          + (f", removes {_ranges(gone)}" if gone else ""))
         others = [k for k in self.removed if self.groups.rules.get(k) != "producer"]
         if others:
-            lines.append("  follow along: " + ", ".join(
+            lines.append("  channels follow in: " + ", ".join(
                 f"{k} {self.sizes[k]}->{self.sizes[k] - len(self.removed[k])}"
                 for k in others))
         for kept in self.kept:
@@ -427,10 +427,6 @@ def _rewrite_producer(layer, weights, config, keep_in, keep_out, dropped):
 
 
 def _units_key(layer):
-    return "units" if isinstance(layer, _L.Dense) else "filters"
-
-
-def _units_word(layer):
     return "units" if isinstance(layer, _L.Dense) else "filters"
 
 
