@@ -22,7 +22,9 @@ def tflite(tmp_path_factory):
 
 @pytest.fixture
 def main():
-    """Calls a tool's `main` in this process, with its flags parsed as absl would."""
+    """Calls a tool's `main` in this process, with its flags parsed as absl would; removes
+    the flags afterwards so that other tests in this process see absl's FLAGS unchanged."""
+    before = set(flags.FLAGS)
     tools._define_bench_flags()
     tools._define_inspect_flags()
 
@@ -32,6 +34,8 @@ def main():
 
     yield call
     flags.FLAGS.unparse_flags()
+    for name in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, name)
 
 
 def test_bench_prints_table_and_writes_json(main, tflite, tmp_path, capsys):
