@@ -1,14 +1,13 @@
 """tfprune: prune, merge and shrink Keras CNNs into small, fast TensorFlow Lite models."""
 
-from tfprune import bench, export  # noqa: F401  (modules: tfprune.export.to_tflite, ...)
+from tfprune import bench, export, fusion  # noqa: F401  (modules: tfprune.export.to_tflite, ...)
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
+from tfprune.fusion import fuse
 from tfprune.pruning import prune, sparsity, strip
 from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tfprune.shrink import shrink, shrink_plan  # the functions, not the module
 from tfprune.wrapper import PrunableWeight, PruneLowMagnitude, register_prunable
-from tfprune import fusion  # noqa: F401  (tfprune.fusion.plan)
-from tfprune.fusion import fuse
 
 __version__ = "0.1.0"
 
@@ -17,5 +16,5 @@ __all__ += ["shrink", "shrink_plan"]
 __all__ += ["ConstantSparsity", "PolynomialDecay", "PruningSchedule"]
 __all__ += ["PrunableWeight", "PruneLowMagnitude", "register_prunable"]
 __all__ += ["PruningSummaries", "UpdatePruningStep", "prune", "sparsity", "strip"]
-__all__ += ["fuse", "fusion"]
 __all__ += ["bench", "export"]
+__all__ += ["fuse", "fusion"]
