@@ -71,6 +71,9 @@ flags.DEFINE_enum("merge", _D.merge, list(pipeline.MERGES),
 flags.DEFINE_enum("pool_kernel", _D.pool_kernel, list(pipeline.POOL_KERNELS),
                   "Approximate conv->pool merge: 'grown' (kernel k+p-1, starts as the exact "
                   "average-pool merge) or 'original' (kernel k, fewer MACs).")
+flags.DEFINE_enum("pool_activation", _D.pool_activation, list(pipeline.POOL_ACTIVATIONS),
+                  "The activation a merged max pool leaves on a linear conv (max pooling was "
+                  "its only nonlinearity).")
 flags.DEFINE_float("shrink_threshold", _D.shrink_threshold,
                    "Remove filters whose largest magnitude is at most this.", lower_bound=0.0)
 flags.DEFINE_list("quantize", list(_D.quantize),

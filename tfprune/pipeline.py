@@ -29,6 +29,7 @@ MERGES = ("none", "exact", "approximate")
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 SCHEDULES = ("polynomial", "constant")
 POOL_KERNELS = ("grown", "original")
+POOL_ACTIVATIONS = ("relu", "none")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
 RECORD = "stages.json"
@@ -40,7 +41,7 @@ STAGE_KEYS = {
     "prune": ("prune_epochs", "prune_batch_size", "prune_learning_rate", "schedule",
               "initial_sparsity", "final_sparsity", "begin_step", "end_step", "power",
               "frequency", "granularity", "layer_sparsity"),
-    "merge": ("merge", "pool_kernel"),
+    "merge": ("merge", "pool_kernel", "pool_activation"),
     "retrain": ("retrain_epochs", "retrain_batch_size", "retrain_learning_rate"),
     "shrink": ("shrink_threshold",),
     "export": ("quantize", "sparse", "representative_size", "export_batch_size", "int8_io"),
@@ -85,6 +86,8 @@ class PipelineConfig:
         merge: String, which merges: `"none"`, `"exact"` or `"approximate"`.
         pool_kernel: String, how an approximate conv -> pooling merge starts: `"grown"`
             (kernel k+p-1, from the exact average-pool merge) or `"original"` (kernel k).
+        pool_activation: String, the activation a merged max pool leaves on a linear conv
+            (`"relu"`; `"none"` leaves the conv linear).
         shrink_threshold: Float, filters whose largest magnitude is at most this go.
         quantize: Tuple of strings from `QUANTIZE_MODES`; the first makes
             `compressed.tflite`, others `compressed_<mode>.tflite`.
@@ -134,6 +137,7 @@ class PipelineConfig:
     layer_sparsity: str = ""
     merge: str = "exact"
     pool_kernel: str = "grown"
+    pool_activation: str = "relu"
     shrink_threshold: float = 0.0
     quantize: tuple = ("int8",)
     sparse: bool = True
@@ -166,6 +170,7 @@ class PipelineConfig:
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("merge", self.merge, MERGES)
         _one_of("pool_kernel", self.pool_kernel, POOL_KERNELS)
+        _one_of("pool_activation", self.pool_activation, POOL_ACTIVATIONS)
         if not self.quantize:
             raise TfpruneError("Expected at least one export mode. Received: quantize=()")
         for mode in self.quantize:
@@ -465,7 +470,9 @@ class _Run:
             import tfprune
 
             merged = tfprune.fuse(model, approximate=self.config.merge == "approximate",
-                                  pool_kernel=self.config.pool_kernel)
+                                  pool_kernel=self.config.pool_kernel,
+                                  pool_activation=None if self.config.pool_activation == "none"
+                                  else self.config.pool_activation)
         outputs = [self._save("merged", merged)]
         result = self._describe(merged)
         result["layer_count"] = len(merged.layers)
