@@ -12,10 +12,11 @@ same architecture (Caffe LeNet-5), same optimizer (Adam) and the same schedule
   must not share a process with Keras 3): plain tf_keras training and tfmot pruning,
   interleaved the same way.
 
-Each model first trains a few warm-up batches (tracing is not counted). Reported: the
-median epoch time of each and the ratios pruned / plain within each process. The table and
-the command are printed, and the raw times are written to
-`benchmarks/out/train_overhead.json`.
+Each model first trains a few warm-up batches (tracing is not counted). Reported per run:
+the median wall and process-CPU seconds per epoch, and the median over rounds of the ratio
+pruned / plain (the two epochs of a round ran back to back in one process). CPU seconds
+are the steadier measure when other processes load the machine. The table and the command
+are printed, and the raw times are written to `benchmarks/out/train_overhead.json`.
 """
 
 import argparse
@@ -47,17 +48,22 @@ WARMUP_BATCHES = 5
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall time of each epoch (from the first batch's start to the last batch's end)."""
+    """Wall and process-CPU seconds of each epoch.
+
+    CPU time (all threads of this process) is the steadier number on a shared machine:
+    other processes' load stretches wall time but not the work this process does.
+    """
 
     def __init__(self):
         super().__init__()
-        self.times = []
+        self.times, self.cpu = [], []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
+        self.times.append(time.perf_counter() - self._start[0])
+        self.cpu.append(time.process_time() - self._start[1])
 
 
 def dataset(x, y, batch_size):
@@ -85,16 +91,17 @@ def run_keras3(x, y, args, end_step):
     full = dataset(x, y, args.batch_size)
     for model, callbacks in runs.values():
         model.fit(full, epochs=1, steps_per_epoch=WARMUP_BATCHES, verbose=0, callbacks=callbacks)
-    times = {name: [] for name in runs}
+    times = {name: {"wall": [], "cpu": []} for name in runs}
     for r in range(args.rounds):
         order = list(runs) if r % 2 == 0 else list(runs)[::-1]
         for name in order:
             model, callbacks = runs[name]
             timer = EpochTimer()
             model.fit(full, epochs=1, verbose=0, callbacks=[*callbacks, timer])
-            times[name].append(timer.times[0])
-            print(f"  round {r + 1}/{args.rounds} {name:8s} {timer.times[0]:.2f} s",
-                  file=sys.stderr)
+            times[name]["wall"].append(timer.times[0])
+            times[name]["cpu"].append(timer.cpu[0])
+            print(f"  round {r + 1}/{args.rounds} {name:8s} {timer.times[0]:.2f} s wall "
+                  f"{timer.cpu[0]:.2f} s cpu", file=sys.stderr, flush=True)
     achieved = tfprune.sparsity(pruned)
     return times, achieved
 
@@ -133,13 +140,14 @@ TFMOT_SCRIPT = textwrap.dedent(
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.times = []
+            self.times, self.cpu = [], []
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
+            self._start = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.times.append(time.perf_counter() - self._start)
+            self.times.append(time.perf_counter() - self._start[0])
+            self.cpu.append(time.process_time() - self._start[1])
 
 
     def dataset(x, y):
@@ -162,16 +170,17 @@ TFMOT_SCRIPT = textwrap.dedent(
     for model, callbacks in runs.values():
         model.fit(full, epochs=1, steps_per_epoch=args["warmup"], verbose=0,
                   callbacks=callbacks)
-    times = {name: [] for name in runs}
+    times = {name: {"wall": [], "cpu": []} for name in runs}
     for r in range(args["rounds"]):
         order = list(runs) if r % 2 == 0 else list(runs)[::-1]
         for name in order:
             model, callbacks = runs[name]
             timer = EpochTimer()
             model.fit(full, epochs=1, verbose=0, callbacks=[*callbacks, timer])
-            times[name].append(timer.times[0])
-            print(f"  round {r + 1}/{args['rounds']} {name:8s} {timer.times[0]:.2f} s",
-                  file=sys.stderr, flush=True)
+            times[name]["wall"].append(timer.times[0])
+            times[name]["cpu"].append(timer.cpu[0])
+            print(f"  round {r + 1}/{args['rounds']} {name:8s} {timer.times[0]:.2f} s wall "
+                  f"{timer.cpu[0]:.2f} s cpu", file=sys.stderr, flush=True)
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     achieved = {layer.name: float(np.mean(layer.get_weights()[0] == 0))
                 for layer in stripped.layers if layer.get_weights()}
@@ -197,27 +206,38 @@ def run_tfmot(x, y, args, end_step):
     return report["times"], report["sparsity"]
 
 
+def _ratios(times, pruned, plain):
+    """Per-round pruned / plain ratios (each round ran both back to back) and their median."""
+    return statistics.median(p / q for p, q in zip(times[pruned], times[plain], strict=True))
+
+
 def table(k3, tm, k3_sparsity, tm_sparsity, steps):
-    med = {name: statistics.median(ts) for name, ts in {**k3, **{
-        f"tf_keras {n}" if n == "plain" else n: ts for n, ts in tm.items()}}.items()}
-    rows = [
-        ("Keras 3 plain", med["plain"], 1.0, "-"),
-        ("tfprune (Keras 3)", med["tfprune"], med["tfprune"] / med["plain"],
-         f"{min(k3_sparsity.values()):.3f}-{max(k3_sparsity.values()):.3f}"),
-        ("tf_keras plain", med["tf_keras plain"], 1.0, "-"),
-        ("tfmot (tf_keras)", med["tfmot"], med["tfmot"] / med["tf_keras plain"],
-         f"{min(tm_sparsity.values()):.3f}-{max(tm_sparsity.values()):.3f}"),
-    ]
+    """The markdown table: medians of wall and CPU seconds per epoch, and the ratios."""
+    runs = {"Keras 3 plain": (k3, "plain", "plain", "-"),
+            "tfprune (Keras 3)": (k3, "tfprune", "plain", _span(k3_sparsity)),
+            "tf_keras plain": (tm, "plain", "plain", "-"),
+            "tfmot (tf_keras)": (tm, "tfmot", "plain", _span(tm_sparsity))}
     lines = [
-        f"LeNet-5, MNIST train, {steps} steps/epoch; median of per-epoch wall times",
+        f"LeNet-5, MNIST train ({steps} steps of batch 128 per epoch); medians over rounds; "
+        "ratio = median of per-round (pruned / its own plain), plain run back to back",
         "",
-        "| run | s/epoch (median) | x its own plain | kernel sparsity at end |",
-        "|---|---:|---:|---|",
+        "| run | wall s/epoch | CPU s/epoch | wall ratio | CPU ratio | kernel sparsity at end |",
+        "|---|---:|---:|---:|---:|---|",
     ]
-    lines += [f"| {name} | {t:.2f} | {r:.3f} | {s} |" for name, t, r, s in rows]
-    lines.append("")
-    lines.append(f"tfmot / tfprune epoch time: {med['tfmot'] / med['tfprune']:.2f}x")
-    return "\n".join(lines), med
+    medians = {}
+    for name, (times, key, base, spars) in runs.items():
+        wall, cpu = times[key]["wall"], times[key]["cpu"]
+        medians[name] = {"wall": statistics.median(wall), "cpu": statistics.median(cpu)}
+        ratio_wall = _ratios({k: v["wall"] for k, v in times.items()}, key, base)
+        ratio_cpu = _ratios({k: v["cpu"] for k, v in times.items()}, key, base)
+        lines.append(f"| {name} | {medians[name]['wall']:.2f} | {medians[name]['cpu']:.2f} | "
+                     f"{ratio_wall:.3f} | {ratio_cpu:.3f} | {spars} |")
+    return "\n".join(lines), medians
+
+
+def _span(sparsity):
+    values = [v for v in sparsity.values() if v == v]
+    return f"{min(values):.3f}-{max(values):.3f}" if values else "-"
 
 
 def main(argv=None):
@@ -236,7 +256,8 @@ def main(argv=None):
     print(f"Keras 3: plain vs tfprune, {args.rounds} interleaved rounds", file=sys.stderr)
     k3, k3_sparsity = run_keras3(x, y, args, end_step)
     if args.skip_tfmot:
-        tm, tm_sparsity = {"plain": [float("nan")], "tfmot": [float("nan")]}, {"-": float("nan")}
+        nan = {"wall": [float("nan")], "cpu": [float("nan")]}
+        tm, tm_sparsity = {"plain": nan, "tfmot": nan}, {}
     else:
         print(f"tf_keras: plain vs tfmot, {args.rounds} interleaved rounds", file=sys.stderr)
         tm, tm_sparsity = run_tfmot(x, y, args, end_step)

@@ -186,3 +186,13 @@ def test_mixed_precision_wrapper_follows_the_layer_policy():
     model.fit(np.ones((8, 6), "float32"), np.zeros((8, 4), "float32"), verbose=0)
     assert model(np.ones((1, 6), "float32")).dtype == "float32"
     assert np.asarray(wrapped.layer.kernel)[np.asarray(wrapped.masks[0]) == 0].max() < 0.01
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"block_shape": 4}, "Received: block_shape=4"),
+    ({"block_pooling": "sum"}, "Received: block_pooling='sum'"),
+    ({"n_m": (4, 2)}, "Received: n_m=\\(4, 2\\)"),
+])
+def test_bad_options_raise(kwargs, match):
+    with pytest.raises(TfpruneError, match=match):
+        tfprune.PruneLowMagnitude(L.Dense(3), SCHEDULE, **kwargs)

@@ -32,9 +32,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
     """Advances the pruning step each batch and recomputes masks when the schedule says.
 
     Required when fitting a pruned model: without it the masks stay all ones. At each batch
-    the step (stored in every wrapper, so it is saved with the model and training resumes
-    where it stopped) goes up by one; a wrapper whose schedule says `should_prune` at that
-    step recomputes its masks on the host and zeroes its pruned weights. At the end of every
+    the step goes up by one; a wrapper whose schedule says `should_prune` at that step
+    recomputes its masks on the host and zeroes its pruned weights. The step is counted on
+    the host and written to every wrapper's `pruning_step` variable when masks change, at
+    epoch ends, at the end of training and whenever the model is saved (so a checkpoint
+    resumes where it stopped); ordinary batches run no TensorFlow op here. At the end of every
     epoch and of training the masks are applied to the weights again (the optimizer's
     momentum can move pruned weights), so saved and stripped weights equal mask x weight.
 
@@ -59,21 +61,31 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.wrappers = _wrappers_or_raise(self.model)
         self.step = max(int(np.asarray(w.pruning_step)) for w in self.wrappers)
+        for wrapper in self.wrappers:
+            wrapper.attach_step_source(self)
 
     def on_train_batch_begin(self, batch, logs=None):
+        # Host work only, unless masks change: no TensorFlow op on an ordinary batch.
         self.step += 1
+        answers = {}
         for wrapper in self.wrappers:
-            should_prune, sparsity = wrapper.schedule(self.step)
+            key = id(wrapper.schedule)
+            if key not in answers:
+                answers[key] = wrapper.schedule(self.step)
+            should_prune, sparsity = answers[key]
             if should_prune:
+                wrapper.sync_step()
                 wrapper.update_masks(sparsity)
-            wrapper.pruning_step.assign(self.step)
 
     def on_epoch_end(self, epoch, logs=None):
         for wrapper in self.wrappers:
+            wrapper.sync_step()
             wrapper.apply_masks()
 
     def on_train_end(self, logs=None):
         self.on_epoch_end(None)
+        for wrapper in self.wrappers:
+            wrapper.attach_step_source(None)
 
 
 class PruningSummaries(keras.callbacks.Callback):
@@ -130,7 +142,7 @@ class PruningSummaries(keras.callbacks.Callback):
             self._writer = None
 
     def _write(self):
-        step = max(int(np.asarray(w.pruning_step)) for w in self.wrappers)
+        step = max(w.current_step() for w in self.wrappers)
         with self._writer.as_default(step=max(step, 0)):
             for wrapper in self.wrappers:
                 kept = sum(float(np.count_nonzero(w)) for w in _masked(wrapper))

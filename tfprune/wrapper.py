@@ -208,13 +208,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         self.schedule = schedules.get(schedule)
         self.granularity = granularity
-        self.block_shape = tuple(block_shape)
+        # Tuples when they can be (lists come back from a config); checked below.
+        self.block_shape = tuple(block_shape) if isinstance(block_shape, list) else block_shape
         self.block_pooling = block_pooling
-        self.n_m = tuple(parsed or n_m)
-        if self.granularity_kind == "block":
-            masks._check_block(self.block_shape, block_pooling)
-        if self.granularity_kind == "n:m":
-            masks._check_n_m(self.n_m)
+        n_m = parsed or n_m
+        self.n_m = tuple(n_m) if isinstance(n_m, list) else n_m
+        masks._check_block(self.block_shape, block_pooling)
+        masks._check_n_m(self.n_m)
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -258,6 +258,31 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+    # The step. During `fit`, `UpdatePruningStep` counts steps on the host and attaches
+    # itself as the step source; the variable is written only when masks change, at epoch
+    # and training ends, and before the layer's variables are saved, not every batch: an
+    # eager assign per layer per batch stretches a loaded machine's wall time.
+
+    def attach_step_source(self, source):
+        """Reads the step from `source.step` until detached (`None`); see `current_step`."""
+        object.__setattr__(self, "_step_source", source)
+
+    def current_step(self):
+        """The pruning step: the attached callback's count, else the variable's value."""
+        source = getattr(self, "_step_source", None)
+        return source.step if source is not None else int(np.asarray(self.pruning_step))
+
+    def sync_step(self):
+        """Writes `current_step()` into the `pruning_step` variable."""
+        step = self.current_step()
+        if int(np.asarray(self.pruning_step)) != step:
+            self.pruning_step.assign(step)
+
+    def save_own_variables(self, store):
+        if self.built:
+            self.sync_step()
+        super().save_own_variables(store)
 
     # Host-side mask updates, called by the callbacks.
 
