@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -549,7 +550,8 @@ class _Run:
         result.update(baseline_median_us=1000 * base.median_ms,
                       compressed_median_us=1000 * comp.median_ms,
                       speedup=1.0 / comp.ratio_median,
-                      delegates_used=[base.delegate_used, comp.delegate_used])
+                      delegates_used=[base.delegate_used, comp.delegate_used],
+                      cpu_count=os.cpu_count(), load_average=list(os.getloadavg()))
         return [], result, (f"latency {1000 * base.median_ms:.1f} -> "
                             f"{1000 * comp.median_ms:.1f} us ({result['speedup']:.1f}x faster, "
                             f"{config.bench_threads} thread(s), {comp.delegate_used})")

@@ -163,8 +163,16 @@ def markdown(report):
                      f"{_num(info['bytes'])} | {_num(info['gzip_bytes'])} | "
                      f"{_num(info['accuracy'], pct)} |")
     total = sum(v for v in report["seconds"].values() if v)
-    lines += ["", f"Stage times total {total:.0f} s. Latency: interleaved A/B medians in "
-              "the LiteRT interpreter (XNNPACK); see `report.json` for the raw numbers.", ""]
+    bench = report.get("benchmark") or {}
+    machine = ""
+    if bench.get("load_average"):
+        machine = (f" Machine: {bench.get('cpu_count')} CPUs, load average "
+                   f"{bench['load_average'][0]:.1f} during the benchmark.")
+    lines += ["", f"Stage times total {total:.0f} s. Latency: LiteRT interpreter "
+              f"({'/'.join(dict.fromkeys(bench.get('delegates_used', ['XNNPACK'])))}), "
+              f"baseline and compressed interleaved over {bench.get('runs', '?')} rounds; "
+              "the ratio is the median of the per-round ratios." + machine +
+              " Raw numbers in `report.json`.", ""]
     return "\n".join(lines)
 
 
