@@ -132,6 +132,23 @@ def main(argv=None):
                                           "args": vars(args)}, indent=2))
 
 
+def recovery_verdict(curves, base_acc, tie_pp=0.05):
+    """Which initialisation recovers better: first over the epochs, then at the end."""
+    a, b = (curves[init] for init in INITS)
+    lines = []
+    for when, x, y in (("right after the merge", a[0], b[0]), ("after 1 epoch", a[1], b[1]),
+                       ("at the end", a[-1], b[-1])):
+        diff = 100 * (x - y)
+        who = "tie" if abs(diff) < tie_pp else (INITS[0] if diff > 0 else INITS[1])
+        lines.append(f"{when}: {who} ({INITS[0]} {100 * x:.2f}%, {INITS[1]} {100 * y:.2f}%)")
+    control = curves["unmerged (control)"][-1]
+    gaps = ", ".join(f"{init} {100 * (curves[init][-1] - base_acc):+.2f} pp / "
+                     f"{100 * (curves[init][-1] - control):+.2f} pp" for init in INITS)
+    return ("Recovery, " + "; ".join(lines) + f".\nFinal gap to the unmerged model "
+            f"({100 * base_acc:.2f}%) / to the unmerged control retrained alike "
+            f"({100 * control:.2f}%): {gaps} (bar: no worse than -0.1 pp).")
+
+
 def report(rows, curves, timing, args, base_acc, seconds):
     head = ("| model | layers | params | MACs | .tflite bytes | XNNPACK ms (ratio) | "
             "builtin ms (ratio) | test acc Keras | test acc .tflite |")
@@ -149,11 +166,7 @@ def report(rows, curves, timing, args, base_acc, seconds):
         print(f"  {name:20s} " + "  ".join(f"{100 * a:.2f}" for a in curve))
     print("(grown, original: the merged conv gets a ReLU in place of the max; "
           "linear: pool_activation=None)")
-    finals = {init: curves[init][-1] for init in INITS}
-    best = max(finals, key=finals.get)
-    print(f"Better recovery: init {best!r} ({100 * finals[best]:.2f}% vs "
-          f"{100 * min(finals.values()):.2f}%); unmerged {100 * base_acc:.2f}%, "
-          f"gap {100 * (finals[best] - base_acc):+.2f} pp (bar: within 0.1 pp).")
+    print(recovery_verdict(curves, base_acc))
     print(f"\nLatency: {timing.runs} interleaved rounds after {timing.warmup} warm-up, one "
           f"thread, batch 1, medians; ratio = median of per-round ratios to the unmerged "
           f"model. Machine: {platform.processor() or platform.machine()}, "

@@ -1,9 +1,10 @@
 """Streamline merging: fold non-tensor layers into the tensor layers next to them.
 
 `fuse(model)` returns a new model with the same outputs and fewer layers: BatchNorm folded
-into convolutions and dense layers (after or before them), dropout and noise removed,
-activation layers moved into the layer before, linear chains and parallel branches
-collapsed, convolutions absorbing the average pooling after them. With
+into convolutions and dense layers (after or before them), Rescaling and Normalization
+folded into the layer they feed, dropout and noise removed, activation layers moved into
+the layer before, linear chains and parallel branches collapsed, explicit zero padding
+turned into padding='same', convolutions absorbing the average pooling after them. With
 `approximate=True` it also applies DeepRebirth's merges (conv -> max/average pooling as
 one strided conv), which change the outputs: retrain after. `plan(model)` lists the same
 steps without building anything.
