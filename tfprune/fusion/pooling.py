@@ -84,7 +84,7 @@ def _merge(graph, node, producer, init, approximate, activation=None):
         return f"a kernel-{init} strided conv would give a different output size"
     new_cost = np.prod(kernel_size) * np.prod(out)
     old_cost = np.prod(k) * np.prod(_spatial(producer, producer.output_shape))
-    if not approximate and new_cost > old_cost:
+    if new_cost > old_cost:
         return "the merged conv would need more MACs than conv + pooling"
     bias = [layers.bias(producer, layers.out_channels(producer))] if pcfg["use_bias"] else []
     changes = {"activation": activation} if activation else {}

@@ -36,10 +36,6 @@ RULES = (
 
 POOL_KERNELS = ("grown", "original")
 
-# Layers that make or use Keras masks: merging around them could change which mask
-# reaches which layer, so a model holding one is left as it is.
-_MASKING = ("Masking",)
-
 
 @dataclasses.dataclass(frozen=True)
 class Options:
@@ -49,11 +45,11 @@ class Options:
 
 
 def walk(graph, options):
-    """Rewrites `graph` in place; returns the steps made, then the layers left alone."""
-    blocked = _blocked(graph)
-    if blocked:
-        return [Step((n.name,), rule="kept", detail=blocked) for n in graph.layers()
-                if layers.kind(n) is None]
+    """Rewrites `graph` in place; returns the steps made, then the layers left alone.
+
+    Models with masks (Masking, `mask_zero`) never get here: `LayerGraph` refuses the
+    operations Keras adds to compute masks, so they are not rewritten at all.
+    """
     steps = []
     while True:
         made, reasons = _one_pass(graph, options)
@@ -83,12 +79,3 @@ def _one_pass(graph, options):
             if isinstance(result, str):
                 reasons.setdefault(node.name, []).append(result)
     return made, reasons
-
-
-def _blocked(graph):
-    for node in graph.layers():
-        cfg = node.config
-        if type(node.layer).__name__ in _MASKING or cfg.get("mask_zero"):
-            return (f"model computes masks in {node.name!r}; tfprune does not rewrite "
-                    "masked models")
-    return None
