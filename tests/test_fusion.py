@@ -133,12 +133,16 @@ def test_batchnorm_without_scale_or_center_is_folded():
 
 def test_batchnorm_after_activation_or_on_another_axis_stays():
     model = randomize_bn(seq((6, 6, 2), layers.Conv2D(3, 3, activation="relu"),
-                             layers.BatchNormalization(name="bn"), layers.Flatten(),
-                             layers.Dense(4), layers.BatchNormalization(axis=1, name="bn2")))
+                             layers.BatchNormalization(name="bn"),
+                             layers.GlobalAveragePooling2D()))
     fused = check_fused(model)
     assert "bn" in {layer.name for layer in fused.layers}
     text = [str(s) for s in fusion.plan(model)]
     assert any(s.startswith("bn: left alone") and "activation" in s for s in text), text
+    model = randomize_bn(seq((4, 7), layers.Dense(6), layers.BatchNormalization(axis=1,
+                                                                               name="bn")))
+    assert "bn" in {layer.name for layer in check_fused(model).layers}
+    assert "axis other than the channels" in str(fusion.plan(model)[0])
 
 
 # Affine layers before a tensor layer.
@@ -152,6 +156,16 @@ def test_batchnorm_before_valid_conv_and_dense_is_folded():
                              layers.BatchNormalization(name="bn2"), layers.Dense(3)))
     fused = check_fused(model, tflite=True, expect_gone=["bn0", "bn1", "bn2"])
     assert "BatchNormalization" not in _types(fused)
+
+
+def test_batchnorm_before_flatten_dense_is_folded():
+    model = randomize_bn(seq((4, 3, 5), layers.Conv2D(6, 2, activation="relu"),
+                             layers.BatchNormalization(name="bn"), layers.Flatten(name="f"),
+                             layers.Dense(3, name="d")))
+    fused = check_fused(model, tflite=True, expect_gone=["bn"])
+    assert _types(fused) == ["Conv2D", "Flatten", "Dense"]
+    assert str(fusion.plan(model)[0]) == (
+        "bn + f + d -> d (folded into the next layer's kernel and bias)")
 
 
 def test_batchnorm_before_padded_conv_stays_with_reason():

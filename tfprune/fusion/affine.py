@@ -21,17 +21,30 @@ def fold_before(graph, node, options):
     if type(node.layer) not in AFFINE:
         return None
     consumer = graph.only_consumer(node.name)
+    flatten = None
+    if consumer is not None and type(consumer.layer) is L.Flatten and \
+            consumer.config.get("data_format") in (None, "channels_last"):
+        # Flatten keeps channels last: feature i of the Dense input is channel i % C.
+        flatten, consumer = consumer, graph.only_consumer(consumer.name)
+        if consumer is not None and layers.kind(consumer) != "dense":
+            return f"{consumer.name!r} after the Flatten is not a Dense layer"
     reason = _why_not(graph, node, consumer)
     if reason:
         return reason
-    st = _per_channel(node, layers.channel_axis(consumer, node.output_shape))
+    shape = node.output_shape
+    axis = len(shape) - 1 if flatten else layers.channel_axis(consumer, shape)
+    st = _per_channel(node, axis)
     if isinstance(st, str):
         return st
+    if flatten:
+        st = tuple(np.tile(v, int(np.prod(shape[1:-1]))) for v in st)
     weights = layers.absorb_inputs(consumer, *st)
     layers.rebuild(graph, consumer.name, weights, use_bias=True)
     graph.remove(node.name)
-    consumer.input_shapes = list(node.input_shapes)
-    return Step((node.name, consumer.name), consumer.name, "affine_before",
+    if not flatten:
+        consumer.input_shapes = list(node.input_shapes)
+    names = (node.name, flatten.name, consumer.name) if flatten else (node.name, consumer.name)
+    return Step(names, consumer.name, "affine_before",
                 "folded into the next layer's kernel and bias")
 
 
