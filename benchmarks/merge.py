@@ -17,6 +17,12 @@
    unmerged model); their test accuracy is measured on the `.tflite` files too.
 
 Prints one table (markdown) and writes `benchmarks/out/merge.json`.
+
+    python benchmarks/merge.py --zoo
+
+instead checks exact fusion (`tfprune.fuse(model)`, no retraining) on Keras Applications
+models with random weights and random BatchNorm statistics: layers before and after,
+BatchNorms left, merges by rule, and the relative error of the fused model's logits.
 """
 
 import argparse
@@ -85,7 +91,10 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=4, help="retraining epochs")
     parser.add_argument("--runs", type=int, default=400, help="timed latency rounds")
     parser.add_argument("--limit", type=int, default=None, help="training examples (smoke)")
+    parser.add_argument("--zoo", action="store_true", help="exact fusion on keras.applications")
     args = parser.parse_args(argv)
+    if args.zoo:
+        return zoo()
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
@@ -130,6 +139,43 @@ def main(argv=None):
     with atomic.atomic_path(OUT.parent / "merge.json") as tmp:
         Path(tmp).write_text(json.dumps({"rows": rows, "curves": curves,
                                           "args": vars(args)}, indent=2))
+
+
+ZOO = (("MobileNetV2", dict(alpha=0.35), (96, 96, 3)), ("ResNet50", {}, (64, 64, 3)),
+       ("EfficientNetB0", {}, (64, 64, 3)), ("DenseNet121", {}, (64, 64, 3)),
+       ("NASNetMobile", {}, (96, 96, 3)))
+
+
+def zoo():
+    """Exact fusion of Keras Applications models with random BatchNorm statistics."""
+    import collections
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    print("| model | layers before -> after | BatchNorm left | merges by rule | "
+          "rel. error of logits | fuse s |")
+    print("|---|---|---|---|---|---|")
+    for name, kwargs, shape in ZOO:
+        model = getattr(keras.applications, name)(weights=None, input_shape=shape,
+                                                  classifier_activation=None, **kwargs)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                c = layer.moving_mean.shape
+                layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.5, c),
+                                   rng.normal(0, 0.5, c), rng.uniform(0.3, 2.0, c)])
+        started = time.time()
+        fused = tfprune.fuse(model)
+        seconds = time.time() - started
+        rules = collections.Counter(s.rule for s in tfprune.fusion.plan(model) if s.applied)
+        x = rng.uniform(0, 1, (2, *shape)).astype("float32")
+        want = np.asarray(model(x), np.float64)
+        err = np.abs(np.asarray(fused(x), np.float64) - want).max() / np.abs(want).max()
+        left = sum(isinstance(la, keras.layers.BatchNormalization) for la in fused.layers)
+        print(f"| {name} {shape[0]}x{shape[1]} | {len(model.layers)} -> {len(fused.layers)} | "
+              f"{left} | {', '.join(f'{k} {v}' for k, v in rules.most_common())} | "
+              f"{err:.1e} | {seconds:.1f} |")
+    print("\nReproduce: python benchmarks/merge.py --zoo")
 
 
 def recovery_verdict(curves, base_acc, tie_pp=0.05):
