@@ -1,5 +1,8 @@
 """Exact fusion rules: every merge keeps the outputs (Keras and TFLite), random weights."""
 
+import os
+import tempfile
+
 import keras
 import numpy as np
 import pytest
@@ -257,11 +260,31 @@ def test_conv_then_1x1_conv_collapses():
     (lambda: layers.Conv1D(4, 3), lambda: layers.AveragePooling1D(2), (11, 3)),
     (lambda: layers.DepthwiseConv2D(3), lambda: layers.AveragePooling2D(2), (9, 9, 3)),
     (lambda: layers.SeparableConv2D(4, 3), lambda: layers.AveragePooling2D(2), (9, 9, 3)),
+    (lambda: layers.Conv2D(4, 3, padding="same"), lambda: layers.AveragePooling2D(2),
+     (8, 8, 2)),
+    (lambda: layers.Conv2D(4, 4, padding="same"), lambda: layers.AveragePooling2D(3),
+     (9, 6, 2)),
 ])
 def test_conv_then_average_pool_is_one_strided_conv(make_conv, pool, shape):
     model = seq(shape, make_conv(), pool())
     fused = check_fused(model, tflite=len(shape) == 3)
     assert len(fused.layers) == 1
+
+
+def test_same_conv_then_pool_that_does_not_tile_stays():
+    model = seq((9, 9, 2), layers.Conv2D(3, 3, padding="same"), layers.AveragePooling2D(2))
+    assert len(check_fused(model).layers) == 2
+    assert "tiles" in str(fusion.plan(model)[-1])
+
+
+def test_saved_and_loaded_fused_model_is_the_same():
+    model = randomize_bn(seq((8, 8, 2), layers.Conv2D(3, 3), layers.BatchNormalization(),
+                             layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(2)))
+    fused = fusion.fuse(model, approximate=True)
+    path = os.path.join(tempfile.mkdtemp(), "fused.keras")
+    fused.save(path)
+    x = sample(model)
+    np.testing.assert_allclose(keras.models.load_model(path)(x), fused(x), rtol=1e-6)
 
 
 def test_average_pool_merge_plan_reads_kernel_and_stride():

@@ -3,6 +3,8 @@
 Exact: a linear conv (no activation, valid padding) followed by AveragePooling (pool p,
 stride q, valid) equals one conv with kernel `k + (p - 1) * c` and stride `c * q` (`c` the
 conv's stride), whose kernel is the conv's kernel averaged over the p**d pool offsets.
+A 'same' conv of stride 1 merges too when the pool tiles its output (p == q, size divisible
+by p): the merged conv's own 'same' padding then adds the same k-1 zeros at the same side.
 
 Approximate (DeepRebirth's streamline merging; retrain after): a conv, with or without an
 activation, followed by MaxPooling, or by AveragePooling after an activation. The merged
@@ -43,6 +45,8 @@ def merge_average(graph, node, options):
         return None
     producer = graph.nodes[node.inputs[0]]
     if layers.kind(producer) in layers.SLIDING and not layers.is_linear(producer):
+        if options.approximate:
+            return None  # merge_approximate decides
         return "the conv before it has an activation: merging is approximate (approximate=True)"
     return _merge(graph, node, producer, "grown", approximate=False)
 
@@ -79,7 +83,7 @@ def _merge(graph, node, producer, init, approximate, activation=None):
     strides = tuple(ci * qi for ci, qi in zip(c, pool_stride, strict=True))
     spatial = _spatial(producer, producer.input_shapes[0])
     sizes = zip(spatial, kernel_size, strides, strict=True)
-    out = [layers.conv_size(n, ki, s, "valid") for n, ki, s in sizes]
+    out = [layers.conv_size(n, ki, s, pcfg["padding"]) for n, ki, s in sizes]
     if out != list(_spatial(producer, node.output_shape)):
         return f"a kernel-{init} strided conv would give a different output size"
     new_cost = np.prod(kernel_size) * np.prod(out)
@@ -107,8 +111,18 @@ def _why_not(graph, node, producer):
     if graph.only_consumer(producer.name) is not node:
         return f"{producer.name!r} feeds other layers too"
     cfg, pcfg = node.config, producer.config
-    if cfg["padding"] != "valid" or pcfg["padding"] != "valid":
-        return "only valid-padded conv and pooling merge"
+    if cfg["padding"] != "valid":
+        return "only valid pooling merges"
+    if pcfg["padding"] == "same":
+        # 'same' on the merged conv pads k-1 in total, as the conv did, only when the pool
+        # tiles the input exactly and the conv has stride 1.
+        spatial = _spatial(producer, producer.input_shapes[0])
+        pool, stride = tuple(cfg["pool_size"]), tuple(cfg["strides"] or cfg["pool_size"])
+        if any(s != 1 for s in pcfg["strides"]) or pool != stride or any(
+                n is None or n % p for n, p in zip(spatial, pool, strict=True)):
+            return "a 'same' conv merges only at stride 1, with a pool that tiles its output"
+    elif pcfg["padding"] != "valid":
+        return f"{producer.name!r} uses padding={pcfg['padding']!r}"
     if any(d != 1 for d in pcfg.get("dilation_rate", (1,))):
         return f"{producer.name!r} is dilated"
     if cfg["data_format"] != pcfg["data_format"]:
