@@ -152,7 +152,7 @@ def test_flagfiles_parse_and_validate():
             flags.FLAGS(["tfprune", f"--flagfile={os.path.join(ROOT, 'flags', name)}"])
             config = cli.config_from_flags().validate()
         assert config.merge == "approximate"
-        assert pipeline.parse_layer_sparsity(config.layer_sparsity)["ip1"] == 0.8
+        assert 0.5 < pipeline.parse_layer_sparsity(config.layer_sparsity)["ip1"] < 1.0
         assert config.export_dir.startswith("export/")
 
 
