@@ -63,6 +63,11 @@ def test_bad_granularity_value(capsys, tmp_path, mnist_dir):
     _assert_one_line_error(*out, "granularity='bogus'")
 
 
+def test_unknown_zoo_model(capsys, tmp_path, mnist_dir):
+    out = _main(capsys, "--model=lenet6", f"--export_dir={tmp_path}", f"--data_dir={mnist_dir}")
+    _assert_one_line_error(*out, "model='lenet6'")
+
+
 def test_missing_model_file(capsys, tmp_path, mnist_dir):
     out = _main(capsys, f"--model={tmp_path / 'nope.keras'}", f"--export_dir={tmp_path / 'run'}",
                 f"--data_dir={mnist_dir}")

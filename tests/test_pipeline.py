@@ -6,14 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-import tfprune
 from tfprune import pipeline
 from tfprune.pipeline import PipelineConfig
-
-# The stages call the other modules; until each has landed, the runs that need it wait.
-needs_all_stages = pytest.mark.skipif(
-    not all(hasattr(tfprune, name) for name in ("prune", "fuse", "shrink", "export")),
-    reason="tfprune.prune/fuse/shrink/export not in the tree yet")
 
 
 def tiny(mnist_dir, folder, **overrides):
@@ -33,7 +27,6 @@ def _logged(capsys):
     return {line.split()[1]: line for line in out.splitlines() if line.startswith("[tfprune]")}
 
 
-@needs_all_stages
 def test_end_to_end(mnist_dir, tmp_path, capsys):
     report = pipeline.run(tiny(mnist_dir, tmp_path))
     for name in ("baseline.keras", "pruned.keras", "merged.keras", "retrained.keras",
@@ -61,7 +54,6 @@ def test_end_to_end(mnist_dir, tmp_path, capsys):
     assert set(records["export"]["outputs"]) == {"baseline.tflite", "compressed.tflite"}
 
 
-@needs_all_stages
 def test_resume_after_interruption(mnist_dir, tmp_path, capsys, monkeypatch):
     config = tiny(mnist_dir, tmp_path, stop_after="retrain")
 
