@@ -183,8 +183,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     Raises:
         UnsupportedModelError: a layer with nothing to prune.
-        TfpruneError: an unknown granularity, or one a kernel cannot take (N:M on a
-            one-input-channel conv), raised when the wrapper is built.
+        TfpruneError: an unknown granularity, a bad `block_shape`, `block_pooling` or
+            `n_m`, or a granularity a kernel cannot take (N:M on a one-input-channel conv,
+            raised when the wrapper is built).
 
     Example:
 
