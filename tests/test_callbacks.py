@@ -115,3 +115,15 @@ def test_a_checkpoint_saved_mid_epoch_holds_the_current_step(tmp_path):
     assert [int(layer.pruning_step) for layer in loaded.layers] == [5, 5]
     assert int(pruned.layers[0].pruning_step) == 7
     assert pruned.layers[0].current_step() == 7   # detached after training
+
+
+def test_steps_per_execution_still_counts_batches():
+    schedule = Recording(0.5, every=6)
+    pruned = tfprune.prune(_model(), schedule)
+    pruned.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=4)
+    x, y = _data(80)
+    pruned.fit(x, y, batch_size=8, epochs=2, verbose=0,
+               callbacks=[tfprune.UpdatePruningStep()])
+    assert int(pruned.layers[0].pruning_step) == 19       # 2 x 10 batches, in 4 + 4 + 2
+    assert schedule.asked == list(range(20))
+    assert tfprune.sparsity(pruned)["a"] == pytest.approx(0.5, abs=0.01)

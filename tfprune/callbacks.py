@@ -40,8 +40,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
     epoch and of training the masks are applied to the weights again (the optimizer's
     momentum can move pruned weights), so saved and stripped weights equal mask x weight.
 
-    Fit with `steps_per_execution=1` (the default): the step advances once per
-    `on_train_batch_begin`.
+    With `steps_per_execution=k` in `compile`, Keras calls the callback once per `k`
+    batches: the step still counts batches, and a mask update due within those `k` steps
+    happens at their start.
 
     Raises:
         TfpruneError: at `on_train_begin`, if the model has no `PruneLowMagnitude` layer.
@@ -57,25 +58,49 @@ class UpdatePruningStep(keras.callbacks.Callback):
         super().__init__()
         self.wrappers = []
         self.step = -1
+        self._per_call = 1
+        self._epoch_base = -1
 
     def on_train_begin(self, logs=None):
         self.wrappers = _wrappers_or_raise(self.model)
         self.step = max(int(np.asarray(w.pruning_step)) for w in self.wrappers)
+        self._per_call = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
+        self._epoch_base = self.step
         for wrapper in self.wrappers:
             wrapper.attach_step_source(self)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_base = self.step
+
     def on_train_batch_begin(self, batch, logs=None):
         # Host work only, unless masks change: no TensorFlow op on an ordinary batch.
-        self.step += 1
+        # With steps_per_execution = k, Keras calls this once per k batches: the k steps
+        # are counted, and a mask update due inside them happens at their start.
+        first = self._epoch_base + batch + 1
+        count = self._per_call
+        if (self.params or {}).get("steps"):  # the last execution of an epoch may be short
+            count = max(1, min(count, self.params["steps"] - batch))
+        steps = range(first, first + count)
+        self.step = steps[-1]
         answers = {}
         for wrapper in self.wrappers:
             key = id(wrapper.schedule)
             if key not in answers:
-                answers[key] = wrapper.schedule(self.step)
-            should_prune, sparsity = answers[key]
-            if should_prune:
+                answers[key] = self._due(wrapper.schedule, steps)
+            sparsity = answers[key]
+            if sparsity is not None:
                 wrapper.sync_step()
                 wrapper.update_masks(sparsity)
+
+    @staticmethod
+    def _due(schedule, steps):
+        """The sparsity of the last step in `steps` that prunes, or None."""
+        due = None
+        for step in steps:
+            should_prune, sparsity = schedule(step)
+            if should_prune:
+                due = sparsity
+        return due
 
     def on_epoch_end(self, epoch, logs=None):
         for wrapper in self.wrappers:
