@@ -44,6 +44,27 @@ def trained_lenet5(epochs=8, seed=0, name="lenet5", verbose=2):
     return model
 
 
+def time_rows(rows, runs, warmup=50):
+    """Times each row's `path` (interleaved, 1 thread, batch 1) and adds the figures to it.
+
+    Each row gains, per delegate, the median ms, the per-round ratio to the first row (median,
+    p10, p90) and the delegate that ran, plus the file's raw and gzip bytes.
+    """
+    from tfprune import bench
+
+    timing = bench.compare(*[r["path"] for r in rows], threads=1, batch_size=1, runs=runs,
+                           warmup=warmup)
+    for i, row in enumerate(rows):
+        for delegate in ("xnnpack", "builtin"):
+            t = timing.timing(i, delegate)
+            row[delegate] = {"median_ms": t.median_ms, "ratio": t.ratio_median,
+                             "ratio_p10": t.ratio_p10, "ratio_p90": t.ratio_p90,
+                             "ran": t.delegate_used}
+        row["tflite_bytes"] = timing.timing(i).size_raw
+        row["tflite_gzip"] = timing.timing(i).size_gzip
+    return timing
+
+
 if __name__ == "__main__":
     model = trained_lenet5()
     print("test accuracy", model.evaluate(mnist("test"), verbose=0)[1], file=sys.stderr)

@@ -125,15 +125,7 @@ def main(argv=None):
     rows.append(describe("unmerged + same retraining", control, test,
                          OUT / "lenet5_control.tflite", f"+{args.epochs} ep retrain"))
 
-    timing = bench.compare(*[r["path"] for r in rows], threads=1, batch_size=1,
-                           runs=args.runs, warmup=50)
-    for i, row in enumerate(rows):
-        for delegate in ("xnnpack", "builtin"):
-            t = timing.timing(i, delegate)
-            row[delegate] = {"median_ms": t.median_ms, "ratio": t.ratio_median,
-                             "ratio_p10": t.ratio_p10, "ratio_p90": t.ratio_p90,
-                             "ran": t.delegate_used}
-        row["tflite_bytes"] = timing.timing(i).size_raw
+    timing = common.time_rows(rows, runs=args.runs)
 
     report(rows, curves, timing, args, base_acc, time.time() - started)
     with atomic.atomic_path(OUT.parent / "merge.json") as tmp:

@@ -103,16 +103,7 @@ def main(argv=None):
             describe(f"filter-pruned, stripped (+{args.epochs} ep)", stripped, test,
                      OUT / "lenet5_pruned.tflite"),
             describe("... then shrunk", small, test, OUT / "lenet5_shrunk.tflite")]
-    timing = bench.compare(*[r["path"] for r in rows], threads=1, batch_size=1,
-                           runs=args.runs, warmup=50)
-    for i, row in enumerate(rows):
-        for delegate in ("xnnpack", "builtin"):
-            t = timing.timing(i, delegate)
-            row[delegate] = {"median_ms": t.median_ms, "ratio": t.ratio_median,
-                             "ratio_p10": t.ratio_p10, "ratio_p90": t.ratio_p90,
-                             "ran": t.delegate_used}
-        row["tflite_bytes"] = timing.timing(i).size_raw
-        row["tflite_gzip"] = timing.timing(i).size_gzip
+    timing = common.time_rows(rows, runs=args.runs)
 
     report(rows, timing, args, error, time.time() - started)
     with atomic.atomic_path(OUT.parent / "shrink.json") as tmp:
