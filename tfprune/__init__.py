@@ -1,5 +1,11 @@
 """tfprune: prune, merge and shrink Keras CNNs into small, fast TensorFlow Lite models."""
 
+import os
+
+# TensorFlow's C++ start-up chatter would bury our one-line errors; a user's own setting wins,
+# and a process that imported TensorFlow first keeps the level it had.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from tfprune import bench, export, fusion  # noqa: F401  (modules: tfprune.export.to_tflite, ...)
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
