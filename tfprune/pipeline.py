@@ -505,7 +505,7 @@ class _Run:
                                  f"test accuracy {result['keras_accuracy']:.2%}")
 
     def _export(self):
-        from tfprune import export
+        from tfprune import bench, export
 
         config = self.config
         rep = self.train[0][:config.representative_size]
@@ -519,7 +519,7 @@ class _Run:
                              sparse=sparse, representative_data=rep,
                              int8_io=config.int8_io and mode == "int8",
                              batch_size=config.export_batch_size)
-            raw, gz = _file_sizes(self.folder / name)
+            raw, gz = bench.file_sizes(self.folder / name)
             result[name] = {"model": model_name, "quantize": mode, "sparse": sparse,
                             "bytes": raw, "gzip_bytes": gz}
         base, comp = result["baseline.tflite"], result["compressed.tflite"]
@@ -594,13 +594,6 @@ def _file_sha(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _file_sizes(path):
-    import gzip
-
-    raw = Path(path).read_bytes()
-    return len(raw), len(gzip.compress(raw, 9))
 
 
 def _load_model(config):
