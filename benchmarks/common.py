@@ -44,6 +44,15 @@ def trained_lenet5(epochs=8, seed=0, name="lenet5", verbose=2):
     return model
 
 
+def machine():
+    """What the latency figures were measured on, with the load at the time (measured)."""
+    import platform
+
+    load = os.getloadavg()[0]
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs, load average {load:.1f} "
+            "over the last minute")
+
+
 def time_rows(rows, runs, warmup=50):
     """Times each row's `path` (interleaved, 1 thread, batch 1) and adds the figures to it.
 

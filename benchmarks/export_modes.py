@@ -146,7 +146,7 @@ def markdown(rows, keras_acc, sparsity, args):
         f"{sparsity:.1%}, fine-tune epochs {args.fine_tune_epochs}). Latency: LiteRT, "
         f"{args.threads} thread, batch 1, {args.runs} interleaved rounds after {args.warmup} "
         "warm-up, median ms (ratio to dense float32, per-round median [p10, p90]). "
-        f"{os.cpu_count()} CPUs shared with other jobs: absolute times are noisy, ratios less.",
+        f"Machine: {common.machine()}.",
         "",
         "| weights | sparse enc. | mode | raw bytes | gzip bytes | .tflite acc | "
         "XNNPACK ms (ratio) | builtin ms (ratio) | DENSIFY |",

@@ -28,7 +28,6 @@ BatchNorms left, merges by rule, and the relative error of the fused model's log
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -207,8 +206,7 @@ def report(rows, curves, timing, args, base_acc, seconds):
     print(recovery_verdict(curves, base_acc))
     print(f"\nLatency: {timing.runs} interleaved rounds after {timing.warmup} warm-up, one "
           f"thread, batch 1, medians; ratio = median of per-round ratios to the unmerged "
-          f"model. Machine: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores shared with other jobs (loaded: absolute ms are noisy).")
+          f"model. Machine: {common.machine()}.")
     print(f"Reproduce: python benchmarks/merge.py --epochs={args.epochs} --runs={args.runs}"
           + (f" --limit={args.limit}" if args.limit else "") + f"   ({seconds / 60:.1f} min)")
 

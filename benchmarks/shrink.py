@@ -21,7 +21,6 @@ Prints one markdown table and writes `benchmarks/out/shrink.json`.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -133,8 +132,7 @@ def report(rows, timing, args, error, seconds):
           f"{error:.1e}.")
     print(f"Latency: {timing.runs} interleaved rounds after {timing.warmup} warm-up, one "
           f"thread, batch 1, medians; ratio = median of per-round ratios to the unpruned "
-          f"model. Machine: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores shared with other jobs (loaded: absolute ms are noisy).")
+          f"model. Machine: {common.machine()}.")
     print(f"Reproduce: python benchmarks/shrink.py --epochs={args.epochs} --units={args.units} "
           f"--runs={args.runs}" + (f" --limit={args.limit}" if args.limit else "")
           + f"   ({seconds / 60:.1f} min)")

@@ -216,7 +216,7 @@ def main():
           f"{tfmot_info['seconds']:.0f} s")
     print(f"tfprune: {tfprune_note}")
     print(f"latency: LiteRT, XNNPACK, 1 thread, batch 1, {args.runs} interleaved rounds "
-          "(medians; speedup = median per-round ratio); machine shared with other jobs")
+          f"(medians; speedup = median per-round ratio); machine: {common.machine()}")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
