@@ -138,8 +138,8 @@ def markdown(report):
     lines = [f"# tfprune run: {cfg.get('model')} on {cfg.get('dataset')}", "",
              f"Compressed model: `{c.get('quantize')}` quantization, sparse encoding "
              f"{'on' if c.get('sparse') else 'off'}; merges: {cfg.get('merge')}; "
-             f"granularity: `{cfg.get('granularity')}`, final sparsity "
-             f"{cfg.get('final_sparsity')}.", "",
+             f"granularity: `{cfg.get('granularity')}`, sparsity "
+             f"{cfg.get('layer_sparsity') or cfg.get('final_sparsity')}.", "",
              "| | baseline | compressed | ratio |", "|---|---:|---:|---:|"]
     lines += [f"| {a} | {b_} | {c_} | {r} |" for a, b_, c_, r in rows]
     lines += ["", "## Stages (Keras models)", "",
