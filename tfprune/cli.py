@@ -12,12 +12,10 @@ import dataclasses
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from tfprune import pipeline  # noqa: E402
-from tfprune.errors import TfpruneError  # noqa: E402
+from tfprune import pipeline
+from tfprune.errors import TfpruneError
 
 _D = pipeline.PipelineConfig()  # the defaults, in one place
 
@@ -82,7 +80,7 @@ flags.DEFINE_list("quantize", list(_D.quantize),
 flags.DEFINE_boolean("sparse", _D.sparse, "Use the converter's sparse encoding.")
 flags.DEFINE_integer("representative_size", _D.representative_size,
                      "Training images used to calibrate int8.", lower_bound=1)
-flags.DEFINE_integer("export_batch_size", None,
+flags.DEFINE_integer("export_batch_size", _D.export_batch_size,
                      "Fix the .tflite batch dimension (1 drops Flatten's shape ops); default "
                      "dynamic.", lower_bound=1)
 flags.DEFINE_boolean("int8_io", _D.int8_io, "With int8: integer input and output too.")
@@ -111,7 +109,6 @@ def config_from_flags(values=FLAGS):
     if not kwargs["export_dir"]:
         stem = os.path.splitext(os.path.basename(kwargs["model"]))[0] or "run"
         kwargs["export_dir"] = os.path.join("export", stem)
-    kwargs["quantize"] = tuple(kwargs["quantize"])
     return pipeline.PipelineConfig(**kwargs)
 
 

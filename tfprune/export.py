@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tfprune import atomic
-from tfprune.bench.latency import file_sizes, format_table, load_interpreter, read_tflite
+from tfprune.bench.latency import data_sizes, format_table, load_interpreter, read_tflite
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
@@ -452,7 +452,7 @@ def inspect(path):
     except Exception as e:  # flatbuffers reads past the end of a truncated file in many ways
         raise TfpruneError(f"Cannot parse {str(path)!r} as a TFLite model ({e}): the file is "
                            "truncated or corrupt; export it again.") from None
-    raw, gz = file_sizes(path)
+    raw, gz = data_sizes(data)
     return TFLiteInfo(str(path), raw, gz, dict(ops), tensors, inputs, outputs)
 
 

@@ -21,13 +21,13 @@ import numpy as np
 
 from tfprune import atomic
 from tfprune.errors import TfpruneError
+from tfprune.export import QUANTIZE_MODES
 
 STAGES = ("baseline", "prune", "merge", "retrain", "shrink", "export", "verify", "benchmark",
           "report")
 GRANULARITIES = ("weight", "block", "n:m", "filter")
 _PER_LAYER = (*GRANULARITIES, "none")  # per layer only: "none" leaves the layer unpruned
 MERGES = ("none", "exact", "approximate")
-QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 SCHEDULES = ("polynomial", "constant")
 POOL_KERNELS = ("grown", "original")
 POOL_ACTIVATIONS = ("relu", "none")
@@ -364,8 +364,7 @@ class _Run:
         settings = {key: getattr(self.config, key) for key in STAGE_KEYS[stage]}
         if stage == "baseline":
             settings["model_sha256"] = self.model_sha
-            if settings["baseline_epochs"] is None:
-                settings["baseline_epochs"] = _default_epochs(self.config)
+            settings["baseline_epochs"] = _baseline_epochs(self.config)
         text = json.dumps([previous, stage, settings], sort_keys=True, default=_jsonable)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -410,8 +409,7 @@ class _Run:
     def _baseline(self):
         config = self.config
         model = self.baseline_model
-        epochs = _default_epochs(config) if config.baseline_epochs is None else \
-            config.baseline_epochs
+        epochs = _baseline_epochs(config)
         if epochs:
             _compile(model, config, config.baseline_learning_rate,
                      _steps(self.train, config.baseline_batch_size, epochs))
@@ -529,9 +527,9 @@ class _Run:
     def _verify(self):
         from tfprune import export
 
-        result = {}
-        for name in self.records["export"]["outputs"]:
-            result[name] = float(export.evaluate(self.folder / name, self._test_dataset()))
+        test = self._test_dataset()
+        result = {name: float(export.evaluate(self.folder / name, test))
+                  for name in self.records["export"]["outputs"]}
         base, comp = result["baseline.tflite"], result["compressed.tflite"]
         return [], result, (f".tflite test accuracy {base:.2%} -> {comp:.2%} "
                             f"({100 * (comp - base):+.2f} pp)")
@@ -584,7 +582,10 @@ def _is_path(model):
     return model.endswith(".keras") or "/" in model or model.endswith(".h5")
 
 
-def _default_epochs(config):
+def _baseline_epochs(config):
+    """The epochs the baseline trains: as asked, or 8 for a zoo model and 0 for a loaded one."""
+    if config.baseline_epochs is not None:
+        return config.baseline_epochs
     return 0 if _is_path(config.model) else 8
 
 
