@@ -170,8 +170,9 @@ class PruningSummaries(keras.callbacks.Callback):
         step = max(w.current_step() for w in self.wrappers)
         with self._writer.as_default(step=max(step, 0)):
             for wrapper in self.wrappers:
-                kept = sum(float(np.count_nonzero(w)) for w in _masked(wrapper))
-                total = sum(int(np.prod(pw.variable.shape)) for pw in wrapper.prunable)
+                arrays = wrapper.masked_prunable()
+                kept = sum(np.count_nonzero(a) for a in arrays)
+                total = sum(a.size for a in arrays)
                 _scalar(f"sparsity/{wrapper.layer.name}", 1.0 - kept / total)
                 target = wrapper.schedule(max(step, 0))[1]
                 _scalar(f"target_sparsity/{wrapper.layer.name}", float(target))
@@ -186,8 +187,3 @@ def _scalar(tag, value):
     metadata = summary_pb2.SummaryMetadata()
     metadata.plugin_data.plugin_name = "scalars"
     tf.summary.write(tag, tf.constant(value, dtype=tf.float32), metadata=metadata)
-
-
-def _masked(wrapper):
-    return [np.asarray(pw.variable) * np.asarray(mask)
-            for pw, mask in zip(wrapper.prunable, wrapper.masks, strict=True)]

@@ -159,7 +159,7 @@ class LayerGraph:
         """A new Keras model: Sequential if the original was and the graph is still a chain."""
         name = name or self.name
         inputs = {n: self._input_tensor(self.nodes[n]) for n in self.input_names}
-        layers = {node.name: _clone_layer(node.layer) for node in self.layers()}
+        layers = {node.name: clone_layer(node.layer) for node in self.layers()}
         if self.sequential and self._is_chain():
             model = keras.Sequential([*inputs.values(), *layers.values()], name=name)
         else:
@@ -224,7 +224,8 @@ def _check_layer(layer, model):
         )
 
 
-def _clone_layer(layer):
+def clone_layer(layer):
+    """A new, unbuilt layer with `layer`'s config (no weights, nothing shared)."""
     return layer.__class__.from_config(layer.get_config())
 
 

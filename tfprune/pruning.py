@@ -12,15 +12,11 @@ import numpy as np
 
 from tfprune import masks, schedules
 from tfprune.errors import TfpruneError, UnsupportedModelError
-from tfprune.graph import LayerGraph
+from tfprune.graph import LayerGraph, clone_layer
 from tfprune.wrapper import REGISTRY, PruneLowMagnitude
 
 _OPTIONS = ("block_shape", "block_pooling", "n_m")
 DEFAULT_KEY = "*"
-
-
-def _copy_layer(layer):
-    return layer.__class__.from_config(layer.get_config())
 
 
 def _copy_weights(pairs):
@@ -189,7 +185,7 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
     pairs = []
 
     def clone_function(layer):
-        new = _copy_layer(layer)
+        new = clone_layer(layer)
         pairs.append((layer.get_weights(), new))
         if layer.name in chosen:
             return PruneLowMagnitude(new, schedule, chosen[layer.name], **options)
@@ -227,10 +223,10 @@ def strip(model):
 
     def clone_function(layer):
         if isinstance(layer, PruneLowMagnitude):
-            new = _copy_layer(layer.layer)
+            new = clone_layer(layer.layer)
             pairs.append((layer.masked_weights(), new))
         else:
-            new = _copy_layer(layer)
+            new = clone_layer(layer)
             pairs.append((layer.get_weights(), new))
         return new
 
@@ -242,9 +238,7 @@ def strip(model):
 def _prunable_arrays(layer):
     """`(name, arrays)` of a layer's prunable weights as used (masked), or `None`."""
     if isinstance(layer, PruneLowMagnitude):
-        arrays = [np.asarray(pw.variable) * np.asarray(mask)
-                  for pw, mask in zip(layer.prunable, layer.masks, strict=True)]
-        return layer.layer.name, arrays
+        return layer.layer.name, layer.masked_prunable()
     if REGISTRY.supports(layer) and layer.built:
         return layer.name, [np.asarray(pw.variable) for pw in REGISTRY.prunable_weights(layer)]
     return None

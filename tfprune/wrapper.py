@@ -308,10 +308,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         for pw, mask in zip(self.prunable, self.masks, strict=True):
             pw.variable.assign(pw.variable * mask)
 
+    def masked_prunable(self):
+        """The prunable weights (NumPy, in `prunable` order) with masks applied."""
+        return [np.asarray(pw.variable) * np.asarray(mask)
+                for pw, mask in zip(self.prunable, self.masks, strict=True)]
+
     def masked_weights(self):
         """The wrapped layer's weights (NumPy, in `layer.weights` order) with masks applied."""
-        product = {id(pw.variable): np.asarray(pw.variable) * np.asarray(mask)
-                   for pw, mask in zip(self.prunable, self.masks, strict=True)}
+        product = {id(pw.variable): masked
+                   for pw, masked in zip(self.prunable, self.masked_prunable(), strict=True)}
         return [product.get(id(v), np.asarray(v)) for v in self.layer.weights]
 
     def get_config(self):
