@@ -350,10 +350,6 @@ class ChannelGroups:
         """The global index of channel `index` of node `name`'s output."""
         return self.offsets[name] + index
 
-    def slots(self, name):
-        """Global indices of all of node `name`'s output channels."""
-        return np.arange(self.offsets[name], self.offsets[name] + self.sizes[name])
-
     def find(self, slot):
         """The group (a representative slot) `slot` belongs to."""
         parent = self._parent
@@ -367,14 +363,6 @@ class ChannelGroups:
     def group_of(self, name):
         """Group of each of node `name`'s output channels, as an array."""
         return self._labels[self.offsets[name]:self.offsets[name] + self.sizes[name]]
-
-    def members(self):
-        """Dict of group -> list of `(node name, channel)` in it."""
-        groups = {}
-        for name in self.graph.nodes:
-            for i, g in enumerate(self.group_of(name)):
-                groups.setdefault(int(g), []).append((name, i))
-        return groups
 
     def _union(self, a, b):
         ra, rb = self.find(a), self.find(b)

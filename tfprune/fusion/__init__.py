@@ -77,10 +77,10 @@ def _walk(model, approximate, pool_kernel, pool_activation):
     if pool_kernel not in POOL_KERNELS:
         raise TfpruneError(f"pool_kernel must be one of {POOL_KERNELS}. "
                            f"Received: pool_kernel={pool_kernel!r}")
-    graph = LayerGraph.from_model(_stripped(model))
     if pool_activation is not None and not isinstance(pool_activation, str):
         raise TfpruneError("pool_activation must be an activation name or None. "
                            f"Received: pool_activation={pool_activation!r}")
+    graph = LayerGraph.from_model(_stripped(model))
     options = Options(bool(approximate), pool_kernel, pool_activation)
     steps = walk(graph, options)
     return graph, steps

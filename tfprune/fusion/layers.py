@@ -50,6 +50,11 @@ def channels_last(node):
     return node.config.get("data_format", "channels_last") != "channels_first"
 
 
+def spatial(node, shape):
+    """The spatial dimensions of `shape` under `node`'s data format."""
+    return shape[1:-1] if channels_last(node) else shape[2:]
+
+
 def channel_axis(node, shape=None):
     """Positive index of the channel axis in `shape` (the node's output by default)."""
     rank = len(shape or node.output_shape)

@@ -32,8 +32,7 @@ def fold(graph, node, options):
     cfg, ccfg = node.config, consumer.config
     if ccfg["padding"] != "valid" or cfg["data_format"] != ccfg["data_format"]:
         return f"{consumer.name!r} already pads or uses another data format"
-    shape = node.input_shapes[0]
-    spatial = shape[1:-1] if layers.channels_last(consumer) else shape[2:]
+    spatial = layers.spatial(consumer, node.input_shapes[0])
     pads = [tuple(p) for p in cfg["padding"]]
     dilation = ccfg.get("dilation_rate", (1,) * len(pads))
     for n, pad, k, s, d in zip(spatial, pads, ccfg["kernel_size"], ccfg["strides"], dilation,

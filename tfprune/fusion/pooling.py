@@ -81,13 +81,13 @@ def _merge(graph, node, producer, init, approximate, activation=None):
         ks[0] = grow(ks[0], pool, c)
     kernel_size = ks[0].shape[: len(k)]
     strides = tuple(ci * qi for ci, qi in zip(c, pool_stride, strict=True))
-    spatial = _spatial(producer, producer.input_shapes[0])
+    spatial = layers.spatial(producer, producer.input_shapes[0])
     sizes = zip(spatial, kernel_size, strides, strict=True)
     out = [layers.conv_size(n, ki, s, pcfg["padding"]) for n, ki, s in sizes]
-    if out != list(_spatial(producer, node.output_shape)):
+    if out != list(layers.spatial(producer, node.output_shape)):
         return f"a kernel-{init} strided conv would give a different output size"
     new_cost = np.prod(kernel_size) * np.prod(out)
-    old_cost = np.prod(k) * np.prod(_spatial(producer, producer.output_shape))
+    old_cost = np.prod(k) * np.prod(layers.spatial(producer, producer.output_shape))
     if new_cost > old_cost:
         return "the merged conv would need more MACs than conv + pooling"
     bias = [layers.bias(producer, layers.out_channels(producer))] if pcfg["use_bias"] else []
@@ -116,7 +116,7 @@ def _why_not(graph, node, producer):
     if pcfg["padding"] == "same":
         # 'same' on the merged conv pads k-1 in total, as the conv did, only when the pool
         # tiles the input exactly and the conv has stride 1.
-        spatial = _spatial(producer, producer.input_shapes[0])
+        spatial = layers.spatial(producer, producer.input_shapes[0])
         pool, stride = tuple(cfg["pool_size"]), tuple(cfg["strides"] or cfg["pool_size"])
         if any(s != 1 for s in pcfg["strides"]) or pool != stride or any(
                 n is None or n % p for n, p in zip(spatial, pool, strict=True)):
@@ -127,13 +127,9 @@ def _why_not(graph, node, producer):
         return f"{producer.name!r} is dilated"
     if cfg["data_format"] != pcfg["data_format"]:
         return "the conv and the pooling use different data formats"
-    if any(n is None for n in _spatial(producer, producer.input_shapes[0])):
+    if any(n is None for n in layers.spatial(producer, producer.input_shapes[0])):
         return "the input size is unknown"
     return None
-
-
-def _spatial(node, shape):
-    return shape[1:-1] if layers.channels_last(node) else shape[2:]
 
 
 def _fmt(values, short=False):
