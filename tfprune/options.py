@@ -1,0 +1,17 @@
+"""The values each tfprune option takes, defined once.
+
+The library modules check their arguments against these, and the command line builds its
+flags from them. This module imports nothing heavy, so a bad flag is reported before
+TensorFlow loads.
+"""
+
+GRANULARITIES = ("weight", "block", "n:m", "filter")
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+MERGES = ("none", "exact", "approximate")
+POOL_KERNELS = ("grown", "original")
+POOL_ACTIVATIONS = ("relu", "none")
+SCHEDULES = ("polynomial", "constant")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine")
+# Activations that mix the channels of a tensor (the others act on each value alone).
+SOFTMAX_ACTIVATIONS = ("softmax", "log_softmax")
