@@ -156,6 +156,14 @@ def _register_defaults():
 _register_defaults()
 
 
+def unwrap(layer):
+    """The layer inside a pruning wrapper (or any `keras.layers.Wrapper`), else `layer`."""
+    while isinstance(layer, keras.layers.Wrapper) and isinstance(
+            getattr(layer, "layer", None), keras.layers.Layer):
+        layer = layer.layer
+    return layer
+
+
 def _short_name(variable):
     return variable.path.rsplit("/", 1)[-1] if "/" in variable.path else variable.name
 
