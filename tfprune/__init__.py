@@ -1,26 +1,84 @@
-"""tfprune: prune, merge and shrink Keras CNNs into small, fast TensorFlow Lite models."""
+"""tfprune: prune, merge and shrink Keras CNNs into small, fast TensorFlow Lite models.
 
+Every public name and submodule loads on first use (PEP 562): `import tfprune` is quick,
+and the command line reports a bad flag before TensorFlow starts. `tfprune.prune`,
+`tfprune.models.lenet5()`, `tfprune.pipeline.run(...)` work after `import tfprune` alone.
+
+Example:
+
+>>> import tfprune
+>>> model = tfprune.models.lenet5()
+>>> schedule = tfprune.ConstantSparsity(0.5, begin_step=0, frequency=1)
+>>> pruned = tfprune.prune(model, schedule)
+>>> [type(layer).__name__ for layer in pruned.layers][:2]
+['PruneLowMagnitude', 'MaxPooling2D']
+"""
+
+import importlib
 import os
+import sys
+import types
 
 # TensorFlow's C++ start-up chatter would bury our one-line errors; a user's own setting wins,
 # and a process that imported TensorFlow first keeps the level it had.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfprune import bench, export, fusion  # noqa: F401  (modules: tfprune.export.to_tflite, ...)
-from tfprune.callbacks import PruningSummaries, UpdatePruningStep
-from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
-from tfprune.fusion import fuse
-from tfprune.pruning import prune, sparsity, strip
-from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from tfprune.shrink import shrink, shrink_plan  # the functions, not the module
-from tfprune.wrapper import PrunableWeight, PruneLowMagnitude, register_prunable
+from tfprune.errors import DataError, TfpruneError, UnsupportedModelError  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__"]
-__all__ += ["shrink", "shrink_plan"]
-__all__ += ["ConstantSparsity", "PolynomialDecay", "PruningSchedule"]
-__all__ += ["PrunableWeight", "PruneLowMagnitude", "register_prunable"]
-__all__ += ["PruningSummaries", "UpdatePruningStep", "prune", "sparsity", "strip"]
-__all__ += ["bench", "export"]
-__all__ += ["fuse", "fusion"]
+# Public name -> the module that defines it.
+_NAMES = {
+    "ConstantSparsity": "tfprune.schedules",
+    "PolynomialDecay": "tfprune.schedules",
+    "PruningSchedule": "tfprune.schedules",
+    "PrunableWeight": "tfprune.wrapper",
+    "PruneLowMagnitude": "tfprune.wrapper",
+    "register_prunable": "tfprune.wrapper",
+    "PruningSummaries": "tfprune.callbacks",
+    "UpdatePruningStep": "tfprune.callbacks",
+    "prune": "tfprune.pruning",
+    "sparsity": "tfprune.pruning",
+    "strip": "tfprune.pruning",
+    "fuse": "tfprune.fusion",
+    "shrink": "tfprune.shrink",
+    "shrink_plan": "tfprune.shrink",
+}
+# Submodules reachable as attributes after `import tfprune`.
+_SUBMODULES = ("atomic", "bench", "callbacks", "cli", "data", "errors", "export", "fusion",
+               "graph", "masks", "models", "options", "pipeline", "pruning", "report",
+               "schedules", "tools", "wrapper")
+
+__all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,
+           "bench", "data", "export", "fusion", "models", "pipeline", "report"]
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+
+
+class _Package(types.ModuleType):
+    """Keeps a public function from being replaced by the submodule of the same name.
+
+    Importing `tfprune.shrink` (the module) binds it as an attribute of the package; the
+    function `tfprune.shrink` must stay what that name means.
+    """
+
+    def __setattr__(self, name, value):
+        if name in _NAMES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
