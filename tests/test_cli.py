@@ -1,5 +1,6 @@
 """The command line: bad input ends in one line on stderr, no traceback, a non-zero exit."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -7,10 +8,12 @@ import time
 import zipfile
 
 import keras
-from absl import flags
+import pytest
+from absl import app, flags
 from absl.testing import flagsaver
 
 from tfprune import cli, pipeline
+from tfprune.pipeline.config import value_type
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,10 +54,69 @@ def test_flags_build_the_config():
                                                               "Dense": "filter"}
 
 
-def test_every_config_field_is_a_flag():
-    names = set(flags.FLAGS)
-    for field in pipeline.PipelineConfig.__dataclass_fields__:
-        assert field in names, field
+def test_every_config_field_is_a_flag_with_its_default():
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["tfprune"])
+        assert cli.config_from_flags() == pipeline.PipelineConfig()
+
+
+def _outside(bounds, kind):
+    """Values just outside a range: what both the flag and `validate()` must refuse."""
+    step = 1 if kind is int else 1e-9
+    values = []
+    if bounds.low is not None:
+        values.append(bounds.low if bounds.low_open else bounds.low - step)
+    if bounds.high is not None:
+        values.append(bounds.high if bounds.high_open else bounds.high + step)
+    return values
+
+
+@pytest.mark.parametrize("field", [f for f in dataclasses.fields(pipeline.PipelineConfig)
+                                   if f.metadata["range"] is not None], ids=lambda f: f.name)
+def test_flag_bounds_and_validate_agree(field):
+    bounds, kind = field.metadata["range"], value_type(field)
+    inside = bounds.low if not bounds.low_open else bounds.low + (1 if kind is int else 0.5)
+    for value in _outside(bounds, kind):
+        with flagsaver.flagsaver():
+            flags.FLAGS.unparse_flags()
+            with pytest.raises(flags.IllegalFlagValueError):
+                flags.FLAGS(["tfprune", f"--{field.name}={value}"])
+        with pytest.raises(pipeline.TfpruneError, match=field.name):
+            dataclasses.replace(pipeline.PipelineConfig(), **{field.name: value}).validate()
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["tfprune", f"--{field.name}={inside}"])
+        assert getattr(cli.config_from_flags(), field.name) == inside
+
+
+def test_positional_arguments_are_a_usage_error():
+    with pytest.raises(app.UsageError, match="only flags"):
+        cli.main(["tfprune", "lenet5"])
+
+
+def test_bad_flag_is_one_line_before_tensorflow_loads():
+    proc = subprocess.run([sys.executable, "-m", "tfprune", "--final_sparsity=2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "tfprune: error: flag --final_sparsity=2.0: Expected final_sparsity in [0.0, 1.0)."]
+    # A setting only validate() can judge, through main(): still no TensorFlow.
+    code = ("import sys; from absl import flags; from tfprune import cli; "
+            "flags.FLAGS(['tfprune', '--granularity=Conv2D:rows']); "
+            "assert cli.main(['tfprune']) == 1; "
+            "assert not {'tensorflow', 'keras'} & set(sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().startswith("tfprune: error: Unknown granularity")
+
+
+def test_failed_run_leaves_no_folder_it_made(capsys, tmp_path):
+    run = tmp_path / "new" / "run"
+    out = _main(capsys, f"--export_dir={run}", f"--data_dir={tmp_path / 'no_mnist'}")
+    _assert_one_line_error(*out, "does not exist")
+    assert not (tmp_path / "new").exists()
 
 
 def test_bad_granularity_value(capsys, tmp_path, mnist_dir):

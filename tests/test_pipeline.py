@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 
+import tfprune
 from tfprune import pipeline
-from tfprune.pipeline import PipelineConfig
+from tfprune.pipeline import PipelineConfig, training
 
 
 def tiny(mnist_dir, folder, **overrides):
@@ -29,72 +30,52 @@ def _logged(capsys):
 
 def test_end_to_end(mnist_dir, tmp_path, capsys):
     report = pipeline.run(tiny(mnist_dir, tmp_path))
-    for name in ("baseline.keras", "pruned.keras", "merged.keras", "retrained.keras",
-                 "compressed.keras", "baseline.tflite", "compressed.tflite", "report.json",
-                 "report.md", "stages.json", "stages.png", "tflite.png", "layers.png"):
-        assert (tmp_path / name).is_file(), name
+    for stage in pipeline.STAGES:  # every file the declarations promise
+        for name in stage.files_written(tiny(mnist_dir, tmp_path)):
+            assert (tmp_path / name).is_file(), name
+    assert (tmp_path / pipeline.RECORD).is_file()
     logged = _logged(capsys)
-    assert list(logged) == list(pipeline.STAGES)  # one line per stage
+    assert list(logged) == [stage.name for stage in pipeline.STAGES]  # one line per stage
     s = report["summary"]
     assert s["baseline"]["params"] == 431080
     assert s["compressed"]["params"] < s["baseline"]["params"] / 2  # half the units went
     assert s["size_ratio"] > 4  # int8 alone gives about 4x
     assert 0.0 <= s["compressed"]["accuracy"] <= 1.0
     assert s["baseline"]["accuracy"] > 0.3  # 256 images, one epoch: well above chance (0.1)
-    assert s["speedup"] > 0
+    assert s["speedup"] > 0 and s["compressed"]["latency_us"] > 0
     on_disk = json.loads((tmp_path / "report.json").read_text())
-    assert on_disk["summary"] == json.loads(json.dumps(s))
+    assert on_disk == report
+    assert [row["model"] for row in report["stages"]] == [
+        "baseline.keras", "pruned.keras", "merged.keras", "retrained.keras", "compressed.keras"]
     units = {row["name"]: row for row in on_disk["layers"]}
     assert units["conv1"]["units"] == 20 and units["conv1"]["units_kept"] == 10
+    assert units["conv1"]["kernel_zeros"]["retrain"] == 0.5  # half the filters, zeroed
+    assert units["conv1"]["kernel_zeros"]["shrink"] == 0.0  # ... and removed
     assert units["ip2"]["units_kept"] == 10  # the classes stay
     md = (tmp_path / "report.md").read_text()
-    assert "| .tflite size (bytes) |" in md and "| Latency median" in md
-    records = json.loads((tmp_path / "stages.json").read_text())
-    assert set(records) == set(pipeline.STAGES)
+    assert "| .tflite size (bytes) |" in md and "| Latency median, µs" in md
+    assert "zeros after retrain" in md
+    records = json.loads((tmp_path / pipeline.RECORD).read_text())
+    assert list(records) == [stage.name for stage in pipeline.STAGES]
     assert set(records["export"]["outputs"]) == {"baseline.tflite", "compressed.tflite"}
 
-
-def test_resume_after_interruption(mnist_dir, tmp_path, capsys, monkeypatch):
-    config = tiny(mnist_dir, tmp_path, stop_after="retrain")
-
-    def interrupted(self):
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(pipeline._Run, "_merge", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            pipeline.run(config)
-    assert (tmp_path / "pruned.keras").is_file()
-    assert not (tmp_path / "merged.keras").exists()
-    capsys.readouterr()
-    baseline_mtime = (tmp_path / "baseline.keras").stat().st_mtime_ns
-
-    config.resume = True
-    pipeline.run(config)
+    # Resumed with one more export mode: the stages before export are skipped, their
+    # recorded results feed the report as their fresh ones did.
+    config = tiny(mnist_dir, tmp_path, resume=True, quantize=("int8", "float16"))
+    resumed = pipeline.run(config)
     logged = _logged(capsys)
-    assert "skipped" in logged["baseline"] and "skipped" in logged["prune"]
-    assert "skipped" not in logged["merge"] and "skipped" not in logged["retrain"]
-    assert (tmp_path / "baseline.keras").stat().st_mtime_ns == baseline_mtime
-    assert (tmp_path / "retrained.keras").is_file()
+    assert {n for n, line in logged.items() if "skipped" in line} == {
+        "baseline", "prune", "merge", "retrain", "shrink"}
+    assert resumed["stages"] == report["stages"]
+    assert resumed["summary"]["compressed"]["params"] == s["compressed"]["params"]
+    float16 = resumed["files"]["compressed_float16.tflite"]["accuracy"]
+    assert abs(float16 - report["stages"][-1]["keras_accuracy"]) < 0.02  # float16 ~ Keras
 
-    # A flag of a later stage reruns that stage and the ones after it, not those before.
-    config.retrain_learning_rate = 1e-4
-    pipeline.run(config)
-    logged = _logged(capsys)
-    assert all("skipped" in logged[s] for s in ("baseline", "prune", "merge"))
-    assert "skipped" not in logged["retrain"]
 
-    # A damaged output does not count as finished.
-    (tmp_path / "merged.keras").write_bytes(b"damaged")
-    pipeline.run(config)
-    logged = _logged(capsys)
-    assert "skipped" in logged["prune"] and "skipped" not in logged["merge"]
-
-    # Without --resume everything runs again.
-    config.resume = False
-    config.stop_after = "baseline"
-    pipeline.run(config)
-    assert "skipped" not in _logged(capsys)["baseline"]
+def test_stop_after_returns_no_report(mnist_dir, tmp_path, capsys):
+    assert pipeline.run(tiny(mnist_dir, tmp_path, stop_after="baseline")) is None
+    assert list(_logged(capsys)) == ["baseline"]
+    assert (tmp_path / "baseline.keras").is_file() and not (tmp_path / "pruned.keras").exists()
 
 
 def test_hold_zeros_keeps_zeros_through_training():
@@ -109,6 +90,49 @@ def test_hold_zeros_keeps_zeros_through_training():
     assert np.all(kernel.numpy()[zeros] == 0)
     assert np.any(kernel.numpy()[~zeros] != 1.0)  # the others did train
     assert kernel.constraint is None  # nothing left behind to be saved
+
+
+def test_hold_zeros_restores_constraints_after_an_error():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(RuntimeError), pipeline.hold_zeros(model):
+        assert model.layers[0].kernel.constraint is not None
+        raise RuntimeError
+    assert model.layers[0].kernel.constraint is None
+
+
+def _head(*layers):
+    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(4), *layers])
+
+
+@pytest.mark.parametrize("model, probabilities", [
+    (_head(), False),
+    (_head(keras.layers.Dense(3, activation="softmax")), True),
+    (_head(keras.layers.Softmax()), True),
+    (_head(keras.layers.Activation("softmax")), True),
+    (_head(keras.layers.Activation("log_softmax")), False),  # log-probabilities: logits do
+    (_head(keras.layers.Dense(3, activation="relu")), False),
+], ids=["linear", "dense-softmax", "Softmax", "Activation-softmax", "log_softmax", "relu"])
+def test_ends_in_softmax(model, probabilities):
+    assert training.ends_in_softmax(model) is probabilities
+
+
+def test_ends_in_softmax_sees_through_wrappers_and_functional_models():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(4, name="hidden")(inputs)
+    outputs = keras.layers.Softmax()(keras.layers.Dense(3, name="logits")(x))
+    functional = keras.Model(inputs, outputs)
+    assert training.ends_in_softmax(functional)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
+    pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0))
+    assert isinstance(pruned.layers[-1], tfprune.PruneLowMagnitude)
+    assert training.ends_in_softmax(pruned)
+
+
+def test_softmax_layer_model_trains_on_probabilities():
+    """A model ending in a Softmax layer gets from_logits=False: its loss is the true one."""
+    model = _head(keras.layers.Dense(3), keras.layers.Softmax())
+    training.compile_model(model, pipeline.PipelineConfig(), 1e-3, 10)
+    assert model.loss.get_config()["from_logits"] is False
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -130,10 +154,18 @@ def test_parse_granularity_rejects(spec):
 
 @pytest.mark.parametrize("field, value", [
     ("merge", "sideways"), ("quantize", ("int4",)), ("final_sparsity", 1.0),
-    ("prune_epochs", -1), ("end_step", 0), ("optimizer", "lion"), ("stop_after", "nap")])
+    ("prune_epochs", -1), ("end_step", 0), ("end_step", 50), ("optimizer", "lion"),
+    ("stop_after", "nap"), ("dataset", "cifar10"), ("representative_size", 0),
+    ("prune_learning_rate", 0.0), ("prune_epochs", 1.5), ("verbose", 3), ("power", "x")])
 def test_config_rejects(field, value):
     with pytest.raises(pipeline.TfpruneError, match=field):
         PipelineConfig(**{field: value}).validate()
+
+
+def test_config_defaults_are_valid_and_name_the_folder_after_the_model():
+    assert PipelineConfig().validate().export_dir == "export/lenet5"
+    assert PipelineConfig(model="nets/my.keras").export_dir == "export/my"
+    assert PipelineConfig(quantize="int8, float16").quantize == ("int8", "float16")
 
 
 def test_parse_layer_sparsity():

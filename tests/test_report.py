@@ -3,60 +3,91 @@
 import json
 
 from tfprune import report
-from tfprune.pipeline import PipelineConfig
+from tfprune.pipeline import STAGES, PipelineConfig, Stage
 
 
 def _results():
-    layers = [{"name": "conv1", "class": "Conv2D", "units": 20, "weights": 500, "sparsity": 0.0}]
-    small = [{"name": "conv1", "class": "Conv2D", "units": 8, "weights": 200, "sparsity": 0.1}]
+    layers = [{"name": "conv1", "class": "Conv2D", "units": 20, "weights": 500,
+               "kernel_zeros": 0.0}]
+    small = [{"name": "conv1", "class": "Conv2D", "units": 8, "weights": 200,
+              "kernel_zeros": 0.1}]
     return {
         "baseline": {"params": 1000, "nonzeros": 1000, "macs": 8000, "keras_accuracy": 0.99,
                      "layers": layers},
         "retrain": {"params": 1000, "nonzeros": 300, "macs": 8000, "keras_accuracy": 0.985,
-                    "layers": [dict(layers[0], sparsity=0.6)]},
+                    "layers": [dict(layers[0], kernel_zeros=0.6)]},
         "shrink": {"params": 250, "nonzeros": 200, "macs": 1000, "keras_accuracy": 0.985,
                    "layers": small},
-        "export": {"baseline.tflite": {"model": "baseline", "quantize": "none", "sparse": False,
-                                       "bytes": 5000, "gzip_bytes": 4000},
-                   "compressed.tflite": {"model": "compressed", "quantize": "int8",
-                                         "sparse": True, "bytes": 500, "gzip_bytes": 250}},
-        "verify": {"baseline.tflite": 0.99, "compressed.tflite": 0.9895},
-        "benchmark": {"baseline_median_us": 100.0, "compressed_median_us": 10.0,
-                      "speedup": 9.5},
+        "export": {"files": {
+            "baseline.tflite": {"model": "baseline", "quantize": "none", "sparse": False,
+                                "bytes": 5000, "gzip_bytes": 4000},
+            "compressed.tflite": {"model": "compressed", "quantize": "int8", "sparse": True,
+                                  "bytes": 500, "gzip_bytes": 250}}},
+        "verify": {"files": {"baseline.tflite": {"accuracy": 0.99},
+                             "compressed.tflite": {"accuracy": 0.9895}}},
+        "benchmark": {"files": {
+            "baseline.tflite": {"latency_us": 100.0, "delegate": "XNNPACK"},
+            "compressed.tflite": {"latency_us": 10.0, "delegate": "XNNPACK", "speedup": 9.5,
+                                  "speedup_over": "baseline.tflite", "rounds": 300,
+                                  "cpu_count": 2, "load_average": [1.5, 1.0, 1.0]}}},
     }
 
 
 def test_summary_ratios():
-    data = report.build(PipelineConfig(), _results(), {"baseline": {"seconds": 3.0}})
+    data = report.build(PipelineConfig(), STAGES, _results(), {"baseline": {"seconds": 3.0}})
     s = data["summary"]
     assert s["params_ratio"] == 4.0 and s["nonzeros_ratio"] == 5.0 and s["macs_ratio"] == 8.0
     assert s["size_ratio"] == 10.0 and s["gzip_ratio"] == 16.0
     assert s["speedup"] == 9.5  # the per-round ratio, not the ratio of medians
     assert abs(s["accuracy_delta"] - (-0.0005)) < 1e-12
+    assert s["compressed"]["file"] == "compressed.tflite"
     assert [st["stage"] for st in data["stages"]] == ["baseline", "retrain", "shrink"]
-    assert data["layers"][0]["units_kept"] == 8 and data["layers"][0]["sparsity"] == 0.6
+    assert [st["model"] for st in data["stages"]] == [
+        "baseline.keras", "retrained.keras", "compressed.keras"]
+    assert data["stages"][0]["seconds"] == 3.0
+    row = data["layers"][0]
+    assert row["units_kept"] == 8
+    assert row["kernel_zeros"] == {"baseline": 0.0, "retrain": 0.6, "shrink": 0.1}
+    assert data["files"]["compressed.tflite"] == {
+        **_results()["export"]["files"]["compressed.tflite"], "accuracy": 0.9895,
+        **_results()["benchmark"]["files"]["compressed.tflite"]}
     json.dumps(data)  # JSON-ready
 
 
+def test_model_rows_come_from_the_declarations():
+    stages = [Stage("start", None, model="first"), Stage("middle", None),
+              Stage("end", None, model="last")]
+    results = {"start": {"params": 10}, "middle": {"params": 99}, "end": {"params": 5}}
+    data = report.build(PipelineConfig(), stages, results, {})
+    assert [(st["stage"], st["model"]) for st in data["stages"]] == [
+        ("start", "first.keras"), ("end", "last.keras")]
+    assert data["summary"]["params_ratio"] == 2.0
+
+
 def test_markdown_table():
-    md = report.markdown(report.build(PipelineConfig(), _results(), {}))
+    md = report.markdown(report.build(PipelineConfig(), STAGES, _results(), {}))
     assert "| .tflite size (bytes) | 5,000 | 500 | 10.0x |" in md
     assert "| .tflite test accuracy | 99.00% | 98.95% | -0.05 pp |" in md
-    assert "| Latency median (1 thread, batch 1) | 100.0 µs | 10.0 µs | 9.5x |" in md
-    assert "| conv1 | Conv2D | 20 | 8 |" in md
+    assert "| Latency median, µs (1 thread, batch 1) | 100.0 | 10.0 | 9.5x |" in md
+    assert "Ratios are baseline / compressed: for latency, the speedup." in md
+    assert "| zeros after baseline | zeros after retrain | zeros after shrink |" in md
+    assert "| conv1 | Conv2D | 20 | 8 | 500 | 200 | 0.0% | 60.0% | 10.0% |" in md
+    assert "| `compressed.tflite` | compressed | int8 | True | 500 | 250 | 98.95% | 10.0 |" in md
+    assert "over 300 rounds" in md and "load average 1.5" in md
 
 
 def test_missing_stages_render_as_dashes():
-    md = report.markdown(report.build(PipelineConfig(), {"baseline": _results()["baseline"]},
-                                      {}))
+    md = report.markdown(report.build(PipelineConfig(), STAGES,
+                                      {"baseline": _results()["baseline"]}, {}))
     assert "| .tflite size (bytes) | — | — | — |" in md
+    assert report.headline(report.build(PipelineConfig(), STAGES, {}, {})) == (
+        "— smaller, — faster, accuracy —")
 
 
 def test_write_files(tmp_path):
-    data = report.build(PipelineConfig(), _results(), {})
+    data = report.build(PipelineConfig(), STAGES, _results(), {})
     written = report.write(tmp_path, data)
-    assert set(written) == {"report.json", "report.md", "stages.png", "tflite.png",
-                            "layers.png"}
+    assert set(written) == {*report.FILES, *report.PLOTS}
     for name in written:
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,58 @@
+"""The pipeline: a run is a list of declared stages, executed by one runner.
+
+    config.py    PipelineConfig: every setting, its default, its allowed values, its help
+    runner.py    Stage (the declaration) and execute(): hash chain, resume, records, logs
+    context.py   Context: config, run folder, models and data loaded on first use
+    training.py  optimizer, compile, fit, accuracy, hold_zeros
+    stages.py    the stages of a run, declared, in order (STAGES), with their code
+
+`run(config)` checks the settings, then every stage's inputs (model, data, folder) before
+any long work, then runs the stages in order. Each stage writes its outputs atomically
+into the run folder and records itself in `stages.json` with a hash of the settings that
+shaped it (chained with the hash of the stage before) and the SHA-256 of each output. With
+`resume=True`, a stage whose record matches and whose outputs are intact is skipped, so an
+interrupted run loses nothing it had finished.
+
+Importing this package loads neither Keras nor TensorFlow; the stages load them when they
+run.
+"""
+
+from tfprune.errors import TfpruneError  # noqa: F401 (for callers catching it from here)
+from tfprune.pipeline.config import PipelineConfig, parse_granularity, parse_layer_sparsity
+from tfprune.pipeline.context import Context
+from tfprune.pipeline.runner import RECORD, Stage, execute
+from tfprune.pipeline.stages import STAGES
+from tfprune.pipeline.training import hold_zeros
+
+
+def run(config):
+    """Runs the pipeline (`STAGES`) and returns its report.
+
+    To run another list of stages, call `execute(stages, Context(config))`.
+
+    Args:
+        config: A `PipelineConfig`.
+
+    Returns:
+        The report (the dict written to `report.json`, see `tfprune.report.build`): the
+        result of the last stage; `None` when `config.stop_after` stopped the run before.
+
+    Raises:
+        TfpruneError: bad settings, model, data or export folder — raised before any
+            stage runs.
+
+    Example:
+
+    >>> import tfprune
+    >>> config = tfprune.pipeline.PipelineConfig(export_dir="/tmp/never", final_sparsity=2.0)
+    >>> tfprune.pipeline.run(config)
+    Traceback (most recent call last):
+    ...
+    tfprune.errors.TfpruneError: Expected final_sparsity in [0.0, 1.0). Received: final_sparsity=2.0
+    """
+    results = execute(STAGES, Context(config.validate()))
+    return results.get(STAGES[-1].name)
+
+
+__all__ = ["RECORD", "STAGES", "Context", "PipelineConfig", "Stage", "execute", "hold_zeros",
+           "parse_granularity", "parse_layer_sparsity", "run"]

@@ -1,0 +1,356 @@
+"""`PipelineConfig`: every setting of a run, its default, its allowed values, its help.
+
+Each field is declared once, with its help text, its choices or its numeric `Range`; the
+command line (`tfprune.cli`) makes one flag per field from the same declaration, so flag
+defaults, flag bounds and `validate()` cannot disagree. This module imports neither Keras
+nor TensorFlow: a bad setting is reported before they load.
+"""
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from tfprune import options
+from tfprune.data import DATASETS
+from tfprune.errors import TfpruneError
+
+PER_LAYER_GRANULARITIES = (*options.GRANULARITIES, "none")  # "none": leave the layer unpruned
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: from `low` to `high`, each end open or closed.
+
+    Args:
+        low: Number or `None` (no lower end).
+        high: Number or `None` (no upper end).
+        low_open: Boolean, exclude `low` itself, defaults to `False`.
+        high_open: Boolean, exclude `high` itself, defaults to `False`.
+
+    Example:
+
+    >>> from tfprune.pipeline.config import Range
+    >>> sparsity = Range(0.0, 1.0, high_open=True)
+    >>> str(sparsity), sparsity.contains(0.0), sparsity.contains(1.0)
+    ('in [0.0, 1.0)', True, False)
+    """
+
+    low: float = None
+    high: float = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value):
+        """Whether `value` lies in the range."""
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self):
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{self.low}, "
+                    f"{self.high}{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        return f"{'<' if self.high_open else '<='} {self.high}"
+
+
+def _stage_names():
+    from tfprune.pipeline.stages import STAGES  # light: stage code imports Keras when it runs
+
+    return tuple(stage.name for stage in STAGES)
+
+
+def setting(default, help, *, choices=None, range=None):  # noqa: A002 (names as in absl)
+    """A `PipelineConfig` field: its default, one line of help, and its allowed values.
+
+    Args:
+        default: The default value (the command line's too).
+        help: String, the flag's help and the field's documentation.
+        choices: Tuple of allowed values (for a tuple field: of each item), or a function
+            returning it, defaults to `None` (any value).
+        range: A `Range` for a numeric field, defaults to `None` (any value).
+
+    Returns:
+        A `dataclasses.field`.
+    """
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "choices": choices, "range": range})
+
+
+_AT_LEAST_0 = Range(0)
+_AT_LEAST_1 = Range(1)
+_POSITIVE = Range(0.0, low_open=True)
+_FRACTION = Range(0.0, 1.0, high_open=True)
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """Everything a run needs; each field is also a command-line flag of the same name.
+
+    Build one directly (tests, scripts) or from flags (`tfprune.cli`), then pass it to
+    `tfprune.pipeline.run`. `validate()` checks every setting without loading anything.
+    The fields are listed below with the help text the flags show.
+
+    Example:
+
+    >>> from tfprune.pipeline import PipelineConfig
+    >>> config = PipelineConfig(final_sparsity=0.9, quantize="int8,float16").validate()
+    >>> config.quantize, config.export_dir
+    (('int8', 'float16'), 'export/lenet5')
+    >>> PipelineConfig(final_sparsity=1.5).validate()
+    Traceback (most recent call last):
+    ...
+    tfprune.errors.TfpruneError: Expected final_sparsity in [0.0, 1.0). Received: final_sparsity=1.5
+    """
+
+    # Model and data.
+    model: str = setting("lenet5", "A zoo model (lenet5, lenet5_classic) or a .keras file.")
+    unsafe_load: bool = setting(False, "Load the .keras file with safe_mode=False (runs Lambda "
+                                       "code: trusted files only).")
+    dataset: str = setting("mnist", "The dataset.", choices=DATASETS)
+    data_dir: str | None = setting(None, "Folder with the dataset files (default: "
+                                         "$TFPRUNE_DATA_DIR, the cache, TFDS).")
+    train_limit: int | None = setting(None, "Train on the first N images only.",
+                                      range=_AT_LEAST_1)
+    test_limit: int | None = setting(None, "Evaluate on the first N test images only.",
+                                     range=_AT_LEAST_1)
+    # Training, per stage.
+    baseline_epochs: int | None = setting(
+        None, "Epochs to train the baseline (default: 8 for a zoo model, 0 for a file).",
+        range=_AT_LEAST_0)
+    prune_epochs: int = setting(4, "Epochs of pruning.", range=_AT_LEAST_0)
+    retrain_epochs: int = setting(2, "Epochs of retraining after merging (masks held).",
+                                  range=_AT_LEAST_0)
+    baseline_batch_size: int = setting(128, "Batch size of the baseline stage.",
+                                       range=_AT_LEAST_1)
+    prune_batch_size: int = setting(128, "Batch size of the prune stage.", range=_AT_LEAST_1)
+    retrain_batch_size: int = setting(128, "Batch size of the retrain stage.",
+                                      range=_AT_LEAST_1)
+    optimizer: str = setting("adam", "The optimizer.", choices=options.OPTIMIZERS)
+    lr_schedule: str = setting("cosine", "cosine: each stage's learning rate decays to 0 over "
+                                         "its epochs.", choices=options.LR_SCHEDULES)
+    baseline_learning_rate: float = setting(1e-3, "Learning rate of the baseline stage.",
+                                            range=_POSITIVE)
+    prune_learning_rate: float = setting(5e-4, "Learning rate of the prune stage.",
+                                         range=_POSITIVE)
+    retrain_learning_rate: float = setting(2e-4, "Learning rate of the retrain stage.",
+                                           range=_POSITIVE)
+    # Pruning.
+    schedule: str = setting("polynomial", "The sparsity schedule (constant uses "
+                                          "final_sparsity).", choices=options.SCHEDULES)
+    initial_sparsity: float = setting(0.0, "Polynomial schedule's start.", range=_FRACTION)
+    final_sparsity: float = setting(0.8, "The sparsity pruning reaches.", range=_FRACTION)
+    begin_step: int = setting(0, "Step pruning starts.", range=_AT_LEAST_0)
+    end_step: int = setting(-1, "Step the polynomial schedule ends; -1: 3/4 of the pruning "
+                                "steps, on a mask update.", range=Range(-1))
+    power: float = setting(3.0, "Polynomial schedule's exponent.")
+    frequency: int = setting(100, "Steps between mask updates.", range=_AT_LEAST_1)
+    granularity: str = setting(
+        "filter", "weight | block | n:m | filter, or per layer class/name: "
+                  "'Conv2D:filter,Dense:filter,ip2:none' (none: not pruned; filter never "
+                  "removes output classes).")
+    layer_sparsity: str = setting("", "Per-layer final sparsities replacing final_sparsity "
+                                      "for those layers: 'conv1:0.6,conv2:0.6,ip1:0.8'.")
+    # Merging, shrinking, export.
+    merge: str = setting(
+        "exact", "Streamline merging: none, exact (BatchNorm, Dropout, linear chains, "
+                 "avg-pool) or approximate (also conv->max-pool as a strided conv; retrain "
+                 "after).", choices=options.MERGES)
+    pool_kernel: str = setting(
+        "grown", "Approximate conv->pool merge: 'grown' (kernel k+p-1, starts as the exact "
+                 "average-pool merge) or 'original' (kernel k, fewer MACs).",
+        choices=options.POOL_KERNELS)
+    pool_activation: str = setting(
+        "relu", "The activation a merged max pool leaves on a linear conv (max pooling was "
+                "its only nonlinearity).", choices=options.POOL_ACTIVATIONS)
+    shrink_threshold: float = setting(0.0, "Remove filters whose largest magnitude is at most "
+                                           "this.", range=Range(0.0))
+    quantize: tuple = setting(("int8",), "Export modes for the compressed model; the first "
+                                         "makes compressed.tflite, others "
+                                         "compressed_<mode>.tflite.",
+                              choices=options.QUANTIZE_MODES)
+    sparse: bool = setting(True, "Use the converter's sparse encoding.")
+    representative_size: int = setting(500, "Training images used to calibrate int8.",
+                                       range=_AT_LEAST_1)
+    export_batch_size: int | None = setting(
+        None, "Fix the .tflite batch dimension (1 drops Flatten's shape ops); default "
+              "dynamic.", range=_AT_LEAST_1)
+    int8_io: bool = setting(False, "With int8: integer input and output too.")
+    # Benchmark.
+    bench_threads: int = setting(1, "Interpreter threads.", range=_AT_LEAST_1)
+    bench_runs: int = setting(300, "Timed rounds (each runs both files once).",
+                              range=_AT_LEAST_1)
+    bench_warmup: int = setting(30, "Untimed rounds first.", range=_AT_LEAST_0)
+    bench_batch_size: int = setting(1, "Batch size of the timed runs.", range=_AT_LEAST_1)
+    # The run.
+    export_dir: str | None = setting(None, "The run folder (default: export/<model name>).")
+    seed: int = setting(0, "Random seed (Python, NumPy and the backend).")
+    tensorboard_dir: str | None = setting(None, "TensorBoard folder for pruning summaries "
+                                                "(optional).")
+    resume: bool = setting(False, "Skip finished stages whose outputs exist and match these "
+                                  "settings.")
+    stop_after: str | None = setting(None, "Stop after this stage.", choices=_stage_names)
+    verbose: int = setting(1, "Keras fit verbosity: 0 silent, 1 bars, 2 lines.",
+                           range=Range(0, 2))
+    plots: bool = setting(True, "Draw the PNG plots.")
+
+    def __post_init__(self):
+        if isinstance(self.quantize, str):
+            self.quantize = tuple(m.strip() for m in self.quantize.split(",") if m.strip())
+        self.quantize = tuple(self.quantize)
+        if not self.export_dir:
+            stem = os.path.splitext(os.path.basename(self.model or ""))[0] or "run"
+            self.export_dir = os.path.join("export", stem)
+
+    def validate(self):
+        """Checks every setting, loading nothing; returns `self`.
+
+        Raises:
+            TfpruneError: the first setting that cannot work, named with its value.
+        """
+        for field in dataclasses.fields(self):
+            _check_field(field, getattr(self, field.name))
+        if not self.quantize:
+            raise TfpruneError("Expected at least one export mode. Received: quantize=()")
+        parse_granularity(self.granularity)
+        parse_layer_sparsity(self.layer_sparsity)
+        if self.export_batch_size is not None and self.bench_batch_size != self.export_batch_size:
+            raise TfpruneError(
+                "The benchmark batch must be the exported files' fixed batch. Received: "
+                f"bench_batch_size={self.bench_batch_size}, "
+                f"export_batch_size={self.export_batch_size}")
+        if self.schedule == "polynomial":
+            if self.initial_sparsity > self.final_sparsity:
+                raise TfpruneError(
+                    "Expected initial_sparsity <= final_sparsity. Received: "
+                    f"initial_sparsity={self.initial_sparsity}, "
+                    f"final_sparsity={self.final_sparsity}")
+            if self.end_step != -1 and self.end_step < self.begin_step + self.frequency:
+                raise TfpruneError(
+                    "Expected end_step >= begin_step + frequency (the schedule must reach a "
+                    "mask update after it begins), or -1 for automatic. Received: "
+                    f"begin_step={self.begin_step}, end_step={self.end_step}, "
+                    f"frequency={self.frequency}")
+        return self
+
+
+def _check_field(field, value):
+    name, meta = field.name, field.metadata
+    if value is None and field.default is None:
+        return
+    kind = value_type(field)
+    if kind is int and not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)):
+        raise TfpruneError(f"Expected {name} to be an integer. Received: {name}={value!r}")
+    if kind is float and not (isinstance(value, (int, float, np.number))
+                              and not isinstance(value, bool) and math.isfinite(value)):
+        raise TfpruneError(f"Expected {name} to be a finite number. Received: {name}={value!r}")
+    if meta.get("range") is not None and not meta["range"].contains(value):
+        raise TfpruneError(f"Expected {name} {meta['range']}. Received: {name}={value!r}")
+    choices = meta.get("choices")
+    if choices is not None:
+        choices = choices() if callable(choices) else choices
+        for item in value if kind is tuple else (value,):
+            _one_of(name, item, choices)
+
+
+def value_type(field):
+    """A `PipelineConfig` field's type: `str`, `int`, `float`, `bool` or `tuple` (`None` aside)."""
+    args = [a for a in getattr(field.type, "__args__", ()) if a is not type(None)]
+    return args[0] if args else field.type
+
+
+def _one_of(name, value, allowed):
+    if value not in allowed:
+        raise TfpruneError(f"Unknown {name}. Expected one of {list(allowed)}. "
+                           f"Received: {name}={value!r}")
+
+
+def parse_granularity(spec):
+    """Parses a granularity setting.
+
+    Args:
+        spec: String: one granularity (`"filter"`), or comma-separated `key:granularity`
+            pairs where the key is a layer class or layer name
+            (`"Conv2D:filter,Dense:n:m,ip2:none"`), or a dict already.
+
+    Returns:
+        The string, or a dict `{layer class or name: granularity or None}` (`None`: do
+        not prune that layer), as `tfprune.prune` takes it.
+
+    Raises:
+        TfpruneError: an unknown granularity or a malformed pair.
+
+    Example:
+
+    >>> from tfprune.pipeline import parse_granularity
+    >>> parse_granularity("Conv2D:filter,Dense:n:m,ip2:none")
+    {'Conv2D': 'filter', 'Dense': 'n:m', 'ip2': None}
+    """
+    if isinstance(spec, dict):
+        for value in spec.values():
+            _one_of("granularity", "none" if value is None else value, PER_LAYER_GRANULARITIES)
+        return dict(spec)
+    spec = (spec or "").strip()
+    if spec in options.GRANULARITIES:
+        return spec
+    result = {}
+    for part in spec.split(","):
+        key, sep, value = part.strip().partition(":")
+        if not sep or not key or not value:
+            raise TfpruneError(
+                "Expected a granularity (one of "
+                f"{list(options.GRANULARITIES)}) or pairs like 'Conv2D:filter,Dense:weight'. "
+                f"Received: granularity={spec!r}")
+        _one_of("granularity", value.strip(), PER_LAYER_GRANULARITIES)
+        result[key.strip()] = None if value.strip() == "none" else value.strip()
+    return result
+
+
+def parse_layer_sparsity(spec):
+    """Parses per-layer sparsities.
+
+    Args:
+        spec: String, comma-separated `layer name:sparsity` pairs; empty for none.
+
+    Returns:
+        Dict of layer name -> sparsity.
+
+    Raises:
+        TfpruneError: a malformed pair or a sparsity outside [0, 1).
+
+    Example:
+
+    >>> from tfprune.pipeline import parse_layer_sparsity
+    >>> parse_layer_sparsity("conv1:0.6, ip1:0.8")
+    {'conv1': 0.6, 'ip1': 0.8}
+    """
+    result = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        name, _, value = part.strip().rpartition(":")
+        try:
+            sparsity = float(value)
+        except ValueError:
+            sparsity = None
+        if not name or sparsity is None or not _FRACTION.contains(sparsity):
+            raise TfpruneError("Expected layer_sparsity like 'conv1:0.6,ip1:0.8' with "
+                               f"sparsities in [0, 1). Received: layer_sparsity={spec!r}")
+        result[name] = sparsity
+    return result
+
+
+def _document(cls):
+    """Lists the fields with their help in the class docstring (one source for both)."""
+    lines = ["    Attributes:"] + [
+        f"        {field.name}: {field.metadata['help']} Defaults to `{field.default!r}`."
+        for field in dataclasses.fields(cls)]
+    head, example = cls.__doc__.split("    Example:")
+    cls.__doc__ = head + "\n".join(lines) + "\n\n    Example:" + example
+    return cls
+
+
+_document(PipelineConfig)

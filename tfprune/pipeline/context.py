@@ -1,0 +1,132 @@
+"""`Context`: what a stage's `run` works with — the config, the run folder, models, data.
+
+Nothing is loaded when a context is made: the dataset, the source model and the models of
+earlier stages load on first use, so a run of stubbed stages (the runner's tests) never
+touches MNIST or Keras.
+"""
+
+import functools
+from pathlib import Path
+
+from tfprune import atomic
+from tfprune.errors import TfpruneError
+
+
+class Context:
+    """One run's shared state, passed to every stage's `check` and `run`.
+
+    Args:
+        config: A `PipelineConfig`.
+
+    Attributes:
+        config: The `PipelineConfig`.
+        folder: `pathlib.Path` of the run folder (`config.export_dir`).
+        stages: The run's `Stage` declarations, in order (set by the runner).
+        results: Dict of stage name -> result, for the stages done so far.
+        records: Dict of stage name -> its `stages.json` record.
+
+    Example:
+
+    >>> from tfprune.pipeline import Context, PipelineConfig
+    >>> context = Context(PipelineConfig(export_dir="/tmp/run"))
+    >>> str(context.folder), context.results
+    ('/tmp/run', {})
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.folder = Path(config.export_dir)
+        self.stages = ()
+        self.results = {}
+        self.records = {}
+        self._models = {}
+
+    @functools.cached_property
+    def data(self):
+        """`((x_train, y_train), (x_test, y_test))` as NumPy arrays, cut to the limits."""
+        from tfprune import data
+
+        config = self.config
+        x, y = data.mnist_arrays("train", config.data_dir)
+        xt, yt = data.mnist_arrays("test", config.data_dir)
+        return ((x[:config.train_limit], y[:config.train_limit]),
+                (xt[:config.test_limit], yt[:config.test_limit]))
+
+    @property
+    def train(self):
+        """`(x, y)`: the training images and labels."""
+        return self.data[0]
+
+    @property
+    def test(self):
+        """`(x, y)`: the test images and labels."""
+        return self.data[1]
+
+    @functools.cached_property
+    def source_model(self):
+        """The model the run starts from, built or loaded on first use.
+
+        A zoo model is built with Keras seeded from `config.seed` (its initial weights); a
+        `.keras` file is loaded.
+
+        Raises:
+            TfpruneError: unknown zoo name, missing or unreadable file.
+        """
+        import keras
+
+        keras.utils.set_random_seed(self.config.seed)  # the zoo model's initial weights
+        return load_model(self.config.model, self.config.unsafe_load)
+
+    def model(self, name):
+        """The Keras model an earlier stage saved as `<name>.keras` (loaded once)."""
+        if name not in self._models:
+            import keras
+
+            self._models[name] = keras.models.load_model(self.folder / f"{name}.keras")
+        return self._models[name]
+
+    def save(self, name, model):
+        """Saves `model` atomically as `<name>.keras` in the run folder.
+
+        Returns:
+            The file name, for the stage's list of outputs.
+        """
+        with atomic.atomic_path(self.folder / f"{name}.keras") as tmp:
+            model.save(tmp)
+        self._models[name] = model
+        return f"{name}.keras"
+
+
+def is_path(model):
+    """Whether a `model` setting names a file rather than a zoo model."""
+    return model.endswith((".keras", ".h5")) or "/" in model
+
+
+def load_model(model, unsafe_load=False):
+    """The zoo model `model` (built) or the `.keras` file `model` (loaded).
+
+    Raises:
+        TfpruneError: an unknown zoo name, a missing file, or a file that is no Keras model.
+    """
+    import keras
+
+    from tfprune import models
+
+    if not is_path(model):
+        return models.get(model)
+    path = Path(model)
+    if path.suffix != ".keras":
+        raise TfpruneError("Expected a .keras file (Keras 3 format; re-save legacy .h5 models "
+                           f"with model.save('name.keras')). Received: model={model!r}")
+    if not path.is_file():
+        raise TfpruneError(f"Model file not found: check the path. Received: model={model!r}")
+    try:
+        loaded = keras.models.load_model(path, safe_mode=not unsafe_load, compile=False)
+    except Exception as e:  # zip, JSON and deserialisation errors all mean "not a model"
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise TfpruneError(f"Cannot load {model!r} as a Keras model ({first}): pass a file "
+                           "written by model.save('name.keras') (add --unsafe_load only for a "
+                           "trusted file with Lambda layers).") from e
+    if not isinstance(loaded, keras.Model):
+        raise TfpruneError(f"Expected a Keras model file. Received: model={model!r}")
+    return loaded

@@ -1,0 +1,342 @@
+"""The stages of a run, declared: baseline, prune, merge, retrain, shrink, export, verify,
+benchmark, report.
+
+Each `Stage` (see `tfprune.pipeline.runner`) names the settings that decide it, the files
+it reads and writes, the Keras model it makes, and its `run(context)`; `STAGES` is the run,
+in order. The runner and the report take everything they need from these declarations:
+adding a stage (a search for per-layer widths, a TFLite Micro export) is one declaration
+here, placed in `STAGES`, plus its code; a stage that only some runs need declares
+`enabled(config)`.
+
+This module stays light to import (the command line reads the stage names to check
+`--stop_after`): Keras and TensorFlow load inside the stage functions.
+"""
+
+import os
+
+import numpy as np
+
+import tfprune
+from tfprune import atomic
+from tfprune.errors import TfpruneError
+from tfprune.pipeline import training
+from tfprune.pipeline.config import parse_granularity, parse_layer_sparsity
+from tfprune.pipeline.context import is_path
+from tfprune.pipeline.runner import Stage, file_sha256
+
+# ----------------------------------------------------------------------------- baseline
+
+
+def _baseline_epochs(config):
+    """The epochs the baseline trains: as asked, or 8 for a zoo model and 0 for a loaded one."""
+    if config.baseline_epochs is not None:
+        return config.baseline_epochs
+    return 0 if is_path(config.model) else 8
+
+
+def _baseline_settings(config):
+    path = config.model if is_path(config.model) and os.path.isfile(config.model) else None
+    return {"baseline_epochs": _baseline_epochs(config),
+            "model_sha256": file_sha256(path) if path else None}
+
+
+def _check_baseline(context):
+    """The source model loads and the dataset's images and classes fit it."""
+    model, (x, y) = context.source_model, context.train
+    want = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    got = tuple(x.shape[1:])
+    if want is None or len(want) != len(got) or any(
+            w is not None and w != g for w, g in zip(want, got, strict=True)):
+        raise TfpruneError(
+            f"The dataset's images do not fit the model's input: the model expects "
+            f"{model.input_shape}, the dataset gives {(None, *got)}. Received: "
+            f"model input={model.input_shape}")
+    classes = int(np.max(y)) + 1
+    units = model.output_shape[-1]
+    if units != classes:
+        raise TfpruneError(f"The model has {units} outputs but the dataset has {classes} "
+                           f"classes. Received: model output={model.output_shape}")
+
+
+def _baseline(context):
+    config, model = context.config, context.source_model
+    epochs = _baseline_epochs(config)
+    if epochs:
+        training.compile_model(model, config, config.baseline_learning_rate,
+                               training.steps(context.train, config.baseline_batch_size, epochs))
+        training.fit(model, context.train, epochs, config.baseline_batch_size, config)
+    outputs = [context.save(BASELINE.model, model)]
+    result = _describe(context, model)
+    result["epochs"] = epochs
+    return outputs, result, (f"test accuracy {result['keras_accuracy']:.2%}, "
+                             f"{result['params']:,} params")
+
+
+BASELINE = Stage(
+    "baseline", _baseline, model="baseline", check=_check_baseline, derived=_baseline_settings,
+    keys=("model", "dataset", "train_limit", "baseline_epochs", "baseline_batch_size",
+          "optimizer", "lr_schedule", "baseline_learning_rate", "seed"))
+
+# ----------------------------------------------------------------------------- prune
+
+
+def _check_prune(context):
+    config = context.config
+    unknown = set(parse_layer_sparsity(config.layer_sparsity)) - {
+        layer.name for layer in context.source_model.layers}
+    if unknown:
+        raise TfpruneError(f"layer_sparsity names layers the model does not have: "
+                           f"{sorted(unknown)}. Received: layer_sparsity="
+                           f"{config.layer_sparsity!r}")
+    if config.tensorboard_dir:
+        atomic.check_writable(config.tensorboard_dir)
+
+
+def _end_step(config, steps):
+    """The schedule's end: as asked, or 3/4 of the steps, on a mask update (so it is hit)."""
+    if config.end_step != -1:
+        return config.end_step
+    updates = max(1, round((0.75 * steps - config.begin_step) / config.frequency))
+    return config.begin_step + updates * config.frequency
+
+
+def _prune(context):
+    config = context.config
+    model = context.model(BASELINE.model)
+    steps = training.steps(context.train, config.prune_batch_size, config.prune_epochs)
+    end_step = _end_step(config, steps)
+
+    def schedule(final):
+        if config.schedule == "constant":
+            return tfprune.ConstantSparsity(final, begin_step=config.begin_step,
+                                            frequency=config.frequency)
+        return tfprune.PolynomialDecay(
+            initial_sparsity=min(config.initial_sparsity, final), final_sparsity=final,
+            begin_step=config.begin_step, end_step=end_step, power=config.power,
+            frequency=config.frequency)
+
+    granularity = parse_granularity(config.granularity)
+    wrapped = tfprune.prune(model, schedule(config.final_sparsity), granularity=granularity)
+    overrides = parse_layer_sparsity(config.layer_sparsity)
+    for layer in wrapped.layers:  # per-layer targets: the wrapper reads its own schedule
+        if isinstance(layer, tfprune.PruneLowMagnitude) and layer.layer.name in overrides:
+            layer.schedule = schedule(overrides[layer.layer.name])
+    training.compile_model(wrapped, config, config.prune_learning_rate, steps)
+    callbacks = [tfprune.UpdatePruningStep()]
+    if config.tensorboard_dir:
+        callbacks.append(tfprune.PruningSummaries(config.tensorboard_dir))
+    if config.prune_epochs:
+        training.fit(wrapped, context.train, config.prune_epochs, config.prune_batch_size,
+                     config, callbacks=callbacks)
+    pruned = tfprune.strip(wrapped)
+    outputs = [context.save(PRUNE.model, pruned)]
+    result = _describe(context, pruned)
+    result.update(end_step=end_step, steps=steps, granularity=granularity)
+    return outputs, result, (f"test accuracy {result['keras_accuracy']:.2%}, "
+                             f"{result['nonzeros']:,}/{result['params']:,} non-zero")
+
+
+PRUNE = Stage(
+    "prune", _prune, model="pruned", reads=(BASELINE.model_file,), check=_check_prune,
+    keys=("prune_epochs", "prune_batch_size", "prune_learning_rate", "schedule",
+          "initial_sparsity", "final_sparsity", "begin_step", "end_step", "power", "frequency",
+          "granularity", "layer_sparsity"))
+
+# ----------------------------------------------------------------------------- merge
+
+
+def _merge(context):
+    config = context.config
+    model = context.model(PRUNE.model)
+    if config.merge == "none":
+        merged = training.clone(model)
+    else:
+        merged = tfprune.fuse(model, approximate=config.merge == "approximate",
+                              pool_kernel=config.pool_kernel,
+                              pool_activation=None if config.pool_activation == "none"
+                              else config.pool_activation)
+    outputs = [context.save(MERGE.model, merged)]
+    result = _describe(context, merged)
+    result["layer_count"] = len(merged.layers)
+    return outputs, result, (f"{len(model.layers)} -> {len(merged.layers)} layers, "
+                             f"test accuracy {result['keras_accuracy']:.2%}")
+
+
+MERGE = Stage("merge", _merge, model="merged", reads=(PRUNE.model_file,),
+              keys=("merge", "pool_kernel", "pool_activation"))
+
+# ----------------------------------------------------------------------------- retrain
+
+
+def _retrain(context):
+    config = context.config
+    model = training.clone(context.model(MERGE.model))
+    if config.retrain_epochs:
+        with training.hold_zeros(model):
+            training.compile_model(model, config, config.retrain_learning_rate,
+                                   training.steps(context.train, config.retrain_batch_size,
+                                                  config.retrain_epochs))
+            training.fit(model, context.train, config.retrain_epochs,
+                         config.retrain_batch_size, config)
+    outputs = [context.save(RETRAIN.model, model)]
+    result = _describe(context, model)
+    return outputs, result, (f"test accuracy {result['keras_accuracy']:.2%}, "
+                             f"{result['nonzeros']:,} non-zero")
+
+
+RETRAIN = Stage("retrain", _retrain, model="retrained", reads=(MERGE.model_file,),
+                keys=("retrain_epochs", "retrain_batch_size", "retrain_learning_rate"))
+
+# ----------------------------------------------------------------------------- shrink
+
+
+def _shrink(context):
+    model = context.model(RETRAIN.model)
+    shrunk = tfprune.shrink(model, threshold=context.config.shrink_threshold)
+    outputs = [context.save(SHRINK.model, shrunk)]
+    result = _describe(context, shrunk)
+    return outputs, result, (f"{result['params']:,} params, {result['macs']:,} MACs, "
+                             f"test accuracy {result['keras_accuracy']:.2%}")
+
+
+SHRINK = Stage("shrink", _shrink, model="compressed", reads=(RETRAIN.model_file,),
+               keys=("shrink_threshold",))
+
+# ----------------------------------------------------------------------------- export
+
+
+def tflite_files(config):
+    """Each `.tflite` file of a run -> `(Keras model name, quantize mode, sparse encoding)`.
+
+    The baseline in float32 first, then the compressed model in each `config.quantize`
+    mode: the first mode makes `compressed.tflite`, the others `compressed_<mode>.tflite`.
+    """
+    files = {f"{BASELINE.model}.tflite": (BASELINE.model, "none", False)}
+    for i, mode in enumerate(config.quantize):
+        name = f"{SHRINK.model}.tflite" if i == 0 else f"{SHRINK.model}_{mode}.tflite"
+        files[name] = (SHRINK.model, mode, config.sparse)
+    return files
+
+
+def _compared(config):
+    """The two files verify and the benchmark put side by side: baseline, compressed."""
+    return tuple(tflite_files(config))[:2]
+
+
+def _export(context):
+    from tfprune import bench, export
+
+    config = context.config
+    rep = context.train[0][:config.representative_size]
+    files = {}
+    for name, (model_name, mode, sparse) in tflite_files(config).items():
+        export.to_tflite(context.model(model_name), context.folder / name, quantize=mode,
+                         sparse=sparse, representative_data=rep,
+                         int8_io=config.int8_io and mode == "int8",
+                         batch_size=config.export_batch_size)
+        raw, gz = bench.file_sizes(context.folder / name)
+        files[name] = {"model": model_name, "quantize": mode, "sparse": sparse, "bytes": raw,
+                       "gzip_bytes": gz}
+    base, comp = (files[name] for name in _compared(config))
+    return list(files), {"files": files}, (f"{base['bytes']:,} -> {comp['bytes']:,} bytes "
+                                           f"({base['bytes'] / comp['bytes']:.1f}x smaller)")
+
+
+EXPORT = Stage(
+    "export", _export, reads=(BASELINE.model_file, SHRINK.model_file),
+    writes=lambda config: tuple(tflite_files(config)),
+    keys=("quantize", "sparse", "representative_size", "export_batch_size", "int8_io"))
+
+# ----------------------------------------------------------------------------- verify
+
+
+def _verify(context):
+    from tfprune import export
+
+    x, y = context.test
+    batches = [(x[i:i + 256], y[i:i + 256]) for i in range(0, len(y), 256)]
+    accuracy = {name: float(export.evaluate(context.folder / name, batches))
+                for name in VERIFY.files_read(context.config)}
+    base, comp = (accuracy[name] for name in _compared(context.config))
+    files = {name: {"accuracy": value} for name, value in accuracy.items()}
+    return [], {"files": files}, (f".tflite test accuracy {base:.2%} -> {comp:.2%} "
+                                  f"({100 * (comp - base):+.2f} pp)")
+
+
+# It reads what the export declaration says it writes.
+VERIFY = Stage("verify", _verify, keys=("test_limit",),
+               reads=lambda config: EXPORT.files_written(config))
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def _benchmark(context):
+    from tfprune import bench
+
+    config = context.config
+    names = _compared(config)
+    comparison = bench.compare(*(str(context.folder / name) for name in names),
+                               threads=config.bench_threads, batch_size=config.bench_batch_size,
+                               runs=config.bench_runs, warmup=config.bench_warmup,
+                               delegates=("xnnpack",))
+    base, comp = comparison.timing(0), comparison.timing(1)
+    # The per-round ratio's median: slow spells of a shared machine cancel out.
+    speedup = 1.0 / comp.ratio_median
+    conditions = {"threads": config.bench_threads, "batch_size": config.bench_batch_size,
+               "rounds": config.bench_runs, "cpu_count": os.cpu_count(),
+               "load_average": list(os.getloadavg())}
+    files = {names[0]: {"latency_us": 1000 * base.median_ms, "delegate": base.delegate_used},
+             names[1]: {"latency_us": 1000 * comp.median_ms, "delegate": comp.delegate_used,
+                        "speedup": speedup, "speedup_over": names[0], **conditions}}
+    return [], {"files": files, "comparison": comparison.to_dict()}, (
+        f"latency {1000 * base.median_ms:.1f} -> {1000 * comp.median_ms:.1f} us "
+        f"({speedup:.1f}x faster, {config.bench_threads} thread(s), {comp.delegate_used})")
+
+
+BENCHMARK = Stage("benchmark", _benchmark, reads=_compared,
+                  keys=("bench_threads", "bench_runs", "bench_warmup", "bench_batch_size"))
+
+# ----------------------------------------------------------------------------- report
+
+
+def _report_files(config):
+    from tfprune import report
+
+    return report.FILES + (report.PLOTS if config.plots else ())
+
+
+def _report(context):
+    from tfprune import report
+
+    data = report.build(context.config, context.stages, context.results, context.records)
+    outputs = report.write(context.folder, data, plots=context.config.plots)
+    return outputs, data, f"{report.headline(data)} -> {context.folder / 'report.md'}"
+
+
+REPORT = Stage("report", _report, always=True, writes=_report_files)
+
+STAGES = (BASELINE, PRUNE, MERGE, RETRAIN, SHRINK, EXPORT, VERIFY, BENCHMARK, REPORT)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _describe(context, model):
+    """Keras test accuracy, parameter, non-zero and MAC counts, and per-layer kernels."""
+    counts = tfprune.bench.count(model)
+    return {"keras_accuracy": training.accuracy(model, context.test),
+            "params": int(counts.params), "nonzeros": int(counts.nonzero),
+            "macs": int(counts.macs), "layers": _layer_table(model)}
+
+
+def _layer_table(model):
+    """Per layer with a kernel: its units (last kernel axis), weights and zero fraction."""
+    rows = []
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        w = np.asarray(kernel.numpy())
+        rows.append({"name": layer.name, "class": type(layer).__name__,
+                     "units": int(w.shape[-1]), "weights": int(w.size),
+                     "kernel_zeros": float(np.mean(w == 0))})
+    return rows
