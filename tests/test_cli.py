@@ -90,6 +90,18 @@ def test_flag_bounds_and_validate_agree(field):
         assert getattr(cli.config_from_flags(), field.name) == inside
 
 
+def test_import_tfprune_is_light_and_exposes_everything():
+    code = ("import sys, tfprune, tfprune.cli; "
+            "assert not {'tensorflow', 'keras'} & set(sys.modules), 'heavy import'; "
+            "assert tfprune.models.lenet5().count_params() == 431080; "
+            "assert callable(tfprune.shrink) and callable(tfprune.pipeline.run); "
+            "[getattr(tfprune, name) for name in tfprune.__all__]; "
+            "import tfprune.shrink; assert callable(tfprune.shrink)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_positional_arguments_are_a_usage_error():
     with pytest.raises(app.UsageError, match="only flags"):
         cli.main(["tfprune", "lenet5"])

@@ -1,7 +1,12 @@
-"""The model zoo: the two LeNet-5 variants the results are reported on."""
+"""The model zoo: the two LeNet-5 variants the results are reported on.
+
+`get(name)` builds one by the name the command line's `--model` takes.
+"""
 
 import keras
 from keras import layers
+
+from tfprune.errors import TfpruneError
 
 
 def lenet5(input_shape=(28, 28, 1), num_classes=10, name="lenet5"):
@@ -17,6 +22,13 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, name="lenet5"):
 
     Returns:
         An uncompiled `keras.Sequential` whose output is a softmax.
+
+    Example:
+
+    >>> import tfprune
+    >>> model = tfprune.models.lenet5()
+    >>> model.count_params(), model.output_shape
+    (431080, (None, 10))
     """
     return keras.Sequential(
         [
@@ -38,6 +50,20 @@ def lenet5_classic(input_shape=(28, 28, 1), num_classes=10, name="lenet5_classic
 
     The first convolution pads to 'same' so that a 28x28 input plays the role of the
     paper's 32x32 one.
+
+    Args:
+        input_shape: Tuple, defaults to `(28, 28, 1)`.
+        num_classes: Integer, defaults to `10`.
+        name: String, defaults to `"lenet5_classic"`.
+
+    Returns:
+        An uncompiled `keras.Sequential` whose output is a softmax.
+
+    Example:
+
+    >>> import tfprune
+    >>> [layer.name for layer in tfprune.models.lenet5_classic().layers][:3]
+    ['c1', 's2', 'c3']
     """
     return keras.Sequential(
         [
@@ -59,9 +85,24 @@ MODELS = {"lenet5": lenet5, "lenet5_classic": lenet5_classic}
 
 
 def get(name, **kwargs):
-    """A zoo model by name."""
-    from tfprune.errors import TfpruneError
+    """A zoo model by name.
 
+    Args:
+        name: String, a key of `MODELS` (`"lenet5"`, `"lenet5_classic"`).
+        **kwargs: Passed to the model's function (`input_shape`, `num_classes`, `name`).
+
+    Returns:
+        The model, built and uncompiled.
+
+    Raises:
+        TfpruneError: an unknown name.
+
+    Example:
+
+    >>> import tfprune
+    >>> tfprune.models.get("lenet5", num_classes=3).output_shape
+    (None, 3)
+    """
     if name not in MODELS:
         raise TfpruneError(f"Unknown model. Expected one of {sorted(MODELS)} or a .keras path. "
                            f"Received: model={name!r}")
