@@ -112,16 +112,17 @@ def test_a_setting_no_stage_declares_reruns_nothing(chain, calls, tmp_path):
     assert calls == []
 
 
-def test_damaged_or_missing_output_reruns_that_stage(chain, calls, tmp_path, capsys):
+def test_damaged_or_missing_output_reruns_that_stage_and_the_ones_after(chain, calls, tmp_path,
+                                                                       capsys):
     go(chain, tmp_path)
     calls.clear()
     (tmp_path / "b.txt").write_text("damaged")
     _, logged = go(chain, tmp_path, capsys, resume=True)
-    assert calls == ["b"] and skipped(logged) == {"a", "c"}
+    assert calls == ["b", "c"] and skipped(logged) == {"a"}  # c read the new b.txt
     calls.clear()
-    (tmp_path / "a.txt").unlink()
+    (tmp_path / "c.txt").unlink()
     go(chain, tmp_path, resume=True)
-    assert calls == ["a"]
+    assert calls == ["c"]
 
 
 def test_unreadable_record_runs_everything(chain, calls, tmp_path):
@@ -139,11 +140,11 @@ def test_without_resume_everything_runs_again(chain, calls, tmp_path):
 
 
 def test_always_run_stage_runs_when_resuming_and_keeps_no_result(calls, tmp_path, capsys):
-    chain = [stub("a", calls), stub("summary", calls, always=True)]
+    chain = [stub("a", calls), stub("summary", calls, always=True), stub("c", calls)]
     go(chain, tmp_path)
     calls.clear()
     results, logged = go(chain, tmp_path, capsys, resume=True)
-    assert calls == ["summary"] and skipped(logged) == {"a"}
+    assert calls == ["summary"] and skipped(logged) == {"a", "c"}
     assert results["summary"]["stage"] == "summary"
     assert "result" not in json.loads((tmp_path / RECORD).read_text())["summary"]
 

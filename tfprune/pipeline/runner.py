@@ -6,7 +6,8 @@ written by an earlier stage and calls every stage's `check` (cheap checks of the
 data, so a bad input fails before training). Then, in order, each stage's hash covers its
 config keys (and derived values) chained with the hash of the stage before; with
 `config.resume`, a stage whose record in `stages.json` has that hash and whose outputs still
-have their recorded SHA-256 is skipped and its recorded result reused. Otherwise it runs,
+have their recorded SHA-256 is skipped and its recorded result reused, unless a stage before
+it ran (its inputs may have changed). Otherwise it runs,
 its outputs are checked against its declaration, and it is recorded (atomically) and logged
 as `[tfprune] <stage> <seconds>s <figure>`. The runner knows no stage by name.
 """
@@ -124,16 +125,17 @@ def execute(stages, context):
             if stage.check is not None:
                 stage.check(context)
     context.records = read_records(folder) if config.resume else {}
-    previous = RECORD_FORMAT
+    previous, ran = RECORD_FORMAT, False
     for stage in stages:
         digest = stage_hash(stage, config, previous)
         previous = digest
         record = context.records.get(stage.name)
-        if config.resume and not stage.always and _intact(folder, record, digest):
+        if config.resume and not (ran or stage.always) and _intact(folder, record, digest):
             context.results[stage.name] = record["result"]
             _log(stage.name, record["seconds"], "skipped (resumed): " + record["figure"])
         else:
             _run(stage, context, digest)
+            ran = ran or not stage.always  # the stages after it would read new inputs
         if stage.name == config.stop_after:
             break
     return context.results
