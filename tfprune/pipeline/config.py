@@ -63,7 +63,7 @@ def _stage_names():
     return tuple(stage.name for stage in STAGES)
 
 
-def setting(default, help, *, choices=None, range=None):  # noqa: A002 (names as in absl)
+def setting(default, help, *, choices=None, range=None):
     """A `PipelineConfig` field: its default, one line of help, and its allowed values.
 
     Args:
