@@ -12,7 +12,7 @@ from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
 from tfprune.fusion import fuse
 from tfprune.pruning import prune, sparsity, strip
 from tfprune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from tfprune.shrink import shrink, shrink_plan  # the functions, not the module
+from tfprune.shrinking import shrink, shrink_plan
 from tfprune.wrapper import PrunableWeight, PruneLowMagnitude, register_prunable
 
 __version__ = "0.1.0"
