@@ -256,3 +256,21 @@ def test_custom_pass_through_and_identity_layers():
     finally:
         handlers.REGISTRY.unregister(Scale)
         handlers.REGISTRY.unregister(Noise)
+
+
+def test_a_handler_that_does_not_match_its_layer_is_named():
+    class Odd(layers.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1], 3), name="w")
+
+        def call(self, x):
+            return x @ self.w
+
+    try:
+        handlers.register_layer(Odd, handlers.Producer("units"))  # no `kernel`, no `units`
+        with pytest.raises(tfprune.UnsupportedModelError, match="no weight 'kernel'.*Producer"):
+            tfprune.PruneLowMagnitude(Odd(), tfprune.ConstantSparsity(0.5, 0)).build((None, 4))
+        model = keras.Sequential([keras.Input((4,)), Odd(name="odd"), layers.Dense(2)])
+        assert "no 'units' in its config" in str(tfprune.shrink_plan(model))
+    finally:
+        handlers.REGISTRY.unregister(Odd)

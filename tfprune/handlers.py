@@ -184,7 +184,8 @@ class LayerHandler:
 
         `rule` is one of `RULES`; `reason` says why a `"barrier"` is one (else `None`).
         The graph has already made unknown channel counts and channels_first layers
-        barriers.
+        barriers. Only a `Producer` returns `"producer"`: shrinking asks it for `units`,
+        `dead_outputs` and `fold_reason`.
         """
         return BARRIER, (f"{_kind(node)} is a layer type the channel analysis does not know "
                          "(tfprune.handlers.register_layer teaches it)")
@@ -283,11 +284,27 @@ class Producer(LayerHandler):
     def __repr__(self):
         return f"{type(self).__name__}({self.units!r})"
 
+    def _index(self, layer, name):
+        """Index of weight `name` in `layer.weights`; raises if the layer has none."""
+        index = weight_index(layer, name)
+        if index is None:
+            raise UnsupportedModelError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) has no weight {name!r}: its "
+                f"handler does not match it (fix the handler's `kernel=` or register another). "
+                f"Received: handler={self!r}")
+        return index
+
     def prunable_weights(self, layer):
-        return [PrunableWeight(plain_variable(layer, self.kernel), self.in_axis, self.out_axis)]
+        plain_variable(layer, self.kernel)  # refuses LoRA and quantized layers
+        variable = layer.weights[self._index(layer, self.kernel)]
+        return [PrunableWeight(variable, self.in_axis, self.out_axis)]
 
     def channels(self, node):
-        if node.layer.get_config().get("groups", 1) != 1:
+        config = node.layer.get_config()
+        if self.units not in config:
+            return BARRIER, (f"{_kind(node)} has no {self.units!r} in its config: its handler "
+                             "cannot resize it")
+        if config.get("groups", 1) != 1:
             return BARRIER, f"{_kind(node)} is a grouped convolution"
         return PRODUCER, None
 
@@ -296,7 +313,7 @@ class Producer(LayerHandler):
         return [] if bias is None else [bias]
 
     def _kernel(self, node):
-        return node.weights[weight_index(node.layer, self.kernel)]
+        return node.weights[self._index(node.layer, self.kernel)]
 
     def dead_units(self, node, threshold):
         """Boolean per output unit: is its kernel slice's L2 norm at most `threshold`?"""
@@ -345,7 +362,7 @@ class Producer(LayerHandler):
     def slice(self, node, keep_in, keep_out, dropped):
         config = node.layer.get_config()
         weights = list(node.weights)
-        k, b = weight_index(node.layer, self.kernel), weight_index(node.layer, self.bias)
+        k, b = self._index(node.layer, self.kernel), weight_index(node.layer, self.bias)
         kernel = weights[k]
         bias = weights[b] if b is not None else np.zeros(len(keep_out), kernel.dtype)
         bias = (bias + self._folded(kernel, dropped)).astype(kernel.dtype)[keep_out]
