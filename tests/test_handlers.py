@@ -274,3 +274,32 @@ def test_a_handler_that_does_not_match_its_layer_is_named():
         assert "no 'units' in its config" in str(tfprune.shrink_plan(model))
     finally:
         handlers.REGISTRY.unregister(Odd)
+
+
+def test_groups_and_channel_weights_say_what_zeroes_a_whole_channel():
+    """What channel-group masking needs: the filter, its bias and the BatchNorm after it."""
+    x = keras.Input((6, 6, 2))
+    y = layers.Conv2D(4, 3, name="conv")(x)
+    y = layers.ReLU(name="relu")(layers.BatchNormalization(name="bn")(y))
+    model = keras.Model(x, layers.Conv2D(3, 1, name="next")(y))
+    rng = np.random.default_rng(0)
+    model.get_layer("bn").set_weights([rng.uniform(0.5, 1.5, 4), rng.uniform(0.5, 1, 4),
+                                       rng.normal(size=4), rng.uniform(0.5, 1.5, 4)])
+    model.get_layer("conv").bias.assign(rng.uniform(0.5, 1, 4))
+    graph = LayerGraph.from_model(model)
+    groups = ChannelGroups(graph)
+    group = groups.find(groups.slot("conv", 1))
+    for name, node in graph.nodes.items():
+        for i in np.flatnonzero(groups.group_of(name) == group):
+            handler = handlers.REGISTRY.lookup(node.layer)
+            for weight in handler.channel_weights(node.layer, groups.sizes[name]):
+                weight.assign(np.where(np.arange(weight.shape[-1]) == i, 0.0, weight.numpy()))
+            if groups.rules[name] == "producer":
+                for pw in handler.prunable_weights(node.layer):
+                    value = np.moveaxis(pw.variable.numpy(), pw.out_axis, 0)
+                    value[i] = 0
+                    pw.variable.assign(np.moveaxis(value, 0, pw.out_axis))
+    relu = keras.Model(x, model.get_layer("relu").output)
+    out = np.asarray(relu(rng.normal(size=(2, 6, 6, 2)).astype("float32")))
+    assert (out[..., 1] == 0).all() and (out[..., [0, 2, 3]] != 0).any()
+    assert model.get_layer("next").kernel.numpy()[..., 1, :].any()  # consumers keep theirs
