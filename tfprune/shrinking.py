@@ -126,7 +126,6 @@ class ShrinkPlan:
             _check_same_outputs(self._model, model)
         return model
 
-
     def _rewrite(self, node):
         """New `(layer, weights, output shape)` for `node`, or `None` if it is unchanged."""
         if self.groups.rules[node.name] == "barrier":
