@@ -256,12 +256,16 @@ class Producer(LayerHandler):
         out_axis: Integer, the kernel's output-channel axis; defaults to `-1`.
         fold: Boolean, defaults to `True`: a constant input channel contributes the same
             to every output position, so removing it folds into the bias, when the kernel
-            has no spatial extent or `padding` is `"valid"`. `False` for layers where that
-            does not hold (transposed convolutions spread it unevenly).
+            is 1 along every spatial axis or the layer's config says `padding="valid"`.
+            `False` for layers where that does not hold (transposed convolutions spread it
+            unevenly); shrinking then keeps channels that hold a non-zero constant.
         positions: `"output"` (the default) or `"input"`: MACs are the kernel size times
             the positions (spatial axes) of this shape; `"input"` for transposed convs.
         fusion_kind: See `LayerHandler`; defaults to `None` (fusion leaves it alone). Set it
             only for a layer whose config and weights are those of the Keras layer kind.
+
+    Raises:
+        TfpruneError: `positions` is neither `"output"` nor `"input"`.
 
     Example:
 
