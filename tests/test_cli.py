@@ -96,7 +96,7 @@ def test_import_tfprune_is_light_and_exposes_everything():
             "assert tfprune.models.lenet5().count_params() == 431080; "
             "assert callable(tfprune.shrink) and callable(tfprune.pipeline.run); "
             "[getattr(tfprune, name) for name in tfprune.__all__]; "
-            "import tfprune.shrink; assert callable(tfprune.shrink)")
+            "import tfprune.shrinking; assert callable(tfprune.shrink)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -147,3 +147,26 @@ def test_plan_lists_every_non_tensor_layer_once(approximate):
     merged = sorted(name for s in steps if s.applied for name in s.layers)
     assert kept == (["flatten"] if approximate else ["flatten", "pool1", "pool2"])
     assert merged == (["conv1", "conv2", "pool1", "pool2"] if approximate else [])
+
+
+def test_plan_prints_as_readably_as_the_shrink_plan():
+    assert str(fusion.plan(tfprune.models.lenet5())).splitlines() == [
+        "Fusion plan for 'lenet5' (exact merges only):",
+        "  nothing to merge",
+        "  leaves pool1: merging a max pool into the conv is approximate: needs approximate=True",
+        "  leaves pool2: merging a max pool into the conv is approximate: needs approximate=True",
+        "  leaves flatten: no rule merges Flatten",
+    ]
+    x = keras.Input((8, 8, 3))
+    y = layers.Conv2D(4, 3, name="conv")(x)
+    y = layers.ReLU(name="relu")(layers.BatchNormalization(name="bn")(y))
+    model = keras.Model(x, layers.GlobalAveragePooling2D(name="gap")(y), name="cbr")
+    plan = fusion.plan(model)
+    assert repr(plan) == str(plan) == "\n".join([
+        "Fusion plan for 'cbr' (exact merges only):",
+        "  conv + bn -> conv (folded into kernel and bias)",
+        "  conv + relu -> conv (activation relu)",
+        "  leaves gap: no rule merges GlobalAveragePooling2D",
+    ])
+    assert isinstance(plan, list) and [s.rule for s in plan] == ["batchnorm", "activation", "kept"]
+    assert plan.merges == plan[:2] and not plan.approximate

@@ -142,12 +142,13 @@ def test_threshold_removes_small_units():
         tfprune.shrink(model, threshold=-1)
 
 
-def test_shrink_is_the_function_even_after_importing_the_module():
-    import tfprune.shrink  # noqa: F401
+def test_shrink_is_the_function_and_shrinking_the_module():
+    import tfprune.shrinking  # noqa: F401  (importing the module must not hide the function)
 
     assert callable(tfprune.shrink) and tfprune.shrink.__name__ == "shrink"
-    module = importlib.import_module("tfprune.shrink")
-    assert module is sys.modules["tfprune.shrink"] and module.shrink is tfprune.shrink
+    module = importlib.import_module("tfprune.shrinking")
+    assert module is sys.modules["tfprune.shrinking"] is tfprune.shrinking
+    assert module.shrink is tfprune.shrink and module.shrink_plan is tfprune.shrink_plan
     from tfprune import shrink
 
     assert shrink is tfprune.shrink

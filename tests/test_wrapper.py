@@ -1,4 +1,4 @@
-"""PruneLowMagnitude: masks in build(), masked weights in call(), the prunable-weights table."""
+"""PruneLowMagnitude: masks in build(), masked weights in call(), prunable weights by handler."""
 
 import keras
 import numpy as np
@@ -146,7 +146,6 @@ class OptIn(Scale):
 def test_registry_is_extensible_and_layers_can_opt_in():
     with pytest.raises(UnsupportedModelError):
         tfprune.PruneLowMagnitude(Scale(), SCHEDULE)
-    registry = wrapper_lib.REGISTRY
     try:
         tfprune.register_prunable(Scale, lambda layer: [layer.w])
         wrapped = tfprune.PruneLowMagnitude(Scale(), SCHEDULE)
@@ -156,7 +155,7 @@ def test_registry_is_extensible_and_layers_can_opt_in():
         out = np.asarray(wrapped(np.ones((1, 10), "float32")))
         assert out.tolist() == [[0, 0, 0, 4, 5, 6, 7, 8, 9, 10]]
     finally:
-        registry._table.pop(Scale, None)
+        wrapper_lib.REGISTRY.unregister(Scale)
     opted = tfprune.PruneLowMagnitude(OptIn(), SCHEDULE)
     opted.build((None, 4))
     assert [pw.variable for pw in opted.prunable] == [opted.layer.w]

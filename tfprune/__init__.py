@@ -16,8 +16,6 @@ Example:
 
 import importlib
 import os
-import sys
-import types
 
 # TensorFlow's C++ start-up chatter would bury our one-line errors; a user's own setting wins,
 # and a process that imported TensorFlow first keeps the level it had.
@@ -41,16 +39,17 @@ _NAMES = {
     "sparsity": "tfprune.pruning",
     "strip": "tfprune.pruning",
     "fuse": "tfprune.fusion",
-    "shrink": "tfprune.shrink",
-    "shrink_plan": "tfprune.shrink",
+    "shrink": "tfprune.shrinking",
+    "shrink_plan": "tfprune.shrinking",
+    "register_layer": "tfprune.handlers",
 }
 # Submodules reachable as attributes after `import tfprune`.
 _SUBMODULES = ("atomic", "bench", "callbacks", "cli", "data", "errors", "export", "fusion",
-               "graph", "masks", "models", "options", "pipeline", "pruning", "report",
-               "schedules", "tools", "wrapper")
+               "graph", "handlers", "masks", "models", "options", "pipeline", "pruning",
+               "report", "schedules", "shrinking", "tools", "wrapper")
 
 __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,
-           "bench", "data", "export", "fusion", "models", "pipeline", "report"]
+           "bench", "data", "export", "fusion", "handlers", "models", "pipeline", "report"]
 
 
 def __getattr__(name):
@@ -67,18 +66,3 @@ def __getattr__(name):
 def __dir__():
     return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
 
-
-class _Package(types.ModuleType):
-    """Keeps a public function from being replaced by the submodule of the same name.
-
-    Importing `tfprune.shrink` (the module) binds it as an attribute of the package; the
-    function `tfprune.shrink` must stay what that name means.
-    """
-
-    def __setattr__(self, name, value):
-        if name in _NAMES and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

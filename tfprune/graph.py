@@ -5,6 +5,10 @@ each knowing the names of the nodes it reads from. Rewriters edit the graph (`re
 `remove`) and `to_model` builds a new, independent Keras model from it: every layer is
 re-created from its config and given its weights, so nothing is shared with the caller's
 model.
+
+`ChannelGroups` finds the channels that must be removed together (Torch-Pruning's
+dependency graph); how each layer passes channels on comes from its handler, in the one
+table of layer knowledge, `tfprune.handlers.REGISTRY`.
 """
 
 import dataclasses
@@ -12,7 +16,8 @@ import dataclasses
 import keras
 import numpy as np
 
-from tfprune.errors import UnsupportedModelError
+from tfprune import handlers
+from tfprune.errors import TfpruneError, UnsupportedModelError
 
 
 @dataclasses.dataclass
@@ -55,6 +60,17 @@ class LayerGraph:
         outputs: Names of the nodes whose outputs are the model's outputs.
         sequential: Whether the model was a `keras.Sequential`.
         name: The model's name.
+
+    Example:
+
+    >>> import tfprune
+    >>> import tfprune.models
+    >>> graph = tfprune.graph.LayerGraph.from_model(tfprune.models.lenet5())
+    >>> graph.consumers("conv1"), graph.nodes["ip1"].inputs
+    (['pool1'], ['flatten'])
+    >>> graph.remove("pool1")  # conv1 now feeds conv2
+    >>> graph.nodes["conv2"].inputs
+    ['conv1']
     """
 
     def __init__(self, nodes, outputs, sequential=False, name=None):
@@ -231,30 +247,12 @@ def clone_layer(layer):
 
 # Coupled channel groups: Torch-Pruning's dependency graph, over the last (channel) axis.
 
-_L = keras.layers
-# Layers that produce fresh channels from all of their input channels: removing one of
-# their input channels only edits their kernel; their output channels are their own.
-PRODUCERS = (_L.Conv1D, _L.Conv2D, _L.Conv3D, _L.Conv1DTranspose, _L.Conv2DTranspose,
-             _L.Conv3DTranspose, _L.SeparableConv1D, _L.SeparableConv2D, _L.Dense)
-# Layers whose output channel i depends on input channel i alone (at inference).
-PASS_THROUGH = (
-    _L.BatchNormalization, _L.ReLU, _L.LeakyReLU, _L.ELU, _L.Dropout, _L.SpatialDropout1D,
-    _L.SpatialDropout2D, _L.SpatialDropout3D, _L.GaussianNoise, _L.GaussianDropout,
-    _L.AlphaDropout, _L.ActivityRegularization, _L.Identity, _L.MaxPooling1D, _L.MaxPooling2D,
-    _L.MaxPooling3D, _L.AveragePooling1D, _L.AveragePooling2D, _L.AveragePooling3D,
-    _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D,
-    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D,
-    _L.ZeroPadding1D, _L.ZeroPadding2D, _L.ZeroPadding3D, _L.Cropping1D, _L.Cropping2D,
-    _L.Cropping3D, _L.UpSampling1D, _L.UpSampling2D, _L.UpSampling3D, _L.Activation,
-    _L.Rescaling,
-)
-# Tensors joined channel by channel: every input's channel i is the output's channel i.
-MERGES = (_L.Add, _L.Subtract, _L.Multiply, _L.Maximum, _L.Minimum, _L.Average)
-_NOT_ELEMENTWISE = ("softmax", "log_softmax")
-
 
 def channel_rule(node):
     """How `node` maps its input channels to its output channels.
+
+    Unknown channel counts and channels_first layers are barriers; otherwise the layer's
+    handler decides (`tfprune.handlers.LayerHandler.channels`).
 
     Returns:
         A `(rule, reason)` pair. `rule` is one of `"producer"` (fresh output channels),
@@ -263,52 +261,16 @@ def channel_rule(node):
         `"flatten"` (input i -> outputs p*C+i) or `"barrier"` (unknown: channels kept on both
         sides), and `reason` says why a barrier is one (else `None`).
     """
-    layer = node.layer
-    kind = type(layer).__name__
-    config = layer.get_config()
+    kind = type(node.layer).__name__
     if any(s is None or s[-1] is None for s in [*node.input_shapes, node.output_shape]):
         return "barrier", f"{kind} {node.name!r} has an unknown channel count"
-    if config.get("data_format", "channels_last") != "channels_last":
+    if node.layer.get_config().get("data_format", "channels_last") != "channels_last":
         return "barrier", f"{kind} {node.name!r} is channels_first"
-    if isinstance(layer, _L.DepthwiseConv1D | _L.DepthwiseConv2D):
-        return "depthwise", None
-    if isinstance(layer, PRODUCERS):
-        if config.get("groups", 1) != 1:
-            return "barrier", f"{kind} {node.name!r} is a grouped convolution"
-        return "producer", None
-    if isinstance(layer, MERGES):
-        if len({s[-1] for s in node.input_shapes}) != 1 or len(
-                {len(s) for s in node.input_shapes}) != 1:
-            return "barrier", f"{kind} {node.name!r} broadcasts its inputs"
-        return "merge", None
-    if isinstance(layer, _L.Concatenate):
-        rank = len(node.output_shape)
-        if config["axis"] not in (-1, rank - 1):
-            return "barrier", f"Concatenate {node.name!r} joins along axis {config['axis']}"
-        return "concat", None
-    if isinstance(layer, _L.Flatten) or (
-            isinstance(layer, _L.Reshape) and len(node.output_shape) == 2):
-        return "flatten", None
-    if isinstance(layer, _L.Reshape) and node.output_shape[-1] == node.input_shapes[0][-1]:
-        return "pass", None
-    if isinstance(layer, PASS_THROUGH):
-        return _pass_through_rule(node, config)
-    return "barrier", f"{kind} {node.name!r} is a layer type the channel analysis does not know"
-
-
-def _pass_through_rule(node, config):
-    kind = type(node.layer).__name__
-    if node.output_shape[-1] != node.input_shapes[0][-1] or len(node.inputs) != 1:
-        return "barrier", f"{kind} {node.name!r} changes the channel count"
-    if isinstance(node.layer, _L.BatchNormalization) and config["axis"] not in (
-            -1, len(node.output_shape) - 1, [-1], [len(node.output_shape) - 1]):
-        return "barrier", f"BatchNormalization {node.name!r} normalizes axis {config['axis']}"
-    if isinstance(node.layer, _L.Activation) and config["activation"] in _NOT_ELEMENTWISE:
-        return "barrier", f"Activation {node.name!r} ({config['activation']}) mixes channels"
-    if isinstance(node.layer, _L.Rescaling) and (np.ndim(config["scale"]) or np.ndim(
-            config["offset"])):
-        return "barrier", f"Rescaling {node.name!r} has a per-channel scale"
-    return "pass", None
+    rule, reason = handlers.REGISTRY.lookup(node.layer).channels(node)
+    if rule not in handlers.RULES:
+        raise TfpruneError(f"The handler of {kind} returned an unknown channel rule; use one "
+                           f"of {handlers.RULES}. Received: rule={rule!r}")
+    return rule, reason
 
 
 class ChannelGroups:
@@ -326,6 +288,19 @@ class ChannelGroups:
         barriers: Dict of node name -> why the analysis stops there.
         offsets: Dict of node name -> index of its channel 0 among all slots.
         sizes: Dict of node name -> its output channel count.
+        num_slots: The number of channels (slots) of all node outputs together.
+
+    Example:
+
+    >>> import keras
+    >>> import tfprune
+    >>> x = keras.Input((8, 8, 3))
+    >>> a = keras.layers.Conv2D(4, 3, padding="same", name="a")(x)
+    >>> b = keras.layers.Conv2D(4, 1, name="b")(x)
+    >>> model = keras.Model(x, keras.layers.Add(name="add")([a, b]))
+    >>> groups = tfprune.graph.ChannelGroups(tfprune.graph.LayerGraph.from_model(model))
+    >>> groups.rules["add"], groups.find(groups.slot("a", 2)) == groups.find(groups.slot("b", 2))
+    ('merge', True)
     """
 
     def __init__(self, graph):
@@ -338,6 +313,7 @@ class ChannelGroups:
             self.offsets[name] = total
             total += self.sizes[name]
         self._parent = np.arange(total)
+        self.num_slots = total
         for node in graph.layers():
             rule, reason = channel_rule(node)
             self.rules[node.name] = rule

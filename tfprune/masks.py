@@ -19,8 +19,8 @@ Four granularities:
 import numpy as np
 
 from tfprune.errors import TfpruneError
+from tfprune.options import GRANULARITIES
 
-GRANULARITIES = ("weight", "block", "n:m", "filter")
 POOLINGS = ("mean", "max")
 
 
@@ -74,7 +74,13 @@ def _as_matrix(weights):
     return weights.reshape(-1, weights.shape[-1])
 
 
-def _check_block(block_shape, pooling):
+def check_block(block_shape, pooling):
+    """Checks the options of `"block"` granularity.
+
+    Raises:
+        TfpruneError: `block_shape` is not two integers >= 1, or `pooling` is not one of
+            `POOLINGS`.
+    """
     if (not isinstance(block_shape, (tuple, list)) or len(block_shape) != 2
             or not all(isinstance(b, (int, np.integer)) and b >= 1 for b in block_shape)):
         raise TfpruneError(
@@ -103,7 +109,7 @@ def block_mask(weights, sparsity, block_shape=(1, 4), pooling="mean"):
     Raises:
         TfpruneError: a bad `block_shape` or `pooling`.
     """
-    _check_block(block_shape, pooling)
+    check_block(block_shape, pooling)
     weights = np.abs(np.asarray(weights, dtype=np.float32))
     matrix = _as_matrix(weights)
     rows, cols = matrix.shape
@@ -119,7 +125,12 @@ def block_mask(weights, sparsity, block_shape=(1, 4), pooling="mean"):
     return np.ascontiguousarray(mask).reshape(weights.shape)
 
 
-def _check_n_m(n_m):
+def check_n_m(n_m):
+    """Checks the option of `"n:m"` granularity.
+
+    Raises:
+        TfpruneError: `n_m` is not two integers `(n, m)` with `1 <= n < m`.
+    """
     ok = (isinstance(n_m, (tuple, list)) and len(n_m) == 2
           and all(isinstance(x, (int, np.integer)) for x in n_m) and 1 <= n_m[0] < n_m[1])
     if not ok:
@@ -154,7 +165,7 @@ def n_m_mask(weights, n_m=(2, 4), axis=-2):
         TfpruneError: a bad `n_m`, or an `axis` whose size is not a multiple of `m` (a
             one-input-channel conv cannot take 2:4).
     """
-    _check_n_m(n_m)
+    check_n_m(n_m)
     n, m = n_m
     weights = np.abs(np.asarray(weights, dtype=np.float32))
     size = weights.shape[axis] if weights.ndim else 1
@@ -178,9 +189,35 @@ def _axes(axis, ndim):
     return tuple(sorted(a % ndim for a in axes))
 
 
+def along_axes(values, shape, axis):
+    """`values`, one per channel, shaped to broadcast against an array of `shape`.
+
+    Args:
+        values: Array whose size is the product of `shape` along `axis`.
+        shape: The shape of the array the values scale (a kernel).
+        axis: The channel axis, or a tuple of axes whose product is the channels.
+
+    Example:
+
+    >>> along_axes(np.arange(6), (3, 3, 2, 3), (-2, -1)).shape
+    (1, 1, 2, 3)
+    """
+    keep = _axes(axis, len(shape))
+    return np.reshape(values, [shape[a] if a in keep else 1 for a in range(len(shape))])
+
+
 def filter_norms(weights, axis=-1):
-    """L2 norm of each output channel: reduces every axis but `axis` (an int or a tuple)."""
-    weights = np.asarray(weights, dtype=np.float32)
+    """L2 norm of each output channel: reduces every axis but `axis` (an int or a tuple).
+
+    Computed in float32, or float64 for float64 weights.
+
+    Example:
+
+    >>> filter_norms(np.array([[3.0, 0.0], [4.0, 0.0]]))
+    array([5., 0.])
+    """
+    weights = np.asarray(weights)
+    weights = weights.astype(np.result_type(weights.dtype, np.float32))
     keep = _axes(axis, weights.ndim)
     other = tuple(a for a in range(weights.ndim) if a not in keep)
     return np.sqrt(np.sum(np.square(weights), axis=other))
@@ -197,13 +234,18 @@ def filter_mask(weights, sparsity, axis=-1):
 
     Returns:
         A float32 array shaped like `weights`; at least one channel is kept.
+
+    Example:
+
+    >>> filter_mask(np.array([[1.0, 5.0, 0.1], [1.0, -5.0, 0.1]]), 0.5)
+    array([[1., 1., 0.],
+           [1., 1., 0.]], dtype=float32)
     """
     weights = np.asarray(weights, dtype=np.float32)
     norms = filter_norms(weights, axis)
     kept = _top_k_mask(norms, keep_count(norms.size, sparsity))
-    keep = _axes(axis, weights.ndim)
-    shape = [weights.shape[a] if a in keep else 1 for a in range(weights.ndim)]
-    return np.broadcast_to(kept.reshape(shape), weights.shape).astype(np.float32)
+    return np.broadcast_to(along_axes(kept, weights.shape, axis),
+                           weights.shape).astype(np.float32)
 
 
 def check_granularity(granularity):
@@ -217,7 +259,7 @@ def check_granularity(granularity):
     """
     n_m = parse_n_m(granularity)
     if n_m is not None:
-        _check_n_m(n_m)
+        check_n_m(n_m)
         return "n:m", n_m
     if granularity not in GRANULARITIES:
         raise TfpruneError(

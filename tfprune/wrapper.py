@@ -1,4 +1,4 @@
-"""`PruneLowMagnitude`: a layer wrapper that holds pruning masks, and the table of what to prune.
+"""`PruneLowMagnitude`: a layer wrapper that holds pruning masks.
 
 The wrapper adds one non-trainable mask per prunable weight and a step counter, built in
 `build()`. In `call()` the wrapped layer runs with each prunable weight read as
@@ -7,157 +7,37 @@ costs one multiply per kernel and gradients reach only the kept weights. Masks a
 recomputed in the graph: `tfprune.UpdatePruningStep` recomputes them on the host when the
 schedule says so (every `frequency` steps), which keeps training close to plain speed.
 
-Which weights a layer type prunes is a table, `REGISTRY`, that users extend without editing
-tfprune (`tfprune.register_prunable`); a layer can also opt in with a
-`get_prunable_weights()` method. Biases are never pruned.
+Which weights a layer type prunes, and along which axes, its handler says: the one table
+of layer knowledge, `tfprune.handlers.REGISTRY` (re-exported here as `REGISTRY`), that
+users extend without editing tfprune (`tfprune.handlers.register_layer`, or
+`tfprune.register_prunable` for the prunable weights alone); a layer can also opt in
+with a `get_prunable_weights()` method. Biases are never pruned.
 """
-
-import dataclasses
 
 import keras
 import numpy as np
 
 from tfprune import masks, schedules
 from tfprune.errors import TfpruneError, UnsupportedModelError
-
-
-@dataclasses.dataclass(frozen=True)
-class PrunableWeight:
-    """A weight to prune, and where its channels are.
-
-    Attributes:
-        variable: The `keras.Variable`.
-        in_axis: The input-channel axis (N:M groups run along it), or `None` when each
-            filter sees one input channel (depthwise kernels).
-        out_axis: The output-channel axis, or a tuple of axes whose product is the output
-            channels; `"filter"` granularity ranks and zeroes along it.
-    """
-
-    variable: object
-    in_axis: object = -2
-    out_axis: object = -1
-
-
-def _as_prunable(item):
-    if isinstance(item, PrunableWeight):
-        return item
-    rank = len(item.shape)
-    return PrunableWeight(item, in_axis=-2 if rank >= 2 else None, out_axis=-1)
-
-
-def _plain_variable(layer, private, public):
-    """The variable behind `layer.<public>`, refusing LoRA and quantized layers."""
-    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
-        raise UnsupportedModelError(
-            f"Layer {layer.name!r} has LoRA or quantization enabled; prune it before "
-            "enabling them."
-        )
-    variable = getattr(layer, private, None)
-    return variable if variable is not None else getattr(layer, public)
-
-
-class PrunableRegistry:
-    """Which weights each layer type prunes: a table of `layer class -> fn(layer)`.
-
-    `fn` returns the layer's prunable weights: variables (input channels on axis -2, output
-    channels on axis -1) or `PrunableWeight`s. A class is looked up along the layer's MRO,
-    so subclasses of a registered class are covered. A layer with a
-    `get_prunable_weights()` method uses it instead of the table.
-
-    Example:
-
-    ```python
-    registry = tfprune.wrapper.REGISTRY
-    registry.register(MyLayer, lambda layer: [layer.w])
-    ```
-    """
-
-    def __init__(self):
-        self._table = {}
-
-    def register(self, layer_class, fn):
-        """Registers (or replaces) `fn` for `layer_class`.
-
-        Args:
-            layer_class: A `keras.layers.Layer` subclass.
-            fn: Callable taking a built layer and returning its prunable weights.
-
-        Raises:
-            TypeError: `layer_class` is not a layer class or `fn` is not callable.
-        """
-        if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
-            raise TypeError(f"`layer_class` must be a Keras layer class. Received: "
-                            f"layer_class={layer_class!r}")
-        if not callable(fn):
-            raise TypeError(f"`fn` must be callable. Received: fn={fn!r}")
-        self._table[layer_class] = fn
-
-    def lookup(self, layer):
-        """The function for `layer` (its own `get_prunable_weights` first), or `None`."""
-        own = getattr(layer, "get_prunable_weights", None)
-        if callable(own):
-            return lambda _: own()
-        for cls in type(layer).__mro__:
-            if cls in self._table:
-                return self._table[cls]
-        return None
-
-    def supports(self, layer):
-        """Whether `layer` has weights to prune (it need not be built)."""
-        return not isinstance(layer, PruneLowMagnitude) and self.lookup(layer) is not None
-
-    def prunable_weights(self, layer):
-        """The `PrunableWeight`s of a built layer (empty if it has none)."""
-        fn = self.lookup(layer)
-        return [] if fn is None else [_as_prunable(w) for w in fn(layer)]
-
-
-REGISTRY = PrunableRegistry()
-
-
-def register_prunable(layer_class, fn):
-    """Adds a layer type to the table of what tfprune prunes (see `PrunableRegistry`).
-
-    Args:
-        layer_class: A `keras.layers.Layer` subclass.
-        fn: Callable taking a built layer, returning its prunable variables or
-            `tfprune.PrunableWeight`s.
-
-    Example:
-
-    ```python
-    tfprune.register_prunable(MyConv, lambda layer: [layer.kernel])
-    ```
-    """
-    REGISTRY.register(layer_class, fn)
-
-
-def _register_defaults():
-    L = keras.layers
-    kernel = lambda layer: [PrunableWeight(_plain_variable(layer, "_kernel", "kernel"))]  # noqa: E731
-    for cls in (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D):
-        REGISTRY.register(cls, kernel)
-    # Transposed conv kernels are (..., out, in).
-    for cls in (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose):
-        REGISTRY.register(cls, lambda layer: [PrunableWeight(layer.kernel, -1, -2)])
-    # Depthwise kernels are (..., in, multiplier): one input channel per filter.
-    for cls in (L.DepthwiseConv1D, L.DepthwiseConv2D):
-        REGISTRY.register(cls, lambda layer: [PrunableWeight(layer.kernel, None, (-2, -1))])
-    for cls in (L.SeparableConv1D, L.SeparableConv2D):
-        REGISTRY.register(cls, lambda layer: [
-            PrunableWeight(layer.depthwise_kernel, None, (-2, -1)),
-            PrunableWeight(layer.pointwise_kernel, -2, -1),
-        ])
-    # Embedding rows are tokens: N:M runs along a row, "filter" removes embedding columns.
-    REGISTRY.register(L.Embedding, lambda layer: [
-        PrunableWeight(_plain_variable(layer, "_embeddings", "embeddings"), -1, -1)])
-
-
-_register_defaults()
+from tfprune.handlers import (  # noqa: F401  (re-exported: tfprune.wrapper.PrunableWeight)
+    REGISTRY,
+    PrunableWeight,
+    register_prunable,
+)
 
 
 def unwrap(layer):
-    """The layer inside a pruning wrapper (or any `keras.layers.Wrapper`), else `layer`."""
+    """The layer inside a pruning wrapper (or any `keras.layers.Wrapper`), else `layer`.
+
+    Example:
+
+    >>> import keras
+    >>> import tfprune
+    >>> dense = keras.layers.Dense(4)
+    >>> wrapped = tfprune.PruneLowMagnitude(dense, tfprune.ConstantSparsity(0.5, 0))
+    >>> tfprune.wrapper.unwrap(wrapped) is dense and tfprune.wrapper.unwrap(dense) is dense
+    True
+    """
     while isinstance(layer, keras.layers.Wrapper) and isinstance(
             getattr(layer, "layer", None), keras.layers.Layer):
         layer = layer.layer
@@ -176,8 +56,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     recomputes them when `schedule` says so. Use `tfprune.prune` to wrap a whole model.
 
     Args:
-        layer: The layer to prune: a type in `tfprune.wrapper.REGISTRY` (Dense, Conv1D/2D/3D,
-            the transposed, depthwise and separable convs, Embedding) or one with a
+        layer: The layer to prune: a type whose handler in `tfprune.handlers.REGISTRY` has
+            prunable weights (Dense, Conv1D/2D/3D, the transposed, depthwise and separable
+            convs, Embedding, registered custom layers) or one with a
             `get_prunable_weights()` method.
         schedule: A `tfprune.PruningSchedule` (or its Keras serialization).
         granularity: `"weight"` (unstructured, the default), `"block"`, `"n:m"` (or `"N:M"`
@@ -197,10 +78,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     Example:
 
-    ```python
-    layer = tfprune.PruneLowMagnitude(
-        keras.layers.Dense(10), tfprune.ConstantSparsity(0.5, 0), granularity="2:4")
-    ```
+    >>> import keras
+    >>> import tfprune
+    >>> layer = tfprune.PruneLowMagnitude(
+    ...     keras.layers.Dense(4), tfprune.ConstantSparsity(0.5, 0), granularity="2:4")
+    >>> layer.build((None, 8))
+    >>> layer.update_masks(0.5)  # what UpdatePruningStep does during fit
+    >>> float(layer.masks[0].numpy().mean())
+    0.5
     """
 
     def __init__(self, layer, schedule, granularity="weight", block_shape=(1, 4),
@@ -209,7 +94,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise UnsupportedModelError(
                 f"Layer {getattr(layer, 'name', layer)!r} ({type(layer).__name__}) has no "
                 "prunable weights: give it a get_prunable_weights() method or register its "
-                "class with tfprune.register_prunable."
+                "class with tfprune.handlers.register_layer (or tfprune.register_prunable)."
             )
         self.granularity_kind, parsed = masks.check_granularity(granularity)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
@@ -222,8 +107,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.block_pooling = block_pooling
         n_m = parsed or n_m
         self.n_m = tuple(n_m) if isinstance(n_m, list) else n_m
-        masks._check_block(self.block_shape, block_pooling)
-        masks._check_n_m(self.n_m)
+        masks.check_block(self.block_shape, block_pooling)
+        masks.check_n_m(self.n_m)
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -265,8 +150,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self.add_loss(loss)
         return outputs
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+    def compute_output_spec(self, *args, **kwargs):
+        # The wrapped layer's own (a custom layer may trace its call instead of
+        # implementing compute_output_shape).
+        return self.layer.compute_output_spec(*args, **kwargs)
 
     # The step. During `fit`, `UpdatePruningStep` counts steps on the host and attaches
     # itself as the step source; the variable is written only when masks change, at epoch

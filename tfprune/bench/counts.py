@@ -1,26 +1,21 @@
 """Parameters, non-zero parameters and MACs (multiply-accumulates) per layer and in total.
 
-MACs are counted for one example (batch 1) for the layers that do the arithmetic:
-Conv1D/2D/3D, Conv1DTranspose/2D/3D, DepthwiseConv1D/2D, SeparableConv1D/2D and Dense,
-as `positions * kernel size`, where positions are the output positions (the input positions
-for a transposed convolution, the leading axes for Dense). Element-wise layers (BatchNorm,
-activations, pooling, Add) count 0 MACs: merging folds most of them away and they are cheap.
-A `PruneLowMagnitude` wrapper is counted as the layer it wraps (its masks and step counter are
-not parameters of the model that ships).
+MACs are counted for one example (batch 1) by each layer's handler (`tfprune.handlers`):
+Conv1D/2D/3D, Conv1DTranspose/2D/3D, DepthwiseConv1D/2D, SeparableConv1D/2D, Dense and
+registered custom producers count `positions * kernel size`, where positions are the
+output positions (the input positions for a transposed convolution, the leading axes for
+Dense). Element-wise layers (BatchNorm, activations, pooling, Add) count 0 MACs: merging
+folds most of them away and they are cheap. A `PruneLowMagnitude` wrapper is counted as
+the layer it wraps (its masks and step counter are not parameters of the model that ships).
 """
 
 import dataclasses
 
-import keras
 import numpy as np
 
 from tfprune.graph import LayerGraph
-
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-_CONV_T = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
-           keras.layers.Conv3DTranspose)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+from tfprune.handlers import REGISTRY
+from tfprune.wrapper import unwrap
 
 
 @dataclasses.dataclass
@@ -125,14 +120,16 @@ def count(model):
 
     Example:
 
+    >>> import tfprune
+    >>> import tfprune.models
     >>> counts = tfprune.bench.count(tfprune.models.lenet5())
-    >>> counts.macs
-    2293000
+    >>> counts.macs, counts["conv1"].macs, counts["pool1"].macs
+    (2293000, 288000, 0)
     """
     graph = LayerGraph.from_model(model)
     rows = []
     for node in graph.layers():
-        layer = _inner(node.layer)
+        layer = unwrap(node.layer)
         weights = [np.asarray(w) for w in layer.get_weights()]
         rows.append(LayerCount(
             name=node.name,
@@ -146,33 +143,18 @@ def count(model):
 
 
 def layer_macs(layer, input_shape, output_shape):
-    """MACs of one call of `layer` on one example, from its input and output shapes."""
-    layer = _inner(layer)
-    if isinstance(layer, _SEPARABLE):
-        size = int(np.prod(layer.depthwise_kernel.shape) + np.prod(layer.pointwise_kernel.shape))
-        return _positions(layer, output_shape) * size
-    if isinstance(layer, _CONV_T):
-        return _positions(layer, input_shape) * int(np.prod(layer.kernel.shape))
-    if isinstance(layer, (*_CONV, *_DEPTHWISE)):
-        return _positions(layer, output_shape) * int(np.prod(layer.kernel.shape))
-    if isinstance(layer, keras.layers.Dense):
-        return int(np.prod(input_shape[1:-1], dtype=np.int64)) * int(np.prod(layer.kernel.shape))
-    return 0
+    """MACs of one call of `layer` on one example, from its input and output shapes.
 
+    Example:
 
-def _positions(layer, shape):
-    """Product of the spatial axes of `shape` (batch and channel axes excluded)."""
-    first = getattr(layer, "data_format", "channels_last") == "channels_first"
-    spatial = shape[2:] if first else shape[1:-1]
-    return int(np.prod(spatial, dtype=np.int64))
-
-
-def _inner(layer):
-    """The layer a pruning wrapper (any `keras.layers.Wrapper`) wraps, else `layer`."""
-    while isinstance(layer, keras.layers.Wrapper) and isinstance(
-            getattr(layer, "layer", None), keras.layers.Layer):
-        layer = layer.layer
-    return layer
+    >>> import keras
+    >>> dense = keras.layers.Dense(3)
+    >>> dense.build((None, 5, 4))
+    >>> layer_macs(dense, (None, 5, 4), (None, 5, 3))  # 5 positions x 4 inputs x 3 units
+    60
+    """
+    layer = unwrap(layer)
+    return REGISTRY.lookup(layer).macs(layer, input_shape, output_shape)
 
 
 def _nonzero(outer, inner, weights):

@@ -7,7 +7,11 @@ the layer before, linear chains and parallel branches collapsed, explicit zero p
 turned into padding='same', convolutions absorbing the average pooling after them. With
 `approximate=True` it also applies DeepRebirth's merges (conv -> max/average pooling as
 one strided conv), which change the outputs: retrain after. `plan(model)` lists the same
-steps without building anything.
+steps without building anything, and prints as a readable plan.
+
+Which layers are tensor layers of which kind, which are the identity at inference and which
+equal an `activation=` comes from the layer handlers (`tfprune.handlers`), read for exact
+types only: a subclass may override `call`.
 
 Pruned models: `PruneLowMagnitude` wrappers are stripped first (their masks applied to
 the weights). Merging changes kernel shapes, so masks could not follow; the fused model's
@@ -15,11 +19,14 @@ zeros are kept wherever a fold only scales a kernel. Prune again after fusing if
 """
 
 from tfprune.errors import TfpruneError
-from tfprune.fusion.step import Step
-from tfprune.fusion.walker import POOL_KERNELS, Options, walk
+from tfprune.fusion.step import FusionPlan, Step
+from tfprune.fusion.walker import Options, walk
 from tfprune.graph import LayerGraph
+from tfprune.options import POOL_KERNELS
+from tfprune.pruning import strip
+from tfprune.wrapper import PruneLowMagnitude
 
-__all__ = ["Step", "fuse", "plan"]
+__all__ = ["FusionPlan", "Step", "fuse", "plan"]
 
 
 def fuse(model, approximate=False, pool_kernel="grown", pool_activation="relu"):
@@ -48,7 +55,16 @@ def fuse(model, approximate=False, pool_kernel="grown", pool_activation="relu"):
 
     Example:
 
+    >>> import keras
+    >>> import numpy as np
+    >>> import tfprune
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+    ...     keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU(name="relu")])
     >>> fused = tfprune.fuse(model)
+    >>> [layer.name for layer in fused.layers]
+    ['conv']
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
     >>> np.testing.assert_allclose(fused(x), model(x), rtol=1e-5, atol=1e-5)
     """
     graph, _ = _walk(model, approximate, pool_kernel, pool_activation)
@@ -61,16 +77,23 @@ def plan(model, approximate=False, pool_kernel="grown", pool_activation="relu"):
     Args and Raises: as `fuse`.
 
     Returns:
-        A list of `Step`s; `str(step)` reads e.g.
+        A `FusionPlan`: a list of `Step`s (merges first) that prints as a plan;
+        `str(step)` reads e.g.
         `"conv1 + pool1 -> conv1 (5x5 s1 -> 6x6 s2 + relu), approximate"` or
         `"flatten: left alone (no rule merges Flatten)"`.
 
     Example:
 
-    >>> for step in tfprune.fusion.plan(model, approximate=True):
-    ...     print(step)
+    >>> import tfprune
+    >>> import tfprune.models
+    >>> print(tfprune.fusion.plan(tfprune.models.lenet5(), approximate=True))
+    Fusion plan for 'lenet5' (exact and approximate merges):
+      conv1 + pool1 -> conv1 (5x5 s1 -> 6x6 s2 + relu), approximate
+      conv2 + pool2 -> conv2 (5x5 s1 -> 6x6 s2 + relu), approximate
+      leaves flatten: no rule merges Flatten
     """
-    return _walk(model, approximate, pool_kernel, pool_activation)[1]
+    graph, steps = _walk(model, approximate, pool_kernel, pool_activation)
+    return FusionPlan(steps, model.name, bool(approximate))
 
 
 def _walk(model, approximate, pool_kernel, pool_activation):
@@ -88,8 +111,6 @@ def _walk(model, approximate, pool_kernel, pool_activation):
 
 def _stripped(model):
     """The model without pruning wrappers (or the model itself if it has none)."""
-    if not any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers):
-        return model
-    import tfprune
-
-    return tfprune.strip(model)
+    if any(isinstance(layer, PruneLowMagnitude) for layer in model.layers):
+        return strip(model)
+    return model

@@ -1,39 +1,23 @@
-"""A separate activation layer after a linear tensor layer becomes that layer's activation."""
+"""A separate activation layer after a linear tensor layer becomes that layer's activation.
 
-import keras
+Which `activation=` a layer equals, its handler says
+(`tfprune.handlers.LayerHandler.as_activation`: Activation, ReLU, Softmax).
+"""
 
 from tfprune.fusion import layers
 from tfprune.fusion.step import Step
 
-L = keras.layers
-
-
-def activation_name(node):
-    """The `activation=` string equal to this layer, a reason string, or `None`."""
-    cfg = node.config
-    t = type(node.layer)
-    if t is L.Activation:
-        return cfg["activation"]
-    if t is L.ReLU:
-        if cfg.get("negative_slope") or cfg.get("threshold"):
-            return "a ReLU with a slope or threshold has no activation= equivalent"
-        if cfg.get("max_value") is None:
-            return "relu"
-        if float(cfg["max_value"]) == 6.0:
-            return "relu6"
-        return f"ReLU(max_value={cfg['max_value']}) has no activation= equivalent"
-    if t is L.Softmax:
-        return "softmax" if cfg.get("axis", -1) in (-1,) else "softmax over a non-last axis"
-    return None
-
 
 def fold(graph, node, options):
     """Folds Activation / ReLU / Softmax into the linear tensor layer before it."""
-    name = activation_name(node)
-    if name is None:
+    found = layers.handler(node).as_activation(node.config)
+    if found is None:
         return None
+    name, reason = found
+    if reason:
+        return reason
     producer = graph.nodes[node.inputs[0]]
-    reason = _why_not(graph, node, producer, name)
+    reason = _why_not(graph, node, producer)
     if reason:
         return reason
     layers.rebuild(graph, producer.name, producer.weights, activation=name)
@@ -42,9 +26,7 @@ def fold(graph, node, options):
     return Step((producer.name, node.name), producer.name, "activation", f"activation {shown}")
 
 
-def _why_not(graph, node, producer, name):
-    if isinstance(name, str) and " " in name:
-        return name  # a reason from activation_name
+def _why_not(graph, node, producer):
     if layers.kind(producer) is None:
         return f"{producer.name!r} before it is not a dense or conv layer"
     if not layers.is_linear(producer):

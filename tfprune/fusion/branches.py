@@ -30,16 +30,14 @@ def merge(graph, node, options):
     reason = _why_not(graph, node, branches, is_add)
     if reason:
         return reason
-    source = branches[0].inputs[0]
     if identity:
         reason = _identity_ok(graph, branches[0], source)
         if reason:
             return reason
-    convs = [b for b in branches if b.name != source]
-    kernels, biases, size = _aligned(convs)
-    if not is_add and sum(k.size for k in kernels) > sum(k.size for k in layers_kernels(convs)):
+    kernels, biases, size = _aligned(branches)
+    if not is_add and sum(k.size for k in kernels) > sum(b.weights[0].size for b in branches):
         return "stacking kernels of different sizes would add MACs"
-    first = convs[0]
+    first = branches[0]
     if is_add:
         kernel = sum(kernels)
         if identity:
@@ -47,18 +45,17 @@ def merge(graph, node, options):
         weights, changes = [kernel, sum(biases)], {}
     else:
         weights = [np.concatenate(kernels, axis=-1), np.concatenate(biases)]
-        key = "units" if layers.kind(first) == "dense" else "filters"
-        changes = {key: weights[0].shape[-1]}
+        changes = {layers.units_key(first): weights[0].shape[-1]}
     if layers.kind(first) != "dense":
         changes["kernel_size"] = size
     layers.rebuild(graph, first.name, weights, node.output_shape, use_bias=True, **changes)
-    for other in convs[1:]:
+    for other in branches[1:]:
         del graph.nodes[other.name]
     node.inputs = [first.name]
     graph.remove(node.name)
     what = "filters stacked" if not is_add else "kernels summed" + (
         f", identity branch from {source!r}" if identity else "")
-    return Step((*[b.name for b in convs], node.name), first.name, "branches", what)
+    return Step((*[b.name for b in branches], node.name), first.name, "branches", what)
 
 
 def _identity_branch(graph, names):
@@ -143,10 +140,6 @@ def _aligned(convs):
         pad = [((s - n) // 2, (s - n) // 2) for s, n in zip(size, k.shape[:d], strict=True)]
         padded.append(np.pad(k, pad + [(0, 0), (0, 0)]))
     return padded, biases, size
-
-
-def layers_kernels(convs):
-    return [c.weights[0] for c in convs]
 
 
 def _identity_kernel(shape):

@@ -1,31 +1,33 @@
 """What the fusion rules need to know about tensor layers: kinds, axes and weight surgery.
 
-Rules match layers by exact type: a subclass may override `call`, so it is left alone.
-Weight math runs in float64 and is cast back to the layer's dtype at the end.
+A layer's kind (`"dense"`, `"conv"`, `"depthwise"`, `"separable"`, `"transpose"`) and its
+kernel's output axes come from its handler (`tfprune.handlers`), looked up for its exact
+type: a subclass may override `call`, so it is left alone. Weight math runs in float64 and
+is cast back to the layer's dtype at the end.
 """
 
-import keras
 import numpy as np
 
-L = keras.layers
+from tfprune import masks
+from tfprune.handlers import REGISTRY
 
-KINDS = {
-    "dense": (L.Dense,),
-    "conv": (L.Conv1D, L.Conv2D, L.Conv3D),
-    "depthwise": (L.DepthwiseConv1D, L.DepthwiseConv2D),
-    "separable": (L.SeparableConv1D, L.SeparableConv2D),
-    "transpose": (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose),
-}
 # Spatial layers whose first weight is a (*kernel_size, in, out)-shaped sliding kernel.
 SLIDING = ("conv", "depthwise", "separable")
 
 
+def handler(node):
+    """The handler fusion reads for `node`: the one registered for its exact type."""
+    return REGISTRY.lookup(node.layer, exact=True)
+
+
 def kind(node):
     """The node's tensor-layer kind ("dense", "conv", ...) or `None`."""
-    for name, types in KINDS.items():
-        if type(node.layer) in types:
-            return name
-    return None
+    return handler(node).fusion_kind
+
+
+def units_key(node):
+    """The config key of the node's output channel count ("units", "filters")."""
+    return handler(node).units
 
 
 def plain_tensor_layer(node):
@@ -103,18 +105,10 @@ def rebuild(graph, name, weights, output_shape=None, **changes):
 
 def scale_outputs(node, s, t):
     """Weights computing `s * layer(x) + t` per output channel (the BatchNorm-after fold)."""
-    k = kind(node)
     ks = kernels(node)
-    b = bias(node, len(s))
-    if k in ("dense", "conv"):
-        ks[0] = ks[0] * s
-    elif k == "depthwise":
-        ks[0] = ks[0] * s.reshape(ks[0].shape[-2:])
-    elif k == "separable":
-        ks[1] = ks[1] * s
-    elif k == "transpose":
-        ks[0] = ks[0] * s[:, None]
-    return [*ks, b * s + t]
+    # The last kernel makes the output channels, along the handler's output axes.
+    ks[-1] = ks[-1] * masks.along_axes(s, ks[-1].shape, handler(node).out_axis)
+    return [*ks, bias(node, len(s)) * s + t]
 
 
 def absorb_inputs(node, s, t):

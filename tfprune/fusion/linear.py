@@ -34,10 +34,7 @@ def collapse(graph, node, options):
     b = layers.bias(producer, mid) @ w2 + layers.bias(node, out)
     cfg = dict(producer.config, name=node.name, activation=node.config["activation"],
                use_bias=True)
-    if k == "dense":
-        cfg["units"] = out
-    else:
-        cfg["filters"] = out
+    cfg[layers.units_key(node)] = out
     shape = node.output_shape
     graph.remove(producer.name)
     node.layer = type(producer.layer).from_config(cfg)

@@ -1,4 +1,5 @@
-"""One line of a fusion plan: a merge the rewriter makes, or a layer it leaves alone."""
+"""A fusion plan: its lines (`Step`s), each a merge the rewriter makes or a layer it leaves
+alone, and the plan that prints them (`FusionPlan`)."""
 
 import dataclasses
 
@@ -33,3 +34,34 @@ class Step:
         if self.detail:
             text += f" ({self.detail})"
         return text + (", approximate" if self.approximate else "")
+
+
+class FusionPlan(list):
+    """The `Step`s of a fusion plan, merges first: a list that prints as a readable plan.
+
+    Attributes:
+        name: The model's name.
+        approximate: Whether approximate merges were allowed.
+    """
+
+    def __init__(self, steps, name=None, approximate=False):
+        super().__init__(steps)
+        self.name = name
+        self.approximate = approximate
+
+    @property
+    def merges(self):
+        """The steps that merge layers (not those left alone)."""
+        return [step for step in self if step.applied]
+
+    def __str__(self):
+        mode = "exact and approximate merges" if self.approximate else "exact merges only"
+        lines = [f"Fusion plan for {self.name!r} ({mode}):"]
+        lines += [f"  {step}" for step in self.merges]
+        if not self.merges:
+            lines.append("  nothing to merge")
+        lines += [f"  leaves {step.layers[0]}: {step.detail}"
+                  for step in self if not step.applied]
+        return "\n".join(lines)
+
+    __repr__ = __str__

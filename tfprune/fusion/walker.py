@@ -34,8 +34,6 @@ RULES = (
     pooling.merge_approximate,
 )
 
-POOL_KERNELS = ("grown", "original")
-
 
 @dataclasses.dataclass(frozen=True)
 class Options:

@@ -6,6 +6,8 @@ faster. `shrink` removes them and rewrites their consumers: the next conv/Dense 
 matching input channels (rows after a Flatten, in channels-last order), BatchNorm and
 DepthwiseConv2D drop theirs, and channels joined by Add/Multiply/... or Concatenate are
 removed only where the whole coupled group (see `tfprune.graph.ChannelGroups`) allows.
+Which layers produce channels, how each one is sliced and what it can fold come from the
+layer handlers (`tfprune.handlers`), so a custom layer registered there shrinks too.
 
 A removed filter with a zero kernel still outputs `activation(bias)` everywhere; that
 constant (after any BatchNorm, activation, pooling between) is folded into the bias of the
@@ -21,10 +23,7 @@ import numpy as np
 
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.graph import ChannelGroups, LayerGraph
-
-_L = keras.layers
-_TRANSPOSED = (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)
-_SEPARABLE = (_L.SeparableConv1D, _L.SeparableConv2D)
+from tfprune.handlers import REGISTRY
 
 
 @dataclasses.dataclass
@@ -57,7 +56,7 @@ class ShrinkPlan:
         self.graph = graph
         self.groups = groups
         self.values = values
-        self._remove = remove
+        self._remove = remove  # name -> boolean mask of the output units that go
         self.kept = kept
         self.barriers = dict(groups.barriers)
         self.threshold = threshold
@@ -87,7 +86,7 @@ class ShrinkPlan:
         for node in producers:
             gone = self.removed.get(node.name, [])
             size = self.sizes[node.name]
-            what = _units_key(node.layer)
+            what = REGISTRY.lookup(node.layer).units
             lines.append(f"  {node.name} ({type(node.layer).__name__}): {size} -> "
                          f"{size - len(gone)} {what}"
                          + (f", removes {_ranges(gone)}" if gone else ""))
@@ -119,13 +118,26 @@ class ShrinkPlan:
              for name, node in self.graph.nodes.items()},
             list(self.graph.outputs), self.graph.sequential, self.graph.name)
         for node in self.graph.layers():
-            new = _rewrite(node, self)
+            new = self._rewrite(node)
             if new is not None:
                 graph.replace(node.name, *new)
         model = graph.to_model()
         if verify and self.threshold == 0 and self._model is not None:
             _check_same_outputs(self._model, model)
         return model
+
+    def _rewrite(self, node):
+        """New `(layer, weights, output shape)` for `node`, or `None` if it is unchanged."""
+        if self.groups.rules[node.name] == "barrier":
+            return None
+        keep_out = ~self._remove[node.name]
+        keep_in = [~self._remove[s] for s in node.inputs]
+        if keep_out.all() and all(k.all() for k in keep_in):
+            return None
+        dropped = np.where(keep_in[0], 0.0, np.nan_to_num(self.values[node.inputs[0]]))
+        config, weights = REGISTRY.lookup(node.layer).slice(node, keep_in, keep_out, dropped)
+        layer = type(node.layer).from_config(config)
+        return layer, weights, (*node.output_shape[:-1], int(keep_out.sum()))
 
 
 def shrink_plan(model, threshold=0.0):
@@ -146,12 +158,24 @@ def shrink_plan(model, threshold=0.0):
 
     Example:
 
+    >>> import numpy as np
+    >>> import tfprune
+    >>> import tfprune.models
+    >>> model = tfprune.models.lenet5()
+    >>> conv1 = model.get_layer("conv1")
+    >>> _ = conv1.kernel.assign(conv1.kernel * np.repeat([0.0, 1.0], 10))  # filters 0-9 zero
     >>> print(tfprune.shrink_plan(model))
+    Shrink plan for 'lenet5' (threshold=0.0):
+      conv1 (Conv2D): 20 -> 10 filters, removes 0-9
+      conv2 (Conv2D): 50 -> 50 filters
+      ip1 (Dense): 500 -> 500 units
+      ip2 (Dense): 10 -> 10 units
+      channels follow in: pool1 20->10
     """
     if threshold < 0:
         raise TfpruneError(f"threshold must be >= 0. Received: threshold={threshold}")
     for layer in model.layers:
-        if isinstance(layer, _L.Wrapper):
+        if isinstance(layer, keras.layers.Wrapper):
             raise UnsupportedModelError(
                 f"Layer {layer.name!r} is a {type(layer).__name__} wrapper: call "
                 "tfprune.strip(model) before shrinking.")
@@ -169,8 +193,9 @@ def shrink_plan(model, threshold=0.0):
 def shrink(model, threshold=0.0):
     """Removes zeroed filters and neurons: a smaller model that computes the same function.
 
-    Every output channel of a Conv1D/2D/3D, SeparableConv, ConvTranspose and every Dense
-    unit whose kernel slice is zero (L2 norm at most `threshold`) is removed with all that
+    Every output channel of a Conv1D/2D/3D, SeparableConv, ConvTranspose, every Dense unit
+    (and every unit of a layer registered with a `tfprune.handlers.Producer` handler)
+    whose kernel slice is zero (L2 norm at most `threshold`) is removed with all that
     depends on it: the next layers' input channels, BatchNorm and DepthwiseConv2D channels,
     Flatten->Dense rows, channels of Add/Concatenate groups (only where every coupled
     branch is removable). The constant a removed unit still outputs (`activation(bias)`)
@@ -189,41 +214,23 @@ def shrink(model, threshold=0.0):
 
     Example:
 
+    >>> import tfprune
+    >>> import tfprune.models
+    >>> model = tfprune.models.lenet5()
+    >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0), granularity="filter")
+    >>> for layer in pruned.layers:
+    ...     if isinstance(layer, tfprune.PruneLowMagnitude):
+    ...         layer.update_masks(0.5)  # what UpdatePruningStep does during fit
     >>> small = tfprune.shrink(tfprune.strip(pruned))
-    >>> tfprune.bench.count(small).macs < tfprune.bench.count(pruned).macs
+    >>> [small.get_layer(n).kernel.shape[-1] for n in ("conv1", "conv2", "ip1", "ip2")]
+    [10, 25, 250, 10]
+    >>> tfprune.bench.count(small).macs < tfprune.bench.count(model).macs / 3
+    True
     """
     return shrink_plan(model, threshold).apply()
 
 
 # Analysis.
-
-
-def _dead(node, threshold):
-    """Boolean per output unit of a producer: is its kernel slice zero (under threshold)?"""
-    layer, weights = node.layer, node.weights
-    if isinstance(layer, _SEPARABLE):
-        kernel = weights[1]
-    else:
-        kernel = weights[0]
-    axis = -2 if isinstance(layer, _TRANSPOSED) else -1
-    kernel = np.moveaxis(kernel, axis, 0).reshape(kernel.shape[axis], -1)
-    norms = np.sqrt(np.sum(np.square(kernel.astype(np.float64)), axis=1))
-    return norms <= threshold
-
-
-def _producer_values(node, threshold):
-    """What a producer's dead units output (activation(bias)); NaN for live ones."""
-    config = node.layer.get_config()
-    size = node.output_shape[-1]
-    values = np.full(size, np.nan)
-    if config.get("activation") in ("softmax", "log_softmax"):
-        return values
-    dead = _dead(node, threshold)
-    bias = node.weights[-1] if config.get("use_bias", True) else np.zeros(size, np.float32)
-    act = np.asarray(keras.activations.get(config.get("activation"))(
-        keras.ops.convert_to_tensor(bias.astype(np.float32)[None])))[0]
-    values[dead] = act[dead]
-    return values
 
 
 def _constants(graph, groups, threshold):
@@ -235,7 +242,7 @@ def _constants(graph, groups, threshold):
         if node.is_input or rule == "barrier":
             values[name] = np.full(size, np.nan)
         elif rule == "producer":
-            values[name] = _producer_values(node, threshold)
+            values[name] = REGISTRY.lookup(node.layer).dead_outputs(node, threshold)
         else:
             values[name] = _evaluate(node, [values[i] for i in node.inputs])
     return values
@@ -268,16 +275,6 @@ def _evaluate(node, inputs):
     return np.where(const, a.mean(axis=0), np.nan)
 
 
-def _can_fold(layer):
-    """Whether a constant input channel folds exactly into `layer`'s bias."""
-    if isinstance(layer, _L.Dense):
-        return True
-    if isinstance(layer, _TRANSPOSED):
-        return False
-    config = layer.get_config()
-    return config.get("padding") == "valid" or all(k == 1 for k in config["kernel_size"])
-
-
 def _pins(graph, groups, values):
     """Dict of group -> why its channels must stay (outputs, barriers, unfoldable constants)."""
     pins = {}
@@ -294,20 +291,21 @@ def _pins(graph, groups, values):
         if rule == "barrier":
             for source in node.inputs:
                 pin(source, groups.barriers[node.name])
-        elif rule == "producer" and not _can_fold(node.layer):
+        elif rule == "producer":
+            why = REGISTRY.lookup(node.layer).fold_reason(node)
+            if why is None:
+                continue
             for source in node.inputs:
                 value = values[source]
                 mask = np.isfinite(value) & (value != 0)
-                pin(source, f"they hold a non-zero constant that {node.name} "
-                    f"({type(node.layer).__name__}, padding "
-                    f"{node.layer.get_config().get('padding')!r}) cannot fold exactly", mask)
+                pin(source, f"they hold a non-zero constant that {node.name} cannot fold "
+                    f"exactly ({why})", mask)
     return pins
 
 
 def _removable(groups, values, pins):
     """Boolean per slot group (indexed by group id): can the whole group go?"""
-    total = len(groups._parent)
-    ok = np.ones(total, bool)
+    ok = np.ones(groups.num_slots, bool)
     for name in groups.graph.nodes:
         if groups.sizes[name]:
             g = groups.group_of(name)
@@ -325,7 +323,7 @@ def _removable(groups, values, pins):
 
 def _kept(graph, groups, values, remove, pins):
     """The zeroed producer units that stay, grouped by reason."""
-    live = np.zeros(len(groups._parent), bool)  # groups with a non-constant channel
+    live = np.zeros(groups.num_slots, bool)  # groups with a non-constant channel
     for name in graph.nodes:
         np.logical_or.at(live, groups.group_of(name), ~np.isfinite(values[name]))
     by_reason = {}
@@ -360,74 +358,9 @@ def _check_same_outputs(original, shrunk):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         if a.shape != b.shape or np.abs(a - b).max() > 1e-4 * max(np.abs(a).max(), 1e-6):
             raise TfpruneError(
-                f"Shrinking {original.name!r} changed its outputs (a tfprune bug: please "
-                "report it with the model); use shrink_plan() to see what was removed.")
-
-
-def _rewrite(node, plan):
-    """New `(layer, weights)` for `node` after removal, or `None` if it is unchanged."""
-    rule = plan.groups.rules[node.name]
-    if rule == "barrier":
-        return None
-    keep_out = ~plan._remove[node.name]
-    keep_in = [~plan._remove[s] for s in node.inputs]
-    if keep_out.all() and all(k.all() for k in keep_in):
-        return None
-    config = node.layer.get_config()
-    weights = list(node.weights)
-    if rule == "producer":
-        values = plan.values[node.inputs[0]]
-        dropped = np.where(keep_in[0], 0.0, np.nan_to_num(values))
-        weights, config = _rewrite_producer(node.layer, weights, config, keep_in[0], keep_out,
-                                            dropped)
-    elif rule == "depthwise":
-        multiplier = config["depth_multiplier"]
-        weights[0] = weights[0][..., keep_in[0], :]
-        if len(weights) > 1:
-            weights[1] = weights[1][keep_out]
-        assert weights[0].shape[-2] * multiplier == keep_out.sum()
-    else:
-        weights = [w[..., keep_out] if w.ndim and w.shape[-1] == len(keep_out) else w
-                   for w in weights]
-        if isinstance(node.layer, _L.Reshape):
-            target = list(config["target_shape"])
-            target[-1] = int(keep_out.sum())  # a flattening Reshape has one axis
-            config["target_shape"] = tuple(target)
-    layer = type(node.layer).from_config(config)
-    shape = (*node.output_shape[:-1], int(keep_out.sum()))
-    return layer, weights, shape
-
-
-def _rewrite_producer(layer, weights, config, keep_in, keep_out, dropped):
-    """Slices a conv/Dense kernel (inputs and outputs) and folds dropped constants in."""
-    use_bias = config.get("use_bias", True)
-    size = len(keep_out)
-    bias = weights[-1] if use_bias else np.zeros(size, np.float32)
-    if isinstance(layer, _SEPARABLE):
-        depthwise, pointwise = weights[0], weights[1]
-        multiplier = depthwise.shape[-1]
-        spatial = tuple(range(depthwise.ndim - 2))
-        per_channel = depthwise.sum(axis=spatial) * dropped[:, None]  # (in, m)
-        bias = bias + per_channel.reshape(-1) @ pointwise.reshape(-1, size)
-        keep_pw = np.repeat(keep_in, multiplier)
-        kernels = [depthwise[..., keep_in, :], pointwise[..., keep_pw, :][..., keep_out]]
-    elif isinstance(layer, _TRANSPOSED):
-        kernels = [weights[0][..., keep_out, :][..., keep_in]]
-    else:
-        kernel = weights[0]
-        spatial = tuple(range(kernel.ndim - 2))
-        bias = bias + dropped @ kernel.sum(axis=spatial)
-        kernels = [kernel[..., keep_in, :][..., keep_out]]
-    config[_units_key(layer)] = int(keep_out.sum())
-    if not use_bias and np.any(bias != 0):
-        config["use_bias"] = True
-        use_bias = True
-    bias = bias.astype(weights[0].dtype)
-    return kernels + ([bias[keep_out]] if use_bias else []), config
-
-
-def _units_key(layer):
-    return "units" if isinstance(layer, _L.Dense) else "filters"
+                f"Shrinking {original.name!r} changed its outputs: a custom layer handler "
+                "that does not match its layer, or a tfprune bug (please report it with the "
+                "model); use shrink_plan() to see what was removed.")
 
 
 def _ranges(indices):
