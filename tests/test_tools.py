@@ -44,7 +44,7 @@ def test_bench_prints_table_and_writes_json(main, tflite, tmp_path, capsys):
                 "--delegates=builtin", f"--json={out}")
     assert code == 0
     stdout = capsys.readouterr().out
-    assert "median ms" in stdout and "runs=3" in stdout
+    assert "median µs" in stdout and "speedup" in stdout and "runs=3" in stdout
     result = json.loads(out.read_text())
     assert [t["delegate"] for t in result["timings"]] == ["builtin", "builtin"]
 

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from tfprune import atomic
-from tfprune.bench.latency import data_sizes, format_table, load_interpreter, read_tflite
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
-
-QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+from tfprune.interpreter import data_sizes, format_table, load_interpreter, read_tflite
+from tfprune.options import QUANTIZE_MODES
 
 
 def to_tflite(model, path, quantize="none", sparse=False, representative_data=None,
