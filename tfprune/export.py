@@ -213,17 +213,22 @@ def _conversion_error(error, allow_select_ops):
                                  "quantize='none' first.")
 
 
-def evaluate(path, dataset, threads=None, delegate="xnnpack"):
+def evaluate(path, x, y=None, batch_size=None, threads=None, delegate="xnnpack"):
     """Classification accuracy of a `.tflite` file on the LiteRT interpreter.
 
-    Batches run whole when the file's batch dimension is dynamic (the input is resized),
-    else example by example. Int8 inputs are quantized and outputs dequantized with the
-    file's own scale and zero point. Labels may be class indices or one-hot; a single
-    output unit is read as a sigmoid (> 0.5).
+    Takes data as Keras' `Model.evaluate` does: arrays `x` and `y`, or a dataset of
+    `(x, y)` batches. Batches run whole when the file's batch dimension is dynamic (the
+    input is resized), else in chunks of the file's batch. Int8 inputs are quantized and
+    outputs dequantized with the file's own scale and zero point. Labels may be class
+    indices or one-hot; a single output unit is read as a sigmoid (> 0.5).
 
     Args:
         path: Path to the `.tflite` file.
-        dataset: A `tf.data.Dataset` (or iterable) of `(x, y)` batches.
+        x: The inputs, an array (with `y`), or a `tf.data.Dataset` (or any iterable) of
+            `(x, y)` batches (without `y`).
+        y: The labels, an array as long as `x`; `None` when `x` is a dataset.
+        batch_size: Integer, the batch for arrays, defaults to `32` (as Keras); not with a
+            dataset, which is batched already.
         threads: Integer or `None`, interpreter threads, defaults to `None`.
         delegate: String, `"xnnpack"` or `"builtin"`, defaults to `"xnnpack"` (falls back to
             the builtin kernels if XNNPACK cannot prepare the model).
@@ -233,18 +238,25 @@ def evaluate(path, dataset, threads=None, delegate="xnnpack"):
 
     Raises:
         TfpruneError: a bad file, or data whose shape the model cannot take.
+        DataError: inputs without labels, labels of another length, an empty dataset.
 
     Example:
 
-    >>> tfprune.export.evaluate("export/lenet5.tflite", tfprune.data.mnist("test", batch_size=256))
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "softmax")])
+    >>> path = tfprune.export.to_tflite(model, "model.tflite")
+    >>> x = np.random.default_rng(0).random((100, 4), dtype="float32")
+    >>> y = model.predict(x, verbose=0).argmax(axis=1)   # the Keras model's own answers
+    >>> tfprune.export.evaluate(path, x, y)
+    1.0
     """
+    batches = _labelled_batches(x, y, batch_size)
     runner = _Runner(*load_interpreter(path, threads, delegate)[:2],
                      reload=lambda: load_interpreter(path, threads, "builtin")[0])
     correct = total = 0
-    for element in dataset:
+    for element in batches:
         if not isinstance(element, (tuple, list)) or len(element) < 2:
-            raise DataError("evaluate needs a dataset of (x, y) batches. Received: an element "
-                            f"of type {type(element).__name__}")
+            raise DataError("evaluate needs a dataset of (x, y) batches, or arrays x and y. "
+                            f"Received: an element of type {type(element).__name__}")
         x, y = (v.numpy() if hasattr(v, "numpy") else np.asarray(v) for v in element[:2])
         _check_shape(x, (None, *runner.shape[1:]), "dataset")
         if x.ndim == len(runner.shape) - 1:
@@ -254,8 +266,33 @@ def evaluate(path, dataset, threads=None, delegate="xnnpack"):
         correct += int(np.sum(predicted == labels.astype(np.int64)))
         total += len(labels)
     if total == 0:
-        raise DataError("evaluate got an empty dataset: pass (x, y) batches.")
+        raise DataError("evaluate got no data: pass arrays x and y, or (x, y) batches.")
     return correct / total
+
+
+def _labelled_batches(x, y, batch_size):
+    """`(x, y)` batches from arrays `x` and `y`, or `x` itself when it is a dataset."""
+    if y is None:
+        if isinstance(x, np.ndarray):
+            raise DataError("evaluate got inputs without labels: pass y (as in Keras' "
+                            "evaluate) or a dataset of (x, y) batches.")
+        if batch_size is not None:
+            raise TfpruneError("batch_size is for arrays: a dataset is batched already. "
+                               f"Received: batch_size={batch_size!r}")
+        return x
+    kind = type(x).__name__
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype == object or x.ndim == 0:
+        raise DataError("With y, x must be an array of inputs; pass a dataset of (x, y) "
+                        f"batches without y. Received: x of type {kind}")
+    if len(x) != len(y):
+        raise DataError(f"x and y must hold as many examples. Received: {len(x)} inputs and "
+                        f"{len(y)} labels")
+    batch_size = 32 if batch_size is None else batch_size
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise TfpruneError(f"batch_size must be a positive integer. Received: "
+                           f"batch_size={batch_size!r}")
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
 
 
 class _Runner:
