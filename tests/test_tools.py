@@ -70,6 +70,21 @@ def test_errors_are_one_line(main, tmp_path, capsys):
         main(tools.bench_main)
 
 
+@pytest.mark.parametrize("tool", ["bench_main", "inspect_main"])
+def test_stray_positional_arguments_are_usage_errors(main, tflite, tool):
+    with pytest.raises(tools.app.UsageError, match="Unexpected argument 'runs=3'.*--name=value"):
+        main(getattr(tools, tool), tflite, "runs=3")
+    with pytest.raises(tools.app.UsageError, match="Pass one or more .tflite files"):
+        main(getattr(tools, tool))
+
+
+def test_an_existing_file_of_another_name_is_read(main, tflite, tmp_path, capsys):
+    other = tmp_path / "model.bin"
+    other.write_bytes(tflite.read_bytes())
+    assert main(tools.inspect_main, other) == 0
+    assert "FULLY_CONNECTED x2" in capsys.readouterr().out
+
+
 def test_console_script_exits_nonzero_without_traceback(tmp_path):
     """One real process: the entry point, absl's flag parsing and exit status."""
     code = "import sys; from tfprune.tools import bench_run; sys.argv[0] = 'tfprune-bench'; " \
