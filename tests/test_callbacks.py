@@ -93,6 +93,28 @@ def test_pruning_summaries_write_sparsity_per_layer(tmp_path):
     assert values["target_sparsity/b"][-1][1] == pytest.approx(0.75)
 
 
+def _events(folder):
+    values = {}
+    for path in sorted(glob.glob(str(folder / "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append(event.step)
+    return values
+
+
+def test_pruning_summaries_start_afresh_each_fit(tmp_path):
+    """One callback, two fits of 5 batches, update_freq=4: each fit writes before its
+    5th batch and at its end (a batch count carried over would write before the 4th)."""
+    pruned = tfprune.prune(_model(), tfprune.ConstantSparsity(0.5, 0, frequency=2))
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    x, y = _data(40)
+    summaries = tfprune.PruningSummaries(tmp_path, update_freq=4)
+    for _ in range(2):
+        pruned.fit(x, y, batch_size=8, verbose=0,
+                   callbacks=[tfprune.UpdatePruningStep(), summaries])
+    assert _events(tmp_path)["sparsity/a"] == [4, 4, 9, 9]
+
+
 def test_pruning_summaries_bad_arguments():
     with pytest.raises(TfpruneError, match="Received: log_dir=3"):
         tfprune.PruningSummaries(3)

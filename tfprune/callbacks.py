@@ -142,13 +142,18 @@ class PruningSummaries(keras.callbacks.Callback):
                                f"update_freq={update_freq!r}")
         self.log_dir = str(log_dir)
         self.update_freq = update_freq
+        self.wrappers = []
         self._writer = None
         self._batches = 0
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf  # TensorBoard files need TF's summary writer.
 
+        # A fresh start for each fit, as UpdatePruningStep: the batch count restarts (the
+        # step does not: it is the wrappers'), and a writer left by an interrupted fit closes.
+        self.on_train_end()
         self.wrappers = _wrappers_or_raise(self.model)
+        self._batches = 0
         self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_train_batch_begin(self, batch, logs=None):
