@@ -60,7 +60,11 @@ def test_without_masks_update_the_kernel_stays_dense():
     pruned.compile("adam", "mse")
     x, _ = _data()
     pruned.fit(x, np.zeros((64, 3)), epochs=1, verbose=0)
-    assert max(tfprune.sparsity(pruned).values()) < 0.05
+    with pytest.warns(UserWarning, match=r"\['a', 'b'\] were never pruned.*"
+                      r"callbacks=\[tfprune.UpdatePruningStep\(\)\]") as record:
+        assert max(tfprune.sparsity(pruned).values()) < 0.05
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    assert record[0].filename == __file__   # points at the caller's line
 
 
 def test_callbacks_refuse_a_model_without_wrappers():

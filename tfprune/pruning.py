@@ -7,6 +7,8 @@ original model too). `strip` is the inverse: a plain Keras model whose kernels h
 mask x weight.
 """
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -196,11 +198,40 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
     return pruned
 
 
+def _warn_if_unpruned(model):
+    """Warns about wrappers whose masks cannot have moved yet: pruning silently did nothing.
+
+    A step of -1 means no `UpdatePruningStep` ever ran (the callback was left out of `fit`,
+    or the model was not fit); a step before the schedule's `begin_step` means training
+    stopped before pruning began.
+    """
+    never, early = [], []
+    for layer in model.layers:
+        if not isinstance(layer, PruneLowMagnitude) or not layer.built:
+            continue
+        step, begin = layer.current_step(), getattr(layer.schedule, "begin_step", None)
+        if step < 0:
+            never.append(layer.layer.name)
+        elif isinstance(begin, int) and step < begin:
+            early.append(f"{layer.layer.name!r} at step {step} < begin_step {begin}")
+    if never:
+        warnings.warn(
+            f"Layers {never} were never pruned (pruning step -1: fit ran without "
+            "tfprune.UpdatePruningStep(), or not at all), so their masks are all ones: fit "
+            "with callbacks=[tfprune.UpdatePruningStep()].", stacklevel=3)
+    if early:
+        warnings.warn(
+            f"Pruning has not begun for layers {', '.join(early)}, so their masks are all "
+            "ones: fit for more steps or lower the schedule's begin_step.", stacklevel=3)
+
+
 def strip(model):
     """A plain Keras model: every `PruneLowMagnitude` replaced by its layer, kernels masked.
 
     The inverse of `prune`: the layers get back their names, and each prunable weight holds
     mask x weight, so its zeros are where pruning put them. The input model is not changed.
+    A layer that was never pruned (its `fit` lacked `tfprune.UpdatePruningStep()`, or ended
+    before the schedule's `begin_step`) is stripped with a warning that says so.
 
     Args:
         model: A Sequential or Functional model (pruned or not).
@@ -219,6 +250,7 @@ def strip(model):
     ```
     """
     LayerGraph.from_model(model)  # raises on subclassed, nested, unbuilt models
+    _warn_if_unpruned(model)
     pairs = []
 
     def clone_function(layer):
@@ -253,13 +285,15 @@ def sparsity(model):
 
     Returns:
         A dict `{layer name: float}` in layer order, for every layer with prunable weights
-        (kernels; biases are not counted).
+        (kernels; biases are not counted). A wrapper that was never pruned (see `strip`)
+        is reported with a warning.
 
     Example:
 
     >>> tfprune.sparsity(tfprune.strip(pruned))
     {'conv1': 0.8, 'conv2': 0.8, 'fc1': 0.8, 'fc2': 0.8}
     """
+    _warn_if_unpruned(model)
     result = {}
     for layer in model.layers:
         found = _prunable_arrays(layer)
