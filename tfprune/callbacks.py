@@ -49,9 +49,17 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     Example:
 
-    ```python
-    pruned.fit(x, y, epochs=2, callbacks=[tfprune.UpdatePruningStep()])
-    ```
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="hidden"),
+    ...                           keras.layers.Dense(2, name="out")])
+    >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.75, begin_step=0, frequency=4))
+    >>> pruned.compile("adam", "mse")
+    >>> x, y = np.random.rand(64, 8), np.random.rand(64, 2)
+    >>> _ = pruned.fit(x, y, batch_size=8, epochs=2, verbose=0,
+    ...                callbacks=[tfprune.UpdatePruningStep()])
+    >>> tfprune.sparsity(pruned)
+    {'hidden': 0.75, 'out': 0.75}
+    >>> int(pruned.get_layer("prune_low_magnitude_hidden").pruning_step)   # 16 batches
+    15
     """
 
     def __init__(self):
@@ -127,10 +135,15 @@ class PruningSummaries(keras.callbacks.Callback):
 
     Example:
 
-    ```python
-    pruned.fit(x, y, callbacks=[tfprune.UpdatePruningStep(),
-                                tfprune.PruningSummaries(log_dir="logs")])
-    ```
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, name="out")])
+    >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, begin_step=0))
+    >>> pruned.compile("adam", "mse")
+    >>> x, y = np.random.rand(32, 8), np.random.rand(32, 2)
+    >>> _ = pruned.fit(x, y, epochs=2, verbose=0, callbacks=[
+    ...     tfprune.UpdatePruningStep(), tfprune.PruningSummaries(log_dir="logs")])
+    >>> import os
+    >>> [name.startswith("events.out.tfevents") for name in os.listdir("logs")]
+    [True]
     """
 
     def __init__(self, log_dir, update_freq=None):

@@ -54,8 +54,13 @@ def to_tflite(model, path, quantize="none", sparse=False, representative_data=No
 
     Example:
 
-    >>> path = tfprune.export.to_tflite(model, "export/lenet5.tflite", quantize="int8",
-    ...                                 sparse=True, representative_data=train_ds)
+    >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv"),
+    ...                           keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
+    >>> images = np.random.default_rng(0).random((32, 8, 8, 1), dtype="float32")
+    >>> path = tfprune.export.to_tflite(model, "model.tflite", quantize="int8",
+    ...                                 representative_data=images)
+    >>> str(path), tfprune.export.inspect(path).tensor("fc").dtype
+    ('model.tflite', 'int8')
     """
     import tensorflow as tf
 
@@ -469,7 +474,19 @@ def inspect(path):
 
     Example:
 
-    >>> print(tfprune.export.inspect("export/lenet5.tflite"))
+    >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv"),
+    ...                           keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
+    >>> conv = model.get_layer("conv")
+    >>> kernel, bias = conv.get_weights()
+    >>> kernel[..., :3] = 0.0   # 3 of the 4 filters
+    >>> conv.set_weights([kernel, bias])
+    >>> info = tfprune.export.inspect(tfprune.export.to_tflite(model, "m.tflite", sparse=True))
+    >>> info.tensor("conv").zero_fraction, info.tensor("conv").sparse, info.densify
+    (0.75, True, True)
+    >>> print(info)
+    m.tflite: ... bytes, ... gzipped; weights ... bytes in ... tensors + ... bytes of sparse indices
+    ...
+    ops: DENSIFY x1, CONV_2D x1, ...
     """
     from ai_edge_litert import schema_py_generated as schema
 

@@ -173,10 +173,18 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
 
     Example:
 
-    ```python
-    pruned = tfprune.prune(model, tfprune.PolynomialDecay(0.0, 0.9, 0, 2000),
-                           granularity={"Conv2D": "filter", "Dense": "filter"})
-    ```
+    >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, name="conv"),
+    ...                           keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
+    >>> granularity = {"Conv2D": "filter", "Dense": "filter"}
+    >>> tfprune.pruning.plan(model, granularity)   # the classifier keeps its 10 units
+    {'conv': 'filter', 'fc': 'weight'}
+    >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, begin_step=0),
+    ...                        granularity=granularity)
+    >>> pruned.compile("adam", "sparse_categorical_crossentropy")
+    >>> x, y = np.random.rand(64, 8, 8, 1), np.random.randint(0, 10, 64)
+    >>> _ = pruned.fit(x, y, batch_size=16, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    >>> tfprune.sparsity(pruned)   # 4 of the 8 filters, half of the classifier's weights
+    {'conv': 0.5, 'fc': 0.5}
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -244,10 +252,15 @@ def strip(model):
 
     Example:
 
-    ```python
-    small = tfprune.strip(pruned)
-    small.save("small.keras")
-    ```
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="fc")])
+    >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, begin_step=0))
+    >>> pruned.compile("sgd", "mse")
+    >>> _ = pruned.fit(np.ones((8, 4)), np.ones((8, 8)), verbose=0,
+    ...                callbacks=[tfprune.UpdatePruningStep()])
+    >>> small = tfprune.strip(pruned)
+    >>> [layer.name for layer in small.layers], tfprune.sparsity(small)
+    (['fc'], {'fc': 0.5})
+    >>> small.save("small.keras")   # a plain Keras model
     """
     LayerGraph.from_model(model)  # raises on subclassed, nested, unbuilt models
     _warn_if_unpruned(model)
@@ -290,8 +303,11 @@ def sparsity(model):
 
     Example:
 
-    >>> tfprune.sparsity(tfprune.strip(pruned))
-    {'conv1': 0.8, 'conv2': 0.8, 'fc1': 0.8, 'fc2': 0.8}
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc")])
+    >>> model.get_layer("fc").set_weights([np.array([[0, 1], [0, 2], [3, 0], [0, 0]]),
+    ...                                    np.ones(2)])
+    >>> tfprune.sparsity(model)   # 5 of 8 kernel weights are zero; the bias does not count
+    {'fc': 0.625}
     """
     _warn_if_unpruned(model)
     result = {}

@@ -61,16 +61,19 @@ class PruningSchedule:
 
     Example:
 
-    ```python
-    @keras.saving.register_keras_serializable(package="my")
-    class Once(tfprune.PruningSchedule):
-        def __init__(self, sparsity, step):
-            self.sparsity, self.step = sparsity, step
-        def __call__(self, step):
-            return step == self.step, self.sparsity
-        def get_config(self):
-            return {"sparsity": self.sparsity, "step": self.step}
-    ```
+    >>> @keras.saving.register_keras_serializable(package="my")
+    ... class Once(tfprune.PruningSchedule):
+    ...     def __init__(self, sparsity, step):
+    ...         self.sparsity, self.step = sparsity, step
+    ...     def __call__(self, step):
+    ...         return step == self.step, self.sparsity
+    ...     def get_config(self):
+    ...         return {"sparsity": self.sparsity, "step": self.step}
+    >>> once = Once(0.5, step=10)
+    >>> once(10), once(11)
+    ((True, 0.5), (False, 0.5))
+    >>> once == Once.from_config(once.get_config())
+    True
     """
 
     def __call__(self, step):
