@@ -137,6 +137,8 @@ def test_inspect_finds_zeros_and_sparse_storage(model, out):
     assert "DENSIFY" in text and "sparse+densify" in text and "83.3%" in text
     as_json = json.loads(json.dumps(s.to_dict()))
     assert as_json["densify"] is True and as_json["ops"]["CONV_2D"] == 1
+    with pytest.raises(KeyError, match="No weight tensor.*'nope'.*conv"):
+        s.tensor("nope")
 
 
 def test_accepts_keras_file(model, tmp_path):

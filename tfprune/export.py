@@ -426,7 +426,8 @@ class TFLiteInfo:
         for t in self.tensors:
             if substring in t.name:
                 return t
-        raise KeyError(substring)
+        raise KeyError(f"No weight tensor of {self.path!r} has {substring!r} in its name; "
+                       f"they are {[_scope(t.name) for t in self.tensors]}")
 
     def to_dict(self):
         return {**dataclasses.asdict(self), "densify": self.densify}

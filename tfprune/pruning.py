@@ -15,7 +15,7 @@ import numpy as np
 from tfprune import masks, schedules
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.graph import LayerGraph, clone_layer
-from tfprune.wrapper import REGISTRY, PruneLowMagnitude
+from tfprune.wrapper import REGISTRY, PruneLowMagnitude, unwrap
 
 _OPTIONS = ("block_shape", "block_pooling", "n_m")
 DEFAULT_KEY = "*"
@@ -40,8 +40,7 @@ def _output_layers(graph):
         node = graph.nodes[todo.pop()]
         if node.is_input:
             continue
-        layer = node.layer.layer if isinstance(node.layer, PruneLowMagnitude) else node.layer
-        if REGISTRY.supports(layer):
+        if REGISTRY.supports(unwrap(node.layer)):
             found.add(node.name)
         else:
             todo.extend(node.inputs)
