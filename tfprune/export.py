@@ -3,7 +3,8 @@
 Conversion goes through Keras' own LiteRT exporter (`model.export(..., format="litert")`,
 which traces the model into a SavedModel and runs the TFLite converter), with our converter
 settings: the quantization mode, the converter's sparse encoding, builtin ops only unless
-asked, and an atomic write so that a failed export leaves no file behind.
+asked, and an atomic write so that a failed export leaves no file behind. Reading and
+loading `.tflite` files is `tfprune.interpreter`'s, below this module (`bench` is above it).
 """
 
 import dataclasses
