@@ -133,6 +133,10 @@ class PruningSummaries(keras.callbacks.Callback):
         update_freq: Integer, also write every this many batches; `None` (the default)
             writes at epoch ends only.
 
+    Raises:
+        TfpruneError: a `log_dir` that is not a path or a bad `update_freq`; at
+            `on_train_begin`, a model without `PruneLowMagnitude` layers.
+
     Example:
 
     >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, name="out")])
