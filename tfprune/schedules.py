@@ -249,7 +249,18 @@ class PolynomialDecay(PruningSchedule):
 
 
 def get(identifier):
-    """A schedule from a schedule, or from its Keras serialization (a dict)."""
+    """A schedule from a schedule, or from its Keras serialization (a dict).
+
+    Args:
+        identifier: A `PruningSchedule`, or the dict `keras.saving.serialize_keras_object`
+            made of one (as a pruned model's config holds it).
+
+    Returns:
+        A `PruningSchedule`.
+
+    Raises:
+        TfpruneError: anything else.
+    """
     if isinstance(identifier, PruningSchedule):
         return identifier
     if isinstance(identifier, dict):
