@@ -56,8 +56,8 @@ def machine():
 def time_rows(rows, runs, warmup=50):
     """Times each row's `path` (interleaved, 1 thread, batch 1) and adds the figures to it.
 
-    Each row gains, per delegate, the median ms, the per-round ratio to the first row (median,
-    p10, p90) and the delegate that ran, plus the file's raw and gzip bytes.
+    Each row gains, per delegate, the median µs, the per-round speedup over the first row
+    (median, p10, p90) and the delegate that ran, plus the file's raw and gzip bytes.
     """
     from tfprune import bench
 
@@ -66,8 +66,8 @@ def time_rows(rows, runs, warmup=50):
     for i, row in enumerate(rows):
         for delegate in ("xnnpack", "builtin"):
             t = timing.timing(i, delegate)
-            row[delegate] = {"median_ms": t.median_ms, "ratio": t.ratio_median,
-                             "ratio_p10": t.ratio_p10, "ratio_p90": t.ratio_p90,
+            row[delegate] = {"median_us": t.median_us, "speedup": t.speedup,
+                             "speedup_p10": t.speedup_p10, "speedup_p90": t.speedup_p90,
                              "ran": t.delegate_used}
         row["tflite_bytes"] = timing.timing(i).size_raw
         row["tflite_gzip"] = timing.timing(i).size_gzip

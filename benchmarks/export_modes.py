@@ -13,7 +13,7 @@
 4. For each file: size raw and gzipped, accuracy of the `.tflite` file on the 10,000 MNIST
    test images (LiteRT interpreter), and latency with XNNPACK and with the builtin kernels
    only (`tfprune.bench.compare`: all files interleaved in one process, one thread, batch 1,
-   median ms and the per-round ratio to the dense float32 file).
+   median µs and the per-round speedup over the dense float32 file).
 
 Prints one markdown table and writes `benchmarks/out/export_modes/results.json`.
 """
@@ -124,9 +124,10 @@ def main():
     for row in rows:
         for delegate in ("xnnpack", "builtin"):
             t = result.timing(row["path"], delegate)
-            row[delegate] = {"median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms,
-                             "ratio": t.ratio_median, "ratio_p10": t.ratio_p10,
-                             "ratio_p90": t.ratio_p90, "ran": t.delegate_used, "note": t.note}
+            row[delegate] = {"median_us": t.median_us, "p10_us": t.p10_us, "p90_us": t.p90_us,
+                             "speedup": t.speedup, "speedup_p10": t.speedup_p10,
+                             "speedup_p90": t.speedup_p90, "ran": t.delegate_used,
+                             "note": t.note}
 
     command = "python benchmarks/export_modes.py " + " ".join(sys.argv[1:])
     table = markdown(rows, keras_acc, kernel_sparsity(sparse), args)
@@ -145,11 +146,11 @@ def markdown(rows, keras_acc, sparsity, args):
         f"{keras_acc['dense']:.2%}, sparse90 {keras_acc['sparse90']:.2%} (kernel sparsity "
         f"{sparsity:.1%}, fine-tune epochs {args.fine_tune_epochs}). Latency: LiteRT, "
         f"{args.threads} thread, batch 1, {args.runs} interleaved rounds after {args.warmup} "
-        "warm-up, median ms (ratio to dense float32, per-round median [p10, p90]). "
+        "warm-up, median µs (speedup over dense float32, per-round median [p10, p90]). "
         f"Machine: {common.machine()}.",
         "",
         "| weights | sparse enc. | mode | raw bytes | gzip bytes | .tflite acc | "
-        "XNNPACK ms (ratio) | builtin ms (ratio) | DENSIFY |",
+        "XNNPACK µs (speedup) | builtin µs (speedup) | DENSIFY |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     notes = []
@@ -158,8 +159,8 @@ def markdown(rows, keras_acc, sparsity, args):
         for delegate in ("xnnpack", "builtin"):
             t = r[delegate]
             mark = "" if t["ran"] == delegate else " *"
-            cells.append(f"{t['median_ms']:.3f} ({t['ratio']:.2f} [{t['ratio_p10']:.2f}, "
-                         f"{t['ratio_p90']:.2f}]){mark}")
+            cells.append(f"{t['median_us']:.1f} ({t['speedup']:.2f}x [{t['speedup_p10']:.2f}, "
+                         f"{t['speedup_p90']:.2f}]){mark}")
             if t["note"]:
                 notes.append(f"* {Path(r['path']).name} [{delegate}]: {t['note']}")
         lines.append(f"| {r['weights']} | {'yes' if r['sparse_encoding'] else 'no'} | "

@@ -13,7 +13,7 @@
    which initialisation recovers faster. As a control, the unmerged model gets the same
    extra training, so that "recovered" is not just "trained longer".
 4. All are exported to float32 `.tflite` files and timed by `tfprune.bench.compare` on the
-   LiteRT interpreter (interleaved rounds, one thread, batch 1, medians and ratios to the
+   LiteRT interpreter (interleaved rounds, one thread, batch 1, medians and speedups over the
    unmerged model); their test accuracy is measured on the `.tflite` files too.
 
 Prints one table (markdown) and writes `benchmarks/out/merge.json`.
@@ -187,15 +187,15 @@ def recovery_verdict(curves, base_acc, tie_pp=0.05):
 
 
 def report(rows, curves, timing, args, base_acc, seconds):
-    head = ("| model | layers | params | MACs | .tflite bytes | XNNPACK ms (ratio) | "
-            "builtin ms (ratio) | test acc Keras | test acc .tflite |")
+    head = ("| model | layers | params | MACs | .tflite bytes | XNNPACK µs (speedup) | "
+            "builtin µs (speedup) | test acc Keras | test acc .tflite |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
         x, b = r["xnnpack"], r["builtin"]
         print(f"| {r['model']}, {r['note']} | {r['layers']} | {r['params']:,} | {r['macs']:,} | "
-              f"{r['tflite_bytes']:,} | {x['median_ms']:.4f} ({x['ratio']:.3f}) | "
-              f"{b['median_ms']:.4f} ({b['ratio']:.3f}) | {100 * r['keras_acc']:.2f}% | "
+              f"{r['tflite_bytes']:,} | {x['median_us']:.1f} ({x['speedup']:.2f}x) | "
+              f"{b['median_us']:.1f} ({b['speedup']:.2f}x) | {100 * r['keras_acc']:.2f}% | "
               f"{100 * r['tflite_acc']:.2f}% |")
     print()
     print("Test accuracy (%) right after the merge (epoch 0) and after each retraining epoch:")
@@ -205,7 +205,7 @@ def report(rows, curves, timing, args, base_acc, seconds):
           "linear: pool_activation=None)")
     print(recovery_verdict(curves, base_acc))
     print(f"\nLatency: {timing.runs} interleaved rounds after {timing.warmup} warm-up, one "
-          f"thread, batch 1, medians; ratio = median of per-round ratios to the unmerged "
+          f"thread, batch 1, medians; speedup = median per-round (unmerged time / this one's) "
           f"model. Machine: {common.machine()}.")
     print(f"Reproduce: python benchmarks/merge.py --epochs={args.epochs} --runs={args.runs}"
           + (f" --limit={args.limit}" if args.limit else "") + f"   ({seconds / 60:.1f} min)")

@@ -12,7 +12,7 @@
    biases of removed filters folded forward); checked to give the same outputs.
 4. The unpruned, the stripped and the shrunk models are exported to float32 `.tflite` files
    with a fixed batch of 1 (no merging, no quantization) and timed by `tfprune.bench.compare`
-   on the LiteRT interpreter (interleaved rounds, one thread, batch 1, medians; ratio to the
+   on the LiteRT interpreter (interleaved rounds, one thread, batch 1, medians; speedup over the
    unpruned); test accuracy is measured in Keras and on the `.tflite` files.
 
 Prints one markdown table and writes `benchmarks/out/shrink.json`.
@@ -113,25 +113,25 @@ def main(argv=None):
 
 def report(rows, timing, args, error, seconds):
     head = ("| model | units | params | non-zero | MACs | .tflite B (gzip) | "
-            "XNNPACK ms (ratio) | builtin ms (ratio) | acc Keras | acc .tflite |")
+            "XNNPACK µs (speedup) | builtin µs (speedup) | acc Keras | acc .tflite |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
         x, b = r["xnnpack"], r["builtin"]
         print(f"| {r['model']} | {'-'.join(map(str, r['units']))} | {r['params']:,} | "
               f"{r['nonzero']:,} | {r['macs']:,} | {r['tflite_bytes']:,} "
-              f"({r['tflite_gzip']:,}) | {x['median_ms']:.4f} ({x['ratio']:.3f}) | "
-              f"{b['median_ms']:.4f} ({b['ratio']:.3f}) | {100 * r['keras_acc']:.2f}% | "
+              f"({r['tflite_gzip']:,}) | {x['median_us']:.1f} ({x['speedup']:.2f}x) | "
+              f"{b['median_us']:.1f} ({b['speedup']:.2f}x) | {100 * r['keras_acc']:.2f}% | "
               f"{100 * r['tflite_acc']:.2f}% |")
     base, small = rows[0], rows[-1]
     print(f"\nShrunk vs unpruned: {base['macs'] / small['macs']:.2f}x fewer MACs (target >= 5x), "
-          f"{1 / small['xnnpack']['ratio']:.2f}x faster XNNPACK / "
-          f"{1 / small['builtin']['ratio']:.2f}x builtin (target >= 4x), accuracy "
+          f"{small['xnnpack']['speedup']:.2f}x faster XNNPACK / "
+          f"{small['builtin']['speedup']:.2f}x builtin (target >= 4x), accuracy "
           f"{100 * (small['tflite_acc'] - base['tflite_acc']):+.2f} pp on .tflite "
           f"(target: at most 0.2 pp below). Shrunk vs stripped outputs: max rel. error "
           f"{error:.1e}.")
     print(f"Latency: {timing.runs} interleaved rounds after {timing.warmup} warm-up, one "
-          f"thread, batch 1, medians; ratio = median of per-round ratios to the unpruned "
+          f"thread, batch 1, medians; speedup = median per-round (unpruned time / this one's) "
           f"model. Machine: {common.machine()}.")
     print(f"Reproduce: python benchmarks/shrink.py --epochs={args.epochs} --units={args.units} "
           f"--runs={args.runs}" + (f" --limit={args.limit}" if args.limit else "")

@@ -203,10 +203,10 @@ def main():
         timing = comparison.timing(i)
         rows.append((label, f"{raw:,}", f"{base_raw / raw:.1f}x", f"{gz:,}",
                      f"{tfprune.export.evaluate(path, test):.2%}",
-                     f"{1000 * timing.median_ms:.1f}", f"{1 / timing.ratio_median:.2f}x",
+                     f"{timing.median_us:.1f}", f"{timing.speedup:.2f}x",
                      timing.delegate_used))
     head = ("model", ".tflite bytes", "smaller", "gzip bytes", ".tflite test acc",
-            "median us", "speedup", "ran")
+            "median µs", "speedup", "ran")
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
     print()
     print(f"LeNet-5 (Caffe, {baseline.count_params():,} params) on MNIST, from {baseline_path}")
@@ -216,7 +216,8 @@ def main():
           f"{tfmot_info['seconds']:.0f} s")
     print(f"tfprune: {tfprune_note}")
     print(f"latency: LiteRT, XNNPACK, 1 thread, batch 1, {args.runs} interleaved rounds "
-          f"(medians; speedup = median per-round ratio); machine: {common.machine()}")
+          f"(medians; speedup = median per-round baseline time / this one's); "
+          f"machine: {common.machine()}")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:

@@ -16,10 +16,19 @@ def _seed():
 
 @pytest.fixture(scope="session")
 def mnist_dir():
-    """The MNIST IDX folder CI provides; tests that need it are skipped without it."""
-    folder = os.environ.get("TFPRUNE_DATA_DIR") or os.path.join(
-        os.path.dirname(__file__), "..", "..", "shared", "data", "mnist"
-    )
-    if not os.path.isdir(folder):
-        pytest.skip("MNIST IDX files not found: set TFPRUNE_DATA_DIR")
-    return folder
+    """The MNIST IDX folder: `TFPRUNE_DATA_DIR`, else `~/.cache/tfprune/mnist`.
+
+    Tests that need it are skipped when neither holds the files. A `TFPRUNE_DATA_DIR` that
+    does not hold them is an error, not a skip, so that CI cannot pass without them.
+    """
+    from tfprune.data import find_mnist_dir
+    from tfprune.errors import DataError
+
+    try:
+        folder = find_mnist_dir()
+    except DataError as e:
+        pytest.fail(f"TFPRUNE_DATA_DIR is set but unusable: {e}", pytrace=False)
+    if folder is None:
+        pytest.skip("MNIST IDX files not found: set TFPRUNE_DATA_DIR or copy them to "
+                    "~/.cache/tfprune/mnist (README: MNIST without a download)")
+    return str(folder)

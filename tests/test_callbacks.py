@@ -60,7 +60,11 @@ def test_without_masks_update_the_kernel_stays_dense():
     pruned.compile("adam", "mse")
     x, _ = _data()
     pruned.fit(x, np.zeros((64, 3)), epochs=1, verbose=0)
-    assert max(tfprune.sparsity(pruned).values()) < 0.05
+    with pytest.warns(UserWarning, match=r"\['a', 'b'\] were never pruned.*"
+                      r"callbacks=\[tfprune.UpdatePruningStep\(\)\]") as record:
+        assert max(tfprune.sparsity(pruned).values()) < 0.05
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    assert record[0].filename == __file__   # points at the caller's line
 
 
 def test_callbacks_refuse_a_model_without_wrappers():
@@ -91,6 +95,28 @@ def test_pruning_summaries_write_sparsity_per_layer(tmp_path):
     assert len(values["sparsity/a"]) == 3 + 2
     assert values["sparsity/a"][-1] == (7, pytest.approx(0.75, abs=0.01))
     assert values["target_sparsity/b"][-1][1] == pytest.approx(0.75)
+
+
+def _events(folder):
+    values = {}
+    for path in sorted(glob.glob(str(folder / "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append(event.step)
+    return values
+
+
+def test_pruning_summaries_start_afresh_each_fit(tmp_path):
+    """One callback, two fits of 5 batches, update_freq=4: each fit writes before its
+    5th batch and at its end (a batch count carried over would write before the 4th)."""
+    pruned = tfprune.prune(_model(), tfprune.ConstantSparsity(0.5, 0, frequency=2))
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    x, y = _data(40)
+    summaries = tfprune.PruningSummaries(tmp_path, update_freq=4)
+    for _ in range(2):
+        pruned.fit(x, y, batch_size=8, verbose=0,
+                   callbacks=[tfprune.UpdatePruningStep(), summaries])
+    assert _events(tmp_path)["sparsity/a"] == [4, 4, 9, 9]
 
 
 def test_pruning_summaries_bad_arguments():

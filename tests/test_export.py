@@ -137,6 +137,8 @@ def test_inspect_finds_zeros_and_sparse_storage(model, out):
     assert "DENSIFY" in text and "sparse+densify" in text and "83.3%" in text
     as_json = json.loads(json.dumps(s.to_dict()))
     assert as_json["densify"] is True and as_json["ops"]["CONV_2D"] == 1
+    with pytest.raises(KeyError, match="No weight tensor.*'nope'.*conv"):
+        s.tensor("nope")
 
 
 def test_accepts_keras_file(model, tmp_path):
@@ -255,3 +257,37 @@ def test_bad_files(bad_files, data, name, words):
         with pytest.raises(TfpruneError) as e:
             call(path)
         _one_line(e, name, *words)
+
+
+def test_evaluate_takes_arrays_as_keras_does(model, tmp_path):
+    x = np.random.default_rng(2).random((70, 8, 8, 1)).astype("float32")
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    wrong = (y + 1) % 10
+    wrong[:7] = y[:7]   # 7 of 70 right
+    path = export.to_tflite(model, tmp_path / "m.tflite")
+    assert export.evaluate(path, x, y) == 1.0
+    assert export.evaluate(path, x, wrong, batch_size=16) == pytest.approx(0.1)
+    assert export.evaluate(path, tf.constant(x), list(wrong)) == pytest.approx(0.1)
+    fixed = export.to_tflite(model, tmp_path / "fixed.tflite", batch_size=1)
+    assert export.evaluate(fixed, x, np.eye(10)[wrong], batch_size=64) == pytest.approx(0.1)
+
+
+@pytest.fixture(scope="module")
+def plain(model, out):
+    return export.to_tflite(model, out / "plain.tflite")
+
+
+@pytest.mark.parametrize("args,kwargs,error,words", [
+    (lambda x, y, ds: (x,), {}, DataError, ["without labels", "pass y"]),
+    (lambda x, y, ds: (x, y[:5]), {}, DataError, ["10 inputs and 5 labels"]),
+    (lambda x, y, ds: (ds, y), {}, DataError, ["x must be an array", "BatchDataset"]),
+    (lambda x, y, ds: (ds,), {"batch_size": 4}, TfpruneError, ["batched already"]),
+    (lambda x, y, ds: (x, y), {"batch_size": 0}, TfpruneError, ["batch_size=0"]),
+])
+def test_evaluate_bad_data(plain, args, kwargs, error, words):
+    x = np.zeros((10, 8, 8, 1), "float32")
+    y = np.zeros(10, "int64")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)
+    with pytest.raises(error) as e:
+        export.evaluate(plain, *args(x, y, ds), **kwargs)
+    _one_line(e, *words)

@@ -1,5 +1,7 @@
-"""tfprune.bench.compare / file_sizes: well-formed interleaved results, XNNPACK fallback."""
+"""tfprune.bench.compare / file_sizes: well-formed interleaved results in µs with speedups,
+XNNPACK fallback (loading lives in tfprune.interpreter)."""
 
+import functools
 import gzip
 import json
 
@@ -8,8 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfprune import TfpruneError, bench, export
-from tfprune.bench import latency
+from tfprune import TfpruneError, bench, export, interpreter
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +34,47 @@ def test_compare_two_models_well_formed(files):
     assert [(t.path, t.delegate) for t in result.timings] == [
         (a, "xnnpack"), (b, "xnnpack"), (a, "builtin"), (b, "builtin")]
     for t in result.timings:
-        assert 0 < t.p10_ms <= t.median_ms <= t.p90_ms
-        assert 0 < t.ratio_p10 <= t.ratio_median <= t.ratio_p90
+        assert 0 < t.p10_us <= t.median_us <= t.p90_us
+        assert 0 < t.speedup_p10 <= t.speedup <= t.speedup_p90
         assert (t.size_raw, t.size_gzip) == bench.file_sizes(t.path)
+        # The names the pipeline still reads (until it takes median_us and speedup).
+        assert t.median_ms == pytest.approx(t.median_us / 1000)
+        assert t.ratio_median == pytest.approx(1 / t.speedup)
     for delegate in ("xnnpack", "builtin"):
         first = result.timing(a, delegate)
-        assert first.ratio_median == first.ratio_p10 == first.ratio_p90 == 1.0
+        assert first.speedup == first.speedup_p10 == first.speedup_p90 == 1.0
     assert result.timing(0, "builtin").delegate_used == "builtin"
     assert result.timing(1, "xnnpack").delegate_used in ("xnnpack", "builtin")
     text = str(result)
     assert "a.tflite" in text and "b.tflite" in text and "runs=7" in text
+    assert "median µs" in text and "speedup [p10, p90]" in text and " ms" not in text
     assert len(text.splitlines()) >= 6
     d = json.loads(json.dumps(result.to_dict()))
     assert d["runs"] == 7 and len(d["timings"]) == 4
+    assert {"median_us", "speedup"} <= set(d["timings"][0])
+    with pytest.raises(KeyError, match="gpu"):
+        result.timing(a, "gpu")
+
+
+def test_speedup_is_the_first_files_time_over_each_files(files, monkeypatch):
+    """On a fake clock a takes 8 µs a round and b 2 µs: b's speedup is 4."""
+    a, b, _ = files
+    now = [0]
+    cost_ns = {a: 8000, b: 2000}
+
+    def ready(path, threads, delegate, batch_size):
+        def call():
+            now[0] += cost_ns[path]
+        return call, delegate, ""
+
+    monkeypatch.setattr(bench.latency, "_ready", ready)
+    monkeypatch.setattr(bench.latency, "_interleaved", functools.partial(
+        bench.latency._interleaved, clock=lambda: now[0]))
+    result = bench.compare(a, b, runs=5, warmup=1, delegates=("builtin",))
+    ta, tb = result.timing(a, "builtin"), result.timing(b, "builtin")
+    assert (ta.median_us, tb.median_us) == (8.0, 2.0)
+    assert (tb.speedup, tb.speedup_p10, tb.speedup_p90) == (4.0, 4.0, 4.0)
+    assert "4.00x [4.00, 4.00]" in str(result) and "8.0" in str(result)
 
 
 def test_compare_batch_threads_one_delegate(files):
@@ -56,14 +85,14 @@ def test_compare_batch_threads_one_delegate(files):
 
 
 def _failing_xnnpack(monkeypatch):
-    real = latency._make_interpreter
+    real = interpreter._make_interpreter
 
     def make(litert, data, threads, resolver):
         if resolver == litert.OpResolverType.AUTO:
             raise RuntimeError("Failed to apply XNNPACK delegate.\nmore detail")
         return real(litert, data, threads, resolver)
 
-    monkeypatch.setattr(latency, "_make_interpreter", make)
+    monkeypatch.setattr(interpreter, "_make_interpreter", make)
 
 
 def test_xnnpack_failure_falls_back_and_says_so(files, monkeypatch):
@@ -81,7 +110,7 @@ def test_xnnpack_failure_falls_back_and_says_so(files, monkeypatch):
 
 
 def test_xnnpack_is_reported_when_it_runs(files):
-    _, used, note = latency.load_interpreter(files[0])
+    _, used, note = interpreter.load_interpreter(files[0])
     assert (used, note) == ("xnnpack", "")
 
 
@@ -113,7 +142,7 @@ def test_bad_paths(tmp_path):
 def test_fixed_batch_model_refuses_other_batch(tmp_path):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     path = export.to_tflite(model, tmp_path / "fixed.tflite", batch_size=1)
-    assert bench.compare(path, runs=2, warmup=0).timings[0].median_ms > 0
+    assert bench.compare(path, runs=2, warmup=0).timings[0].median_us > 0
     with pytest.raises(TfpruneError, match="fixed batch of 1"):
         bench.compare(path, batch_size=8, runs=2)
 
@@ -132,6 +161,6 @@ def test_real_xnnpack_rejection_of_sparse_int8_dense(tmp_path):
     assert export.inspect(path).tensor("fc").sparse
     result = bench.compare(path, runs=3, warmup=1, batch_size=4)
     t = result.timing(0, "xnnpack")
-    assert t.delegate_used == "builtin" and "XNNPACK failed" in t.note and t.median_ms > 0
+    assert t.delegate_used == "builtin" and "XNNPACK failed" in t.note and t.median_us > 0
     y = np.argmax(model.predict(x, verbose=0), axis=1)
     assert export.evaluate(path, [(x[:16], y[:16]), (x[16:], y[16:])]) >= 0.8

@@ -1,5 +1,7 @@
 """prune / strip / sparsity on whole models, .keras round trips, bad input."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -187,3 +189,30 @@ def test_filter_granularity_protects_every_branch_of_an_output_add():
     inner = keras.Model(inp, L.Dense(2, name="out")(L.Flatten()(L.Add()([a, b]))))
     assert tfprune.pruning.plan(inner, "filter") == {"a": "filter", "b": "filter",
                                                      "out": "weight"}
+
+
+def test_strip_and_sparsity_warn_when_pruning_never_happened():
+    model = keras.Sequential([keras.Input((6, 6, 1)), L.Conv2D(4, 3, name="conv1"),
+                              L.Flatten(name="flat"), L.Dense(8, name="ip1"),
+                              L.Dense(3, name="ip2")])
+    schedule = tfprune.ConstantSparsity(0.5, begin_step=20, frequency=2)
+    pruned = tfprune.prune(model, schedule, layers=["conv1", "ip1"])
+    pruned.compile("sgd", "mse")
+    x = np.random.default_rng(0).random((8, 6, 6, 1)).astype("float32")
+
+    def fit(epochs):
+        pruned.fit(x, np.zeros((8, 3)), batch_size=1, epochs=epochs, verbose=0,
+                   callbacks=[tfprune.UpdatePruningStep()])
+
+    for call in (tfprune.strip, tfprune.sparsity):   # never fit with the callback
+        with pytest.warns(UserWarning, match=r"\['conv1', 'ip1'\] were never pruned"):
+            call(pruned)
+    fit(1)   # steps 0..7, all before begin_step 20
+    with pytest.warns(UserWarning, match="not begun for layers 'conv1' at step 7 < begin_step "
+                      "20, 'ip1' at step 7.*lower the schedule's begin_step"):
+        assert tfprune.sparsity(pruned) == {"conv1": 0.0, "ip1": 0.0, "ip2": 0.0}
+    fit(2)   # on to step 23: pruned at 20 and 22
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small = tfprune.strip(pruned)
+        assert tfprune.sparsity(small) == {"conv1": 0.5, "ip1": 0.5, "ip2": 0.0}

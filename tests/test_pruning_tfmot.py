@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tfprune import masks, schedules
+from tfprune.errors import TfpruneError
 
 REFERENCE = textwrap.dedent(
     """
@@ -70,12 +71,19 @@ def _random_schedules(rng, count=60):
                       "frequency": frequency}
             jobs.append(("ConstantSparsity", config, steps))
         else:
+            # Ours refuses end_step < begin_step + frequency (see test_degenerate_decay...).
             config = {"initial_sparsity": round(float(rng.random()) * 0.5, 4),
                       "final_sparsity": round(0.5 + float(rng.random()) * 0.49, 4),
                       "begin_step": begin, "end_step": end,
-                      "power": int(rng.integers(1, 5)), "frequency": frequency}
+                      "power": int(rng.integers(1, 5)),
+                      "frequency": min(frequency, end - begin)}
             jobs.append(("PolynomialDecay", config, steps))
     return jobs
+
+
+# The schedule a new user tried: tfmot accepts it and never prunes; ours refuses it.
+DEGENERATE = ("PolynomialDecay", {"initial_sparsity": 0.0, "final_sparsity": 0.5,
+                                  "begin_step": 0, "end_step": 94}, list(range(0, 400)))
 
 
 def _random_masks(rng):
@@ -108,7 +116,7 @@ def reference(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tfmot")
     mask_jobs, weights = _random_masks(rng)
     np.savez(folder / "w.npz", **{str(i): w for i, w in enumerate(weights)})
-    job = {"schedules": _random_schedules(rng), "masks": mask_jobs,
+    job = {"schedules": [DEGENERATE, *_random_schedules(rng)], "masks": mask_jobs,
            "weights": str(folder / "w.npz")}
     (folder / "job.json").write_text(json.dumps(job))
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", CUDA_VISIBLE_DEVICES="")
@@ -124,7 +132,8 @@ def reference(tmp_path_factory):
 def test_schedules_match_tfmot(reference):
     job, _, out = reference
     compared = 0
-    for (kind, config, steps), rows in zip(job["schedules"], out["schedules"], strict=True):
+    for (kind, config, steps), rows in zip(job["schedules"][1:], out["schedules"][1:],
+                                           strict=True):
         ours = getattr(schedules, kind)(**config)
         for step, (should, sparsity) in zip(steps, rows, strict=True):
             got_should, got_sparsity = ours(step)
@@ -136,6 +145,18 @@ def test_schedules_match_tfmot(reference):
             assert float(t_sparsity) == pytest.approx(sparsity, abs=1e-6)
             compared += 1
     assert compared > 1000
+
+
+def test_degenerate_decay_prunes_nothing_in_tfmot_and_is_refused_here(reference):
+    """PolynomialDecay(0.0, 0.5, begin_step=0, end_step=94), frequency 100 by default: tfmot
+    updates the masks once, at step 0, to sparsity 0.0 -- a fit that prunes nothing."""
+    job, _, out = reference
+    assert job["schedules"][0] == DEGENERATE
+    updates = [(step, sparsity) for step, (should, sparsity)
+               in zip(DEGENERATE[2], out["schedules"][0], strict=True) if should]
+    assert updates == [(0, 0.0)]
+    with pytest.raises(TfpruneError, match=r"end_step >= 100 or frequency <= 94"):
+        schedules.PolynomialDecay(**DEGENERATE[1])
 
 
 def test_masks_match_tfmot(reference):

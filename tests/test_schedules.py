@@ -5,6 +5,7 @@ import pytest
 
 import tfprune
 from tfprune import schedules
+from tfprune.errors import TfpruneError
 
 
 def test_constant_sparsity_prunes_every_frequency_steps_in_range():
@@ -53,11 +54,31 @@ def test_tensor_step_gives_tensors_with_the_same_values():
         (lambda: tfprune.PolynomialDecay(0.0, 0.5, 20, 10), "end_step"),
         (lambda: tfprune.PolynomialDecay(0.0, 0.5, 10, 10), "end_step"),
         (lambda: tfprune.PolynomialDecay(0.0, 0.5, 0, 10, frequency=-3), "frequency"),
+        (lambda: tfprune.PolynomialDecay(0.0, 0.5, 0, 94), "end_step"),
+        (lambda: tfprune.PolynomialDecay(0.2, 0.5, 50, 59, frequency=10), "end_step"),
     ],
 )
 def test_invalid_arguments_name_the_argument_and_value(factory, name):
-    with pytest.raises(ValueError, match=f"`{name}`.*Received: {name}="):
+    with pytest.raises(TfpruneError, match=f"`{name}`.*Received: {name}=") as e:
         factory()
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+
+
+def test_a_decay_must_reach_its_second_mask_update():
+    """end_step < begin_step + frequency would prune once, at initial_sparsity, and never
+    reach final_sparsity (tfmot accepts it: see test_pruning_tfmot.py)."""
+    with pytest.raises(TfpruneError, match="initial_sparsity=0.0, and final_sparsity=0.5 never "
+                       "reached. Set end_step >= 100 or frequency <= 94. Received: "
+                       "end_step=94, frequency=100"):
+        tfprune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=94)
+    with pytest.raises(TfpruneError, match=r"Set end_step >= 11\. Received: end_step=10"):
+        tfprune.PolynomialDecay(0.0, 0.5, begin_step=10, end_step=10, frequency=1)
+    # The smallest accepted: one update at begin_step, the last at end_step, at final.
+    schedule = tfprune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=100)
+    assert [(s, schedule(s)[1]) for s in range(300) if schedule(s)[0]] == [(0, 0.0), (100, 0.5)]
+    tfprune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=94, frequency=94)
+    # A constant schedule pruning once is a one-shot prune, at its target: accepted.
+    assert tfprune.ConstantSparsity(0.5, begin_step=0, end_step=0)(0) == (True, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +99,7 @@ def test_round_trip_through_config_and_keras_serialization(schedule):
 
 
 def test_get_rejects_non_schedules():
-    with pytest.raises(ValueError, match="Received: schedule=0.5"):
+    with pytest.raises(TfpruneError, match="Received: schedule=0.5"):
         schedules.get(0.5)
 
 

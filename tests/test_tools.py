@@ -44,7 +44,7 @@ def test_bench_prints_table_and_writes_json(main, tflite, tmp_path, capsys):
                 "--delegates=builtin", f"--json={out}")
     assert code == 0
     stdout = capsys.readouterr().out
-    assert "median ms" in stdout and "runs=3" in stdout
+    assert "median µs" in stdout and "speedup" in stdout and "runs=3" in stdout
     result = json.loads(out.read_text())
     assert [t["delegate"] for t in result["timings"]] == ["builtin", "builtin"]
 
@@ -68,6 +68,21 @@ def test_errors_are_one_line(main, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(tools.app.UsageError, match="Pass one or more .tflite files"):
         main(tools.bench_main)
+
+
+@pytest.mark.parametrize("tool", ["bench_main", "inspect_main"])
+def test_stray_positional_arguments_are_usage_errors(main, tflite, tool):
+    with pytest.raises(tools.app.UsageError, match="Unexpected argument 'runs=3'.*--name=value"):
+        main(getattr(tools, tool), tflite, "runs=3")
+    with pytest.raises(tools.app.UsageError, match="Pass one or more .tflite files"):
+        main(getattr(tools, tool))
+
+
+def test_an_existing_file_of_another_name_is_read(main, tflite, tmp_path, capsys):
+    other = tmp_path / "model.bin"
+    other.write_bytes(tflite.read_bytes())
+    assert main(tools.inspect_main, other) == 0
+    assert "FULLY_CONNECTED x2" in capsys.readouterr().out
 
 
 def test_console_script_exits_nonzero_without_traceback(tmp_path):

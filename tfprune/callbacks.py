@@ -49,9 +49,17 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     Example:
 
-    ```python
-    pruned.fit(x, y, epochs=2, callbacks=[tfprune.UpdatePruningStep()])
-    ```
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="hidden"),
+    ...                           keras.layers.Dense(2, name="out")])
+    >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.75, begin_step=0, frequency=4))
+    >>> pruned.compile("adam", "mse")
+    >>> x, y = np.random.rand(64, 8), np.random.rand(64, 2)
+    >>> _ = pruned.fit(x, y, batch_size=8, epochs=2, verbose=0,
+    ...                callbacks=[tfprune.UpdatePruningStep()])
+    >>> tfprune.sparsity(pruned)
+    {'hidden': 0.75, 'out': 0.75}
+    >>> int(pruned.get_layer("prune_low_magnitude_hidden").pruning_step)   # 16 batches
+    15
     """
 
     def __init__(self):
@@ -125,12 +133,21 @@ class PruningSummaries(keras.callbacks.Callback):
         update_freq: Integer, also write every this many batches; `None` (the default)
             writes at epoch ends only.
 
+    Raises:
+        TfpruneError: a `log_dir` that is not a path or a bad `update_freq`; at
+            `on_train_begin`, a model without `PruneLowMagnitude` layers.
+
     Example:
 
-    ```python
-    pruned.fit(x, y, callbacks=[tfprune.UpdatePruningStep(),
-                                tfprune.PruningSummaries(log_dir="logs")])
-    ```
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, name="out")])
+    >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, begin_step=0))
+    >>> pruned.compile("adam", "mse")
+    >>> x, y = np.random.rand(32, 8), np.random.rand(32, 2)
+    >>> _ = pruned.fit(x, y, epochs=2, verbose=0, callbacks=[
+    ...     tfprune.UpdatePruningStep(), tfprune.PruningSummaries(log_dir="logs")])
+    >>> import os
+    >>> [name.startswith("events.out.tfevents") for name in os.listdir("logs")]
+    [True]
     """
 
     def __init__(self, log_dir, update_freq=None):
@@ -142,13 +159,18 @@ class PruningSummaries(keras.callbacks.Callback):
                                f"update_freq={update_freq!r}")
         self.log_dir = str(log_dir)
         self.update_freq = update_freq
+        self.wrappers = []
         self._writer = None
         self._batches = 0
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf  # TensorBoard files need TF's summary writer.
 
+        # A fresh start for each fit, as UpdatePruningStep: the batch count restarts (the
+        # step does not: it is the wrappers'), and a writer left by an interrupted fit closes.
+        self.on_train_end()
         self.wrappers = _wrappers_or_raise(self.model)
+        self._batches = 0
         self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_train_batch_begin(self, batch, logs=None):

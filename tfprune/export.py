@@ -3,7 +3,8 @@
 Conversion goes through Keras' own LiteRT exporter (`model.export(..., format="litert")`,
 which traces the model into a SavedModel and runs the TFLite converter), with our converter
 settings: the quantization mode, the converter's sparse encoding, builtin ops only unless
-asked, and an atomic write so that a failed export leaves no file behind.
+asked, and an atomic write so that a failed export leaves no file behind. Reading and
+loading `.tflite` files is `tfprune.interpreter`'s, below this module (`bench` is above it).
 """
 
 import dataclasses
@@ -15,10 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from tfprune import atomic
-from tfprune.bench.latency import data_sizes, format_table, load_interpreter, read_tflite
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
-
-QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+from tfprune.interpreter import data_sizes, format_table, load_interpreter, read_tflite
+from tfprune.options import QUANTIZE_MODES
 
 
 def to_tflite(model, path, quantize="none", sparse=False, representative_data=None,
@@ -55,8 +55,13 @@ def to_tflite(model, path, quantize="none", sparse=False, representative_data=No
 
     Example:
 
-    >>> path = tfprune.export.to_tflite(model, "export/lenet5.tflite", quantize="int8",
-    ...                                 sparse=True, representative_data=train_ds)
+    >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv"),
+    ...                           keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
+    >>> images = np.random.default_rng(0).random((32, 8, 8, 1), dtype="float32")
+    >>> path = tfprune.export.to_tflite(model, "model.tflite", quantize="int8",
+    ...                                 representative_data=images)
+    >>> str(path), tfprune.export.inspect(path).tensor("fc").dtype
+    ('model.tflite', 'int8')
     """
     import tensorflow as tf
 
@@ -214,17 +219,22 @@ def _conversion_error(error, allow_select_ops):
                                  "quantize='none' first.")
 
 
-def evaluate(path, dataset, threads=None, delegate="xnnpack"):
+def evaluate(path, x, y=None, batch_size=None, threads=None, delegate="xnnpack"):
     """Classification accuracy of a `.tflite` file on the LiteRT interpreter.
 
-    Batches run whole when the file's batch dimension is dynamic (the input is resized),
-    else example by example. Int8 inputs are quantized and outputs dequantized with the
-    file's own scale and zero point. Labels may be class indices or one-hot; a single
-    output unit is read as a sigmoid (> 0.5).
+    Takes data as Keras' `Model.evaluate` does: arrays `x` and `y`, or a dataset of
+    `(x, y)` batches. Batches run whole when the file's batch dimension is dynamic (the
+    input is resized), else in chunks of the file's batch. Int8 inputs are quantized and
+    outputs dequantized with the file's own scale and zero point. Labels may be class
+    indices or one-hot; a single output unit is read as a sigmoid (> 0.5).
 
     Args:
         path: Path to the `.tflite` file.
-        dataset: A `tf.data.Dataset` (or iterable) of `(x, y)` batches.
+        x: The inputs, an array (with `y`), or a `tf.data.Dataset` (or any iterable) of
+            `(x, y)` batches (without `y`).
+        y: The labels, an array as long as `x`; `None` when `x` is a dataset.
+        batch_size: Integer, the batch for arrays, defaults to `32` (as Keras); not with a
+            dataset, which is batched already.
         threads: Integer or `None`, interpreter threads, defaults to `None`.
         delegate: String, `"xnnpack"` or `"builtin"`, defaults to `"xnnpack"` (falls back to
             the builtin kernels if XNNPACK cannot prepare the model).
@@ -234,18 +244,25 @@ def evaluate(path, dataset, threads=None, delegate="xnnpack"):
 
     Raises:
         TfpruneError: a bad file, or data whose shape the model cannot take.
+        DataError: inputs without labels, labels of another length, an empty dataset.
 
     Example:
 
-    >>> tfprune.export.evaluate("export/lenet5.tflite", tfprune.data.mnist("test", batch_size=256))
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "softmax")])
+    >>> path = tfprune.export.to_tflite(model, "model.tflite")
+    >>> x = np.random.default_rng(0).random((100, 4), dtype="float32")
+    >>> y = model.predict(x, verbose=0).argmax(axis=1)   # the Keras model's own answers
+    >>> tfprune.export.evaluate(path, x, y)
+    1.0
     """
+    batches = _labelled_batches(x, y, batch_size)
     runner = _Runner(*load_interpreter(path, threads, delegate)[:2],
                      reload=lambda: load_interpreter(path, threads, "builtin")[0])
     correct = total = 0
-    for element in dataset:
+    for element in batches:
         if not isinstance(element, (tuple, list)) or len(element) < 2:
-            raise DataError("evaluate needs a dataset of (x, y) batches. Received: an element "
-                            f"of type {type(element).__name__}")
+            raise DataError("evaluate needs a dataset of (x, y) batches, or arrays x and y. "
+                            f"Received: an element of type {type(element).__name__}")
         x, y = (v.numpy() if hasattr(v, "numpy") else np.asarray(v) for v in element[:2])
         _check_shape(x, (None, *runner.shape[1:]), "dataset")
         if x.ndim == len(runner.shape) - 1:
@@ -255,8 +272,33 @@ def evaluate(path, dataset, threads=None, delegate="xnnpack"):
         correct += int(np.sum(predicted == labels.astype(np.int64)))
         total += len(labels)
     if total == 0:
-        raise DataError("evaluate got an empty dataset: pass (x, y) batches.")
+        raise DataError("evaluate got no data: pass arrays x and y, or (x, y) batches.")
     return correct / total
+
+
+def _labelled_batches(x, y, batch_size):
+    """`(x, y)` batches from arrays `x` and `y`, or `x` itself when it is a dataset."""
+    if y is None:
+        if isinstance(x, np.ndarray):
+            raise DataError("evaluate got inputs without labels: pass y (as in Keras' "
+                            "evaluate) or a dataset of (x, y) batches.")
+        if batch_size is not None:
+            raise TfpruneError("batch_size is for arrays: a dataset is batched already. "
+                               f"Received: batch_size={batch_size!r}")
+        return x
+    kind = type(x).__name__
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype == object or x.ndim == 0:
+        raise DataError("With y, x must be an array of inputs; pass a dataset of (x, y) "
+                        f"batches without y. Received: x of type {kind}")
+    if len(x) != len(y):
+        raise DataError(f"x and y must hold as many examples. Received: {len(x)} inputs and "
+                        f"{len(y)} labels")
+    batch_size = 32 if batch_size is None else batch_size
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise TfpruneError(f"batch_size must be a positive integer. Received: "
+                           f"batch_size={batch_size!r}")
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
 
 
 class _Runner:
@@ -385,7 +427,8 @@ class TFLiteInfo:
         for t in self.tensors:
             if substring in t.name:
                 return t
-        raise KeyError(substring)
+        raise KeyError(f"No weight tensor of {self.path!r} has {substring!r} in its name; "
+                       f"they are {[_scope(t.name) for t in self.tensors]}")
 
     def to_dict(self):
         return {**dataclasses.asdict(self), "densify": self.densify}
@@ -433,7 +476,19 @@ def inspect(path):
 
     Example:
 
-    >>> print(tfprune.export.inspect("export/lenet5.tflite"))
+    >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv"),
+    ...                           keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
+    >>> conv = model.get_layer("conv")
+    >>> kernel, bias = conv.get_weights()
+    >>> kernel[..., :3] = 0.0   # 3 of the 4 filters
+    >>> conv.set_weights([kernel, bias])
+    >>> info = tfprune.export.inspect(tfprune.export.to_tflite(model, "m.tflite", sparse=True))
+    >>> info.tensor("conv").zero_fraction, info.tensor("conv").sparse, info.densify
+    (0.75, True, True)
+    >>> print(info)
+    m.tflite: ... bytes, ... gzipped; weights ... bytes in ... tensors + ... bytes of sparse indices
+    ...
+    ops: DENSIFY x1, CONV_2D x1, ...
     """
     from ai_edge_litert import schema_py_generated as schema
 

@@ -7,13 +7,15 @@ original model too). `strip` is the inverse: a plain Keras model whose kernels h
 mask x weight.
 """
 
+import warnings
+
 import keras
 import numpy as np
 
 from tfprune import masks, schedules
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.graph import LayerGraph, clone_layer
-from tfprune.wrapper import REGISTRY, PruneLowMagnitude
+from tfprune.wrapper import REGISTRY, PruneLowMagnitude, unwrap
 
 _OPTIONS = ("block_shape", "block_pooling", "n_m")
 DEFAULT_KEY = "*"
@@ -38,8 +40,7 @@ def _output_layers(graph):
         node = graph.nodes[todo.pop()]
         if node.is_input:
             continue
-        layer = node.layer.layer if isinstance(node.layer, PruneLowMagnitude) else node.layer
-        if REGISTRY.supports(layer):
+        if REGISTRY.supports(unwrap(node.layer)):
             found.add(node.name)
         else:
             todo.extend(node.inputs)
@@ -171,10 +172,18 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
 
     Example:
 
-    ```python
-    pruned = tfprune.prune(model, tfprune.PolynomialDecay(0.0, 0.9, 0, 2000),
-                           granularity={"Conv2D": "filter", "Dense": "filter"})
-    ```
+    >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, name="conv"),
+    ...                           keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
+    >>> granularity = {"Conv2D": "filter", "Dense": "filter"}
+    >>> tfprune.pruning.plan(model, granularity)   # the classifier keeps its 10 units
+    {'conv': 'filter', 'fc': 'weight'}
+    >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, begin_step=0),
+    ...                        granularity=granularity)
+    >>> pruned.compile("adam", "sparse_categorical_crossentropy")
+    >>> x, y = np.random.rand(64, 8, 8, 1), np.random.randint(0, 10, 64)
+    >>> _ = pruned.fit(x, y, batch_size=16, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    >>> tfprune.sparsity(pruned)   # 4 of the 8 filters, half of the classifier's weights
+    {'conv': 0.5, 'fc': 0.5}
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -196,11 +205,40 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
     return pruned
 
 
+def _warn_if_unpruned(model):
+    """Warns about wrappers whose masks cannot have moved yet: pruning silently did nothing.
+
+    A step of -1 means no `UpdatePruningStep` ever ran (the callback was left out of `fit`,
+    or the model was not fit); a step before the schedule's `begin_step` means training
+    stopped before pruning began.
+    """
+    never, early = [], []
+    for layer in model.layers:
+        if not isinstance(layer, PruneLowMagnitude) or not layer.built:
+            continue
+        step, begin = layer.current_step(), getattr(layer.schedule, "begin_step", None)
+        if step < 0:
+            never.append(layer.layer.name)
+        elif isinstance(begin, int) and step < begin:
+            early.append(f"{layer.layer.name!r} at step {step} < begin_step {begin}")
+    if never:
+        warnings.warn(
+            f"Layers {never} were never pruned (pruning step -1: fit ran without "
+            "tfprune.UpdatePruningStep(), or not at all), so their masks are all ones: fit "
+            "with callbacks=[tfprune.UpdatePruningStep()].", stacklevel=3)
+    if early:
+        warnings.warn(
+            f"Pruning has not begun for layers {', '.join(early)}, so their masks are all "
+            "ones: fit for more steps or lower the schedule's begin_step.", stacklevel=3)
+
+
 def strip(model):
     """A plain Keras model: every `PruneLowMagnitude` replaced by its layer, kernels masked.
 
     The inverse of `prune`: the layers get back their names, and each prunable weight holds
     mask x weight, so its zeros are where pruning put them. The input model is not changed.
+    A layer that was never pruned (its `fit` lacked `tfprune.UpdatePruningStep()`, or ended
+    before the schedule's `begin_step`) is stripped with a warning that says so.
 
     Args:
         model: A Sequential or Functional model (pruned or not).
@@ -213,12 +251,18 @@ def strip(model):
 
     Example:
 
-    ```python
-    small = tfprune.strip(pruned)
-    small.save("small.keras")
-    ```
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="fc")])
+    >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, begin_step=0))
+    >>> pruned.compile("sgd", "mse")
+    >>> _ = pruned.fit(np.ones((8, 4)), np.ones((8, 8)), verbose=0,
+    ...                callbacks=[tfprune.UpdatePruningStep()])
+    >>> small = tfprune.strip(pruned)
+    >>> [layer.name for layer in small.layers], tfprune.sparsity(small)
+    (['fc'], {'fc': 0.5})
+    >>> small.save("small.keras")   # a plain Keras model
     """
     LayerGraph.from_model(model)  # raises on subclassed, nested, unbuilt models
+    _warn_if_unpruned(model)
     pairs = []
 
     def clone_function(layer):
@@ -253,13 +297,18 @@ def sparsity(model):
 
     Returns:
         A dict `{layer name: float}` in layer order, for every layer with prunable weights
-        (kernels; biases are not counted).
+        (kernels; biases are not counted). A wrapper that was never pruned (see `strip`)
+        is reported with a warning.
 
     Example:
 
-    >>> tfprune.sparsity(tfprune.strip(pruned))
-    {'conv1': 0.8, 'conv2': 0.8, 'fc1': 0.8, 'fc2': 0.8}
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc")])
+    >>> model.get_layer("fc").set_weights([np.array([[0, 1], [0, 2], [3, 0], [0, 0]]),
+    ...                                    np.ones(2)])
+    >>> tfprune.sparsity(model)   # 5 of 8 kernel weights are zero; the bias does not count
+    {'fc': 0.625}
     """
+    _warn_if_unpruned(model)
     result = {}
     for layer in model.layers:
         found = _prunable_arrays(layer)

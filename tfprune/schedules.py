@@ -6,6 +6,12 @@ pruning happens at steps `begin_step, begin_step + frequency, ...` up to and inc
 plain Python or NumPy integer answers with plain Python values (the callback asks on the
 host every batch, where a tensor op would cost more than the answer); called with a tensor
 it answers with tensors, so it can also run inside a graph.
+
+One difference on purpose: a `PolynomialDecay` whose `end_step` comes before its second
+mask update (`end_step < begin_step + frequency`) is refused. tfmot accepts it and prunes
+once, at `begin_step`, to `initial_sparsity` (often 0: nothing at all), never reaching
+`final_sparsity`; that is never what the schedule's author meant. Bad arguments raise
+`tfprune.TfpruneError`, a `ValueError`.
 """
 
 import numbers
@@ -13,6 +19,8 @@ import numbers
 import keras
 import numpy as np
 from keras import ops
+
+from tfprune.errors import TfpruneError
 
 
 def _math(step):
@@ -22,25 +30,26 @@ def _math(step):
 
 def _check_sparsity(value, name):
     if not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
-        raise ValueError(f"`{name}` must be a float in [0, 1). Received: {name}={value!r}")
+        raise TfpruneError(f"`{name}` must be a float in [0, 1). Received: {name}={value!r}")
 
 
 def _check_steps(begin_step, end_step, frequency, allow_forever):
     if not isinstance(begin_step, numbers.Integral) or begin_step < 0:
-        raise ValueError(
+        raise TfpruneError(
             f"`begin_step` must be an integer >= 0. Received: begin_step={begin_step!r}"
         )
     if not isinstance(end_step, numbers.Integral):
-        raise ValueError(f"`end_step` must be an integer. Received: end_step={end_step!r}")
+        raise TfpruneError(f"`end_step` must be an integer. Received: end_step={end_step!r}")
     if end_step == -1 and not allow_forever:
-        raise ValueError("`end_step` cannot be -1 for this schedule. Received: end_step=-1")
+        raise TfpruneError("`end_step` cannot be -1 for this schedule. Received: end_step=-1")
     if end_step != -1 and end_step < begin_step:
-        raise ValueError(
+        raise TfpruneError(
             f"`end_step` must be -1 or >= `begin_step` ({begin_step}). "
             f"Received: end_step={end_step}"
         )
     if not isinstance(frequency, numbers.Integral) or frequency < 1:
-        raise ValueError(f"`frequency` must be an integer >= 1. Received: frequency={frequency!r}")
+        raise TfpruneError(
+            f"`frequency` must be an integer >= 1. Received: frequency={frequency!r}")
 
 
 class PruningSchedule:
@@ -52,16 +61,19 @@ class PruningSchedule:
 
     Example:
 
-    ```python
-    @keras.saving.register_keras_serializable(package="my")
-    class Once(tfprune.PruningSchedule):
-        def __init__(self, sparsity, step):
-            self.sparsity, self.step = sparsity, step
-        def __call__(self, step):
-            return step == self.step, self.sparsity
-        def get_config(self):
-            return {"sparsity": self.sparsity, "step": self.step}
-    ```
+    >>> @keras.saving.register_keras_serializable(package="my")
+    ... class Once(tfprune.PruningSchedule):
+    ...     def __init__(self, sparsity, step):
+    ...         self.sparsity, self.step = sparsity, step
+    ...     def __call__(self, step):
+    ...         return step == self.step, self.sparsity
+    ...     def get_config(self):
+    ...         return {"sparsity": self.sparsity, "step": self.step}
+    >>> once = Once(0.5, step=10)
+    >>> once(10), once(11)
+    ((True, 0.5), (False, 0.5))
+    >>> once == Once.from_config(once.get_config())
+    True
     """
 
     def __call__(self, step):
@@ -119,7 +131,7 @@ class ConstantSparsity(PruningSchedule):
         frequency: Integer >= 1, steps between mask updates; defaults to `100`.
 
     Raises:
-        ValueError: an argument out of range (the message names it and its value).
+        TfpruneError: an argument out of range (the message names it and its value).
 
     Example:
 
@@ -160,24 +172,33 @@ class PolynomialDecay(PruningSchedule):
     `sparsity(step) = final + (initial - final) * (1 - p) ** power`, with
     `p = clip((step - begin_step) / (end_step - begin_step), 0, 1)` (Zhu & Gupta, 2017):
     fast at first, then levelling off. Masks are recomputed at `begin_step` and every
-    `frequency` steps after it, up to and including `end_step`.
+    `frequency` steps after it, up to and including `end_step`: `final_sparsity` is reached
+    when `end_step - begin_step` is a multiple of `frequency` (else the last update, before
+    `end_step`, falls a little short of it).
 
     Args:
         initial_sparsity: Float in [0, 1), the sparsity at `begin_step`.
         final_sparsity: Float in [0, 1), the sparsity from `end_step` on.
         begin_step: Integer >= 0, the first step that prunes.
-        end_step: Integer > `begin_step`, the last step that prunes.
+        end_step: Integer >= `begin_step + frequency`, the last step that prunes.
         power: Number, the exponent of the decay; defaults to `3`.
         frequency: Integer >= 1, steps between mask updates; defaults to `100`.
 
     Raises:
-        ValueError: an argument out of range (the message names it and its value).
+        TfpruneError: an argument out of range (the message names it and its value), or
+            an `end_step` before the second mask update, where `final_sparsity` would never
+            be reached (tfmot accepts that and prunes once, at `initial_sparsity`).
 
     Example:
 
-    >>> schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=100)
-    >>> schedule(100)
-    (True, 0.8)
+    >>> schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)
+    >>> [round(schedule(step)[1], 3) for step in range(0, 1001, 250)]
+    [0.0, 0.463, 0.7, 0.788, 0.8]
+    >>> schedule(1000), schedule(1050)
+    ((True, 0.8), (False, 0.8))
+    >>> tfprune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=94)
+    Traceback (most recent call last):
+    tfprune.errors.TfpruneError: `end_step` (94) comes before the second mask update ...
     """
 
     def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step, power=3,
@@ -185,14 +206,18 @@ class PolynomialDecay(PruningSchedule):
         _check_sparsity(initial_sparsity, "initial_sparsity")
         _check_sparsity(final_sparsity, "final_sparsity")
         _check_steps(begin_step, end_step, frequency, allow_forever=False)
-        if end_step == begin_step:
-            # tfmot divides by zero here and returns NaN sparsity.
-            raise ValueError(
-                f"`end_step` must be greater than `begin_step` ({begin_step}) for a decay. "
-                f"Received: end_step={end_step}"
+        if end_step < begin_step + frequency:  # includes end == begin, where tfmot gives NaN
+            span = end_step - begin_step
+            raise TfpruneError(
+                f"`end_step` ({end_step}) comes before the second mask update (begin_step + "
+                f"frequency = {begin_step + frequency}): masks would be computed once, at "
+                f"initial_sparsity={initial_sparsity}, and final_sparsity={final_sparsity} "
+                f"never reached. Set end_step >= {begin_step + frequency}"
+                + (f" or frequency <= {span}" if span else "")
+                + f". Received: end_step={end_step}, frequency={frequency}"
             )
         if not isinstance(power, numbers.Real):
-            raise ValueError(f"`power` must be a number. Received: power={power!r}")
+            raise TfpruneError(f"`power` must be a number. Received: power={power!r}")
         self.initial_sparsity = float(initial_sparsity)
         self.final_sparsity = float(final_sparsity)
         self.begin_step = int(begin_step)
@@ -224,11 +249,22 @@ class PolynomialDecay(PruningSchedule):
 
 
 def get(identifier):
-    """A schedule from a schedule, or from its Keras serialization (a dict)."""
+    """A schedule from a schedule, or from its Keras serialization (a dict).
+
+    Args:
+        identifier: A `PruningSchedule`, or the dict `keras.saving.serialize_keras_object`
+            made of one (as a pruned model's config holds it).
+
+    Returns:
+        A `PruningSchedule`.
+
+    Raises:
+        TfpruneError: anything else.
+    """
     if isinstance(identifier, PruningSchedule):
         return identifier
     if isinstance(identifier, dict):
         return keras.saving.deserialize_keras_object(identifier)
-    raise ValueError(
+    raise TfpruneError(
         f"`schedule` must be a tfprune.PruningSchedule. Received: schedule={identifier!r}"
     )

@@ -10,6 +10,7 @@ Each `main` reads its flags and calls the library (`tfprune.bench.compare`,
 
 import contextlib
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -60,15 +61,31 @@ def _write_json(path, payload):
     print(f"wrote {path}")
 
 
+def _tflite_paths(argv, usage):
+    """The positional arguments, which must be `.tflite` files (or existing files).
+
+    A word that is neither is a mistyped flag (`runs=3` for `--runs=3`) or a stray argument:
+    refuse it rather than try to load it.
+    """
+    paths = argv[1:]
+    if not paths:
+        raise app.UsageError(f"Pass one or more .tflite files: {usage}")
+    for arg in paths:
+        if not arg.lower().endswith(".tflite") and not os.path.isfile(arg):
+            raise app.UsageError(
+                f"Unexpected argument {arg!r}: pass .tflite files, and flags as --name=value "
+                f"({usage}). Received: {arg!r}")
+    return paths
+
+
 def bench_main(argv):
     """`tfprune-bench`: latency A/B of `.tflite` files on the LiteRT interpreter."""
-    if len(argv) < 2:
-        raise app.UsageError("Pass one or more .tflite files: tfprune-bench a.tflite b.tflite")
+    paths = _tflite_paths(argv, "tfprune-bench a.tflite b.tflite --runs=200")
     from tfprune import bench
 
     try:
         with _one_line_errors("tfprune-bench"):
-            result = bench.compare(*argv[1:], threads=FLAGS.threads, batch_size=FLAGS.batch_size,
+            result = bench.compare(*paths, threads=FLAGS.threads, batch_size=FLAGS.batch_size,
                                    runs=FLAGS.runs, warmup=FLAGS.warmup,
                                    delegates=tuple(FLAGS.delegates))
             print(result)
@@ -81,13 +98,12 @@ def bench_main(argv):
 
 def inspect_main(argv):
     """`tfprune-inspect`: ops, weight tensors, sparsity and sizes of `.tflite` files."""
-    if len(argv) < 2:
-        raise app.UsageError("Pass one or more .tflite files: tfprune-inspect model.tflite")
+    paths = _tflite_paths(argv, "tfprune-inspect model.tflite")
     from tfprune import export
 
     try:
         with _one_line_errors("tfprune-inspect"):
-            infos = [export.inspect(path) for path in argv[1:]]
+            infos = [export.inspect(path) for path in paths]
             print("\n\n".join(str(info) for info in infos))
             if FLAGS.json:
                 _write_json(FLAGS.json, [info.to_dict() for info in infos])

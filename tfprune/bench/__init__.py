@@ -1,4 +1,5 @@
 """Measuring models: parameter and MAC counts, file sizes, interpreter latency A/B."""
 
 from tfprune.bench.counts import Counts, LayerCount, count  # noqa: F401
-from tfprune.bench.latency import Comparison, Timing, compare, file_sizes  # noqa: F401
+from tfprune.bench.latency import Comparison, Timing, compare  # noqa: F401
+from tfprune.interpreter import file_sizes  # noqa: F401

@@ -1,196 +1,59 @@
-"""Interpreter latency A/B of `.tflite` files, file sizes, and loading files safely.
+"""Interpreter latency A/B of `.tflite` files.
 
 The numbers that matter on an edge device are those of the `.tflite` file on the LiteRT
 interpreter. `compare` runs every file in one process, interleaved round by round
 (A B A B ...), after a warm-up, so that a noisy machine slows all of them alike; it reports
-medians and the per-round ratio to the first file, whose spread says how much to trust it.
+medians in microseconds and, per round, the speedup of each file over the first (the first
+file's time divided by this file's), whose spread says how much to trust it. Reading and
+loading the files is `tfprune.interpreter`'s.
 """
 
 import dataclasses
-import gzip
 import os
-import re
 import time
-from pathlib import Path
 
 import numpy as np
 
 from tfprune.errors import TfpruneError
-
-DELEGATES = ("xnnpack", "builtin")
-_TFLITE_IDENTIFIER = b"TFL3"
-
-
-def file_sizes(path):
-    """Size of a file in bytes, raw and gzipped (level 9) as a download would be.
-
-    Args:
-        path: Path to the file.
-
-    Returns:
-        A tuple `(raw_bytes, gzip_bytes)` of integers.
-
-    Raises:
-        TfpruneError: the file is missing.
-    """
-    data = _read(path)
-    return data_sizes(data)
-
-
-def data_sizes(data):
-    """`(raw_bytes, gzip_bytes)` of bytes already in memory (gzip level 9, as `file_sizes`)."""
-    return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
-
-
-def read_tflite(path):
-    """Returns the bytes of a `.tflite` file after checking that it is one.
-
-    Raises:
-        TfpruneError: the file is missing, empty, or not a TFLite flatbuffer.
-    """
-    data = _read(path)
-    if not data:
-        raise TfpruneError(f"File {str(path)!r} is empty: export the model again "
-                           "(tfprune.export.to_tflite).")
-    if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
-        raise TfpruneError(f"File {str(path)!r} is not a TFLite model (no 'TFL3' identifier): "
-                           "pass a .tflite file written by the TFLite converter.")
-    return data
-
-
-def load_interpreter(path, threads=None, delegate="xnnpack"):
-    """A LiteRT interpreter for a `.tflite` file, tensors allocated, with XNNPACK fallback.
-
-    Args:
-        path: Path to the `.tflite` file.
-        threads: Integer or `None` (the interpreter's default), defaults to `None`.
-        delegate: String, `"xnnpack"` (the default CPU delegate) or `"builtin"` (the builtin
-            kernels only, `BUILTIN_WITHOUT_DEFAULT_DELEGATES`), defaults to `"xnnpack"`.
-
-    Returns:
-        A tuple `(interpreter, delegate_used, note)`: `delegate_used` is `"xnnpack"` when the
-        delegate took at least one op, else `"builtin"`; `note` says why they differ, or is
-        `""`.
-
-    Raises:
-        TfpruneError: the file is missing, empty, truncated or not a TFLite model, or
-            `delegate` is unknown.
-    """
-    from ai_edge_litert import interpreter as litert
-
-    if delegate not in DELEGATES:
-        raise TfpruneError(f"Unknown delegate: use one of {DELEGATES}. Received: "
-                           f"delegate={delegate!r}")
-    data = read_tflite(path)
-    builtin = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    if delegate == "builtin":
-        return _allocated(litert, data, path, threads, builtin), "builtin", ""
-    try:
-        interpreter = _allocated(litert, data, path, threads, litert.OpResolverType.AUTO)
-    except _DelegateFailure as e:
-        interpreter = _allocated(litert, data, path, threads, builtin)
-        return interpreter, "builtin", f"XNNPACK failed to prepare ({e}); ran builtin kernels"
-    if not _delegated(interpreter):
-        return interpreter, "builtin", "XNNPACK took no ops; ran builtin kernels"
-    return interpreter, "xnnpack", ""
-
-
-class _DelegateFailure(Exception):
-    """The model loads with the builtin kernels but the default delegate rejects it."""
-
-
-def _make_interpreter(litert, data, threads, resolver):
-    """Builds and allocates an interpreter (a seam tests use to make XNNPACK fail).
-
-    With the default delegate it also runs once on random input: XNNPACK prepares some
-    kernels (sparse int8 fully-connected ones, for instance) only at the first `invoke`.
-    """
-    interpreter = litert.Interpreter(model_content=bytes(data), num_threads=threads,
-                                     experimental_op_resolver_type=resolver)
-    interpreter.allocate_tensors()
-    if resolver == litert.OpResolverType.AUTO:
-        for detail, x in zip(interpreter.get_input_details(), random_inputs(interpreter),
-                             strict=True):
-            interpreter.set_tensor(detail["index"], x)
-        interpreter.invoke()
-    return interpreter
-
-
-def _allocated(litert, data, path, threads, resolver):
-    try:
-        return _make_interpreter(litert, data, threads, resolver)
-    except (ValueError, RuntimeError) as e:
-        reason = _first_line(e)
-        if resolver == litert.OpResolverType.AUTO and _loads_without_delegate(litert, data):
-            raise _DelegateFailure(reason) from e
-        raise TfpruneError(f"Cannot load {str(path)!r} with the LiteRT interpreter ({reason}): "
-                           "the file is truncated or corrupt; export it again.") from e
-
-
-def _loads_without_delegate(litert, data):
-    try:
-        _make_interpreter(litert, data, 1, litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    except (ValueError, RuntimeError):
-        return False
-    return True
-
-
-def _delegated(interpreter):
-    try:
-        return any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
-    except Exception:  # a private API: if it changes, assume the delegate ran
-        return True
-
-
-def _read(path):
-    path = Path(path)
-    if not path.is_file():
-        raise TfpruneError(f"File {str(path)!r} does not exist: check the path.")
-    return path.read_bytes()
-
-
-def _first_line(error):
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    line = lines[0] if lines else type(error).__name__
-    # LiteRT glues its messages together ("...node #4failed to ..."): separate them.
-    return re.sub(r"(#\d+)(?=[A-Za-z])", r"\1; ", line)[:300]
-
-
-def random_inputs(interpreter, seed=0):
-    """Random data for each input of an allocated interpreter, in its dtype and range."""
-    rng = np.random.default_rng(seed)
-    inputs = []
-    for detail in interpreter.get_input_details():
-        dtype, shape = np.dtype(detail["dtype"]), detail["shape"]
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            inputs.append(rng.integers(max(info.min, -128), min(info.max, 127) + 1,
-                                       size=shape).astype(dtype))
-        else:
-            inputs.append(rng.random(shape).astype(dtype))
-    return inputs
+from tfprune.interpreter import (
+    DELEGATES,
+    file_sizes,
+    first_line,
+    format_table,
+    load_interpreter,
+    random_inputs,
+)
 
 
 @dataclasses.dataclass
 class Timing:
     """Latency of one file with one delegate, over the interleaved rounds.
 
-    `ratio_*` is this file's time divided by the first file's in the same round: its
-    median, 10th and 90th percentile.
+    Times are in microseconds. `speedup*` is the first file's time divided by this file's
+    in the same round (above 1: this file is faster): its median, 10th and 90th percentile.
     """
 
     path: str
     delegate: str
     delegate_used: str
     note: str
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    ratio_median: float
-    ratio_p10: float
-    ratio_p90: float
+    median_us: float
+    p10_us: float
+    p90_us: float
+    speedup: float
+    speedup_p10: float
+    speedup_p90: float
     size_raw: int
     size_gzip: int
+
+    # Read by the pipeline until it takes `median_us` and `speedup` (issue 9 merge); then drop.
+    @property
+    def median_ms(self):
+        return self.median_us / 1000
+
+    @property
+    def ratio_median(self):
+        return 1 / self.speedup
 
 
 @dataclasses.dataclass
@@ -210,7 +73,8 @@ class Comparison:
         for t in self.timings:
             if t.path == path and t.delegate == delegate:
                 return t
-        raise KeyError((path, delegate))
+        raise KeyError(f"No timing of {path!r} with delegate {delegate!r}: compare timed "
+                       f"{self.paths} with {sorted({t.delegate for t in self.timings})}")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -218,25 +82,20 @@ class Comparison:
     def __str__(self):
         names = _short_names(self.paths)
         head = (f"LiteRT latency, threads={self.threads} batch={self.batch_size} "
-                f"runs={self.runs} warmup={self.warmup} (interleaved per round, one process)")
-        rows = [("model", "delegate", "ran", "median ms", "p10 ms", "p90 ms",
-                 "ratio [p10, p90]", "raw B", "gzip B")]
+                f"runs={self.runs} warmup={self.warmup} (interleaved per round, one process)\n"
+                f"speedup = {names[self.paths[0]]}'s time / the file's, per round: median "
+                "[10th, 90th percentile]")
+        rows = [("model", "delegate", "ran", "median µs", "p10 µs", "p90 µs",
+                 "speedup [p10, p90]", "raw B", "gzip B")]
         for t in self.timings:
-            rows.append((names[t.path], t.delegate, t.delegate_used, f"{t.median_ms:.4f}",
-                         f"{t.p10_ms:.4f}", f"{t.p90_ms:.4f}",
-                         f"{t.ratio_median:.3f} [{t.ratio_p10:.3f}, {t.ratio_p90:.3f}]",
+            rows.append((names[t.path], t.delegate, t.delegate_used, f"{t.median_us:.1f}",
+                         f"{t.p10_us:.1f}", f"{t.p90_us:.1f}",
+                         f"{t.speedup:.2f}x [{t.speedup_p10:.2f}, {t.speedup_p90:.2f}]",
                          f"{t.size_raw:,}", f"{t.size_gzip:,}"))
         lines = [head, format_table(rows)]
         lines += [f"note: {names[t.path]} [{t.delegate}]: {t.note}"
                   for t in self.timings if t.note]
         return "\n".join(lines)
-
-
-def format_table(rows):
-    """Left-aligned columns, two spaces apart: the first row is the header."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
 
 
 def _short_names(paths):
@@ -249,9 +108,9 @@ def compare(*paths, threads=1, batch_size=1, runs=200, warmup=20, delegates=DELE
 
     For each delegate in turn, every file gets an interpreter with the same random input;
     after `warmup` interleaved rounds, each of `runs` rounds times one `invoke()` of every
-    file in order. The ratio of each file to the first is taken per round, so slow spells
-    of a shared machine cancel out. A file XNNPACK fails to prepare runs on the builtin
-    kernels, and its `Timing.note` says so.
+    file in order. Each file's speedup over the first (the first's time / the file's) is
+    taken per round, so slow spells of a shared machine cancel out. A file XNNPACK fails to
+    prepare runs on the builtin kernels, and its `Timing.note` says so.
 
     Args:
         *paths: Paths to one or more `.tflite` files; the first is the reference.
@@ -271,8 +130,19 @@ def compare(*paths, threads=1, batch_size=1, runs=200, warmup=20, delegates=DELE
 
     Example:
 
-    >>> result = tfprune.bench.compare("baseline.tflite", "compressed.tflite", runs=50)
-    >>> result.timing(1).ratio_median  # compressed / baseline
+    >>> wide = keras.Sequential([keras.Input((16,)), keras.layers.Dense(64),
+    ...                          keras.layers.Dense(10)])
+    >>> narrow = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8),
+    ...                            keras.layers.Dense(10)])
+    >>> a = tfprune.export.to_tflite(wide, "baseline.tflite")
+    >>> b = tfprune.export.to_tflite(narrow, "compressed.tflite")
+    >>> result = tfprune.bench.compare(a, b, runs=50)
+    >>> [t.delegate for t in result.timings]
+    ['xnnpack', 'xnnpack', 'builtin', 'builtin']
+    >>> result.timing(0).speedup  # the first file is the reference
+    1.0
+    >>> result.timing(1).speedup > 0  # baseline time / compressed time, median per round
+    True
     """
     _check_compare_args(paths, threads, batch_size, runs, warmup, delegates)
     paths = [str(p) for p in paths]
@@ -280,13 +150,13 @@ def compare(*paths, threads=1, batch_size=1, runs=200, warmup=20, delegates=DELE
     timings = []
     for delegate in delegates:
         loaded = [_ready(p, threads, delegate, batch_size) for p in paths]
-        ms = _interleaved([call for call, _, _ in loaded], runs, warmup)
-        ratios = ms / ms[:, :1]
+        us = _interleaved([call for call, _, _ in loaded], runs, warmup)
+        speedups = us[:, :1] / us
         for i, (p, (_, used, note)) in enumerate(zip(paths, loaded, strict=True)):
-            p10, med, p90 = np.percentile(ms[:, i], [10, 50, 90])
-            r10, rmed, r90 = np.percentile(ratios[:, i], [10, 50, 90])
+            p10, med, p90 = np.percentile(us[:, i], [10, 50, 90])
+            s10, smed, s90 = np.percentile(speedups[:, i], [10, 50, 90])
             timings.append(Timing(p, delegate, used, note, float(med), float(p10), float(p90),
-                                  float(rmed), float(r10), float(r90), *sizes[p]))
+                                  float(smed), float(s10), float(s90), *sizes[p]))
     return Comparison(paths, threads, batch_size, runs, warmup, timings)
 
 
@@ -312,10 +182,10 @@ def _ready(path, threads, delegate, batch_size):
     except RuntimeError as e:
         if used != "xnnpack":
             raise TfpruneError(f"{str(path)!r} fails on the LiteRT interpreter "
-                               f"({_first_line(e)}): export it again.") from e
+                               f"({first_line(e)}): export it again.") from e
         interpreter = load_interpreter(path, threads, "builtin")[0]
         call = _invoker(interpreter, path, batch_size)
-        used, note = "builtin", (f"XNNPACK failed at batch {batch_size} ({_first_line(e)}); "
+        used, note = "builtin", (f"XNNPACK failed at batch {batch_size} ({first_line(e)}); "
                                  "ran builtin kernels")
     return call, used, note
 
@@ -338,16 +208,15 @@ def _invoker(interpreter, path, batch_size):
     return interpreter.invoke
 
 
-def _interleaved(calls, runs, warmup):
-    """Times each call once per round, in order; returns milliseconds, shape (runs, calls)."""
+def _interleaved(calls, runs, warmup, clock=time.perf_counter_ns):
+    """Times each call once per round, in order; returns microseconds, shape (runs, calls)."""
     for _ in range(warmup):
         for call in calls:
             call()
-    ms = np.empty((runs, len(calls)))
-    clock = time.perf_counter_ns
+    us = np.empty((runs, len(calls)))
     for r in range(runs):
         for i, call in enumerate(calls):
             start = clock()
             call()
-            ms[r, i] = (clock() - start) / 1e6
-    return ms
+            us[r, i] = (clock() - start) / 1e3
+    return us
