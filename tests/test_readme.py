@@ -16,11 +16,6 @@ def _api_example():
 def test_the_python_api_example_runs(mnist_dir, tmp_path, monkeypatch, capsys):
     code = _api_example()
     assert "import keras, tfprune" in code and "tfprune.data.mnist(" in code
-    # Until `import tfprune` exposes its submodules itself (issue 9, the package's lazy
-    # __init__), the example's `tfprune.data` / `tfprune.models` need these imports first.
-    import tfprune.data  # noqa: F401
-    import tfprune.models  # noqa: F401
-
     monkeypatch.setenv("TFPRUNE_DATA_DIR", mnist_dir)
     monkeypatch.chdir(tmp_path)
     namespace = {}

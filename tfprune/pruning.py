@@ -210,11 +210,13 @@ def _warn_if_unpruned(model):
 
     A step of -1 means no `UpdatePruningStep` ever ran (the callback was left out of `fit`,
     or the model was not fit); a step before the schedule's `begin_step` means training
-    stopped before pruning began.
+    stopped before pruning began. Masks set by hand (`update_masks`) count as pruned.
     """
     never, early = [], []
     for layer in model.layers:
         if not isinstance(layer, PruneLowMagnitude) or not layer.built:
+            continue
+        if any(not np.all(np.asarray(mask) == 1) for mask in layer.masks):
             continue
         step, begin = layer.current_step(), getattr(layer.schedule, "begin_step", None)
         if step < 0:

@@ -46,15 +46,6 @@ class Timing:
     size_raw: int
     size_gzip: int
 
-    # Read by the pipeline until it takes `median_us` and `speedup` (issue 9 merge); then drop.
-    @property
-    def median_ms(self):
-        return self.median_us / 1000
-
-    @property
-    def ratio_median(self):
-        return 1 / self.speedup
-
 
 @dataclasses.dataclass
 class Comparison:

@@ -280,15 +280,15 @@ def _benchmark(context):
                                delegates=("xnnpack",))
     base, comp = comparison.timing(0), comparison.timing(1)
     # The per-round ratio's median: slow spells of a shared machine cancel out.
-    speedup = 1.0 / comp.ratio_median
+    speedup = comp.speedup
     conditions = {"threads": config.bench_threads, "batch_size": config.bench_batch_size,
                "rounds": config.bench_runs, "cpu_count": os.cpu_count(),
                "load_average": list(os.getloadavg())}
-    files = {names[0]: {"latency_us": 1000 * base.median_ms, "delegate": base.delegate_used},
-             names[1]: {"latency_us": 1000 * comp.median_ms, "delegate": comp.delegate_used,
+    files = {names[0]: {"latency_us": base.median_us, "delegate": base.delegate_used},
+             names[1]: {"latency_us": comp.median_us, "delegate": comp.delegate_used,
                         "speedup": speedup, "speedup_over": names[0], **conditions}}
     return [], {"files": files, "comparison": comparison.to_dict()}, (
-        f"latency {1000 * base.median_ms:.1f} -> {1000 * comp.median_ms:.1f} us "
+        f"latency {base.median_us:.1f} -> {comp.median_us:.1f} us "
         f"({speedup:.1f}x faster, {config.bench_threads} thread(s), {comp.delegate_used})")
 
 
