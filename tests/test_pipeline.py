@@ -69,7 +69,21 @@ def test_end_to_end(mnist_dir, tmp_path, capsys):
     assert resumed["stages"] == report["stages"]
     assert resumed["summary"]["compressed"]["params"] == s["compressed"]["params"]
     float16 = resumed["files"]["compressed_float16.tflite"]["accuracy"]
-    assert abs(float16 - report["stages"][-1]["keras_accuracy"]) < 0.02  # float16 ~ Keras
+    context = pipeline.Context(config)
+    keras_test = training.accuracy(context.model("compressed"), context.test)
+    assert abs(float16 - keras_test) < 0.02  # float16 ~ the Keras model, on the same test set
+
+
+def test_validation_is_carved_from_training_and_test_stays_apart(mnist_dir, tmp_path):
+    context = pipeline.Context(tiny(mnist_dir, tmp_path, train_limit=1000, validation_split=0.2))
+    (x, y), (xv, yv), (_, yt) = context.train, context.validation, context.test
+    assert (len(y), len(yv), len(yt)) == (800, 200, 200)
+    seen = {row.tobytes() for row in x}
+    assert not any(row.tobytes() in seen for row in xv)  # no image in both
+    again = pipeline.Context(tiny(mnist_dir, tmp_path, train_limit=1000, validation_split=0.2))
+    np.testing.assert_array_equal(again.validation[1], yv)  # seeded: the same split
+    none = pipeline.Context(tiny(mnist_dir, tmp_path, validation_split=0.0))
+    assert len(none.validation[1]) == 0 and len(none.train[1]) == 256
 
 
 def test_stop_after_returns_no_report(mnist_dir, tmp_path, capsys):

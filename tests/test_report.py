@@ -12,11 +12,11 @@ def _results():
     small = [{"name": "conv1", "class": "Conv2D", "units": 8, "weights": 200,
               "kernel_zeros": 0.1}]
     return {
-        "baseline": {"params": 1000, "nonzeros": 1000, "macs": 8000, "keras_accuracy": 0.99,
+        "baseline": {"params": 1000, "nonzeros": 1000, "macs": 8000, "val_accuracy": 0.99,
                      "layers": layers},
-        "retrain": {"params": 1000, "nonzeros": 300, "macs": 8000, "keras_accuracy": 0.985,
+        "retrain": {"params": 1000, "nonzeros": 300, "macs": 8000, "val_accuracy": 0.985,
                     "layers": [dict(layers[0], kernel_zeros=0.6)]},
-        "shrink": {"params": 250, "nonzeros": 200, "macs": 1000, "keras_accuracy": 0.985,
+        "shrink": {"params": 250, "nonzeros": 200, "macs": 1000, "val_accuracy": 0.985,
                    "layers": small},
         "export": {"files": {
             "baseline.tflite": {"model": "baseline", "quantize": "none", "sparse": False,

@@ -6,6 +6,7 @@ network retries for minutes, so we check that its server is reachable (a few sec
 before handing over to it, and otherwise say how to provide the files.
 """
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -172,6 +173,45 @@ def _tfds_prepared(builder):
         return builder.is_prepared()
     except Exception:  # an unreadable TFDS folder counts as "not there"
         return False
+
+
+@dataclasses.dataclass
+class Splits:
+    """A dataset's training, validation and test splits as `(x, y)` NumPy arrays.
+
+    Attributes:
+        train: `(x, y)`, the images the model trains on.
+        validation: `(x, y)` held out of the training data for decisions (may be empty).
+        test: `(x, y)`, measured once, for the report.
+    """
+
+    train: tuple
+    validation: tuple
+    test: tuple
+
+
+def carve_validation(x, y, fraction, seed=0):
+    """Splits `(x, y)` into `(train, validation)`: a seeded random `fraction` held out.
+
+    Args:
+        x, y: Arrays of the same length.
+        fraction: Float in [0, 1), the share of examples held out.
+        seed: Integer, seeds the choice.
+
+    Returns:
+        `((x_train, y_train), (x_validation, y_validation))`, each in the original order.
+
+    Example:
+
+    >>> import numpy as np
+    >>> (xt, yt), (xv, yv) = carve_validation(np.arange(10), np.arange(10), 0.2, seed=0)
+    >>> len(xt), len(xv), sorted(set(xt) | set(xv)) == list(range(10))
+    (8, 2, True)
+    """
+    count = int(round(len(y) * fraction))
+    held = np.zeros(len(y), bool)
+    held[np.random.default_rng(seed).permutation(len(y))[:count]] = True
+    return (x[~held], y[~held]), (x[held], y[held])
 
 
 def load(name, split, data_dir=None, **kwargs):

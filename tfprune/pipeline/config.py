@@ -117,6 +117,11 @@ class PipelineConfig:
                                       range=_AT_LEAST_1)
     test_limit: int | None = setting(None, "Evaluate on the first N test images only.",
                                      range=_AT_LEAST_1)
+    validation_split: float = setting(
+        0.1, "Fraction of the training images held out (seeded) as the validation split: "
+             "every decision and per-stage accuracy uses it; the test set only measures the "
+             "final .tflite files. 0: no validation split (per-stage accuracy not measured).",
+        range=Range(0.0, 0.5))
     # Training, per stage.
     baseline_epochs: int | None = setting(
         None, "Epochs to train the baseline (default: 8 for a zoo model, 0 for a file).",

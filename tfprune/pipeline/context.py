@@ -43,24 +43,33 @@ class Context:
 
     @functools.cached_property
     def data(self):
-        """`((x_train, y_train), (x_test, y_test))` as NumPy arrays, cut to the limits."""
+        """The run's `tfprune.data.Splits`: train, validation (carved from the training
+        images by `config.validation_split`, seeded by `config.seed`) and test, cut to the
+        limits."""
         from tfprune import data
 
         config = self.config
         x, y = data.mnist_arrays("train", config.data_dir)
         xt, yt = data.mnist_arrays("test", config.data_dir)
-        return ((x[:config.train_limit], y[:config.train_limit]),
-                (xt[:config.test_limit], yt[:config.test_limit]))
+        train, validation = data.carve_validation(
+            x[:config.train_limit], y[:config.train_limit], config.validation_split,
+            seed=config.seed)
+        return data.Splits(train, validation, (xt[:config.test_limit], yt[:config.test_limit]))
 
     @property
     def train(self):
         """`(x, y)`: the training images and labels."""
-        return self.data[0]
+        return self.data.train
+
+    @property
+    def validation(self):
+        """`(x, y)`: the validation images and labels (empty with `validation_split=0`)."""
+        return self.data.validation
 
     @property
     def test(self):
-        """`(x, y)`: the test images and labels."""
-        return self.data[1]
+        """`(x, y)`: the test images and labels, for the final `.tflite` figures only."""
+        return self.data.test
 
     @functools.cached_property
     def source_model(self):

@@ -67,14 +67,14 @@ def _baseline(context):
     outputs = [context.save(BASELINE.model, model)]
     result = _describe(context, model)
     result["epochs"] = epochs
-    return outputs, result, (f"test accuracy {result['keras_accuracy']:.2%}, "
+    return outputs, result, (f"{_accuracy_text(result)}, "
                              f"{result['params']:,} params")
 
 
 BASELINE = Stage(
     "baseline", _baseline, model="baseline", check=_check_baseline, derived=_baseline_settings,
-    keys=("model", "dataset", "train_limit", "baseline_epochs", "baseline_batch_size",
-          "optimizer", "lr_schedule", "baseline_learning_rate", "seed"))
+    keys=("model", "dataset", "train_limit", "validation_split", "baseline_epochs",
+          "baseline_batch_size", "optimizer", "lr_schedule", "baseline_learning_rate", "seed"))
 
 # ----------------------------------------------------------------------------- prune
 
@@ -131,7 +131,7 @@ def _prune(context):
     outputs = [context.save(PRUNE.model, pruned)]
     result = _describe(context, pruned)
     result.update(end_step=end_step, steps=steps, granularity=granularity)
-    return outputs, result, (f"test accuracy {result['keras_accuracy']:.2%}, "
+    return outputs, result, (f"{_accuracy_text(result)}, "
                              f"{result['nonzeros']:,}/{result['params']:,} non-zero")
 
 
@@ -158,7 +158,7 @@ def _merge(context):
     result = _describe(context, merged)
     result["layer_count"] = len(merged.layers)
     return outputs, result, (f"{len(model.layers)} -> {len(merged.layers)} layers, "
-                             f"test accuracy {result['keras_accuracy']:.2%}")
+                             f"{_accuracy_text(result)}")
 
 
 MERGE = Stage("merge", _merge, model="merged", reads=(PRUNE.model_file,),
@@ -179,7 +179,7 @@ def _retrain(context):
                          config.retrain_batch_size, config)
     outputs = [context.save(RETRAIN.model, model)]
     result = _describe(context, model)
-    return outputs, result, (f"test accuracy {result['keras_accuracy']:.2%}, "
+    return outputs, result, (f"{_accuracy_text(result)}, "
                              f"{result['nonzeros']:,} non-zero")
 
 
@@ -195,7 +195,7 @@ def _shrink(context):
     outputs = [context.save(SHRINK.model, shrunk)]
     result = _describe(context, shrunk)
     return outputs, result, (f"{result['params']:,} params, {result['macs']:,} MACs, "
-                             f"test accuracy {result['keras_accuracy']:.2%}")
+                             f"{_accuracy_text(result)}")
 
 
 SHRINK = Stage("shrink", _shrink, model="compressed", reads=(RETRAIN.model_file,),
@@ -320,11 +320,21 @@ STAGES = (BASELINE, PRUNE, MERGE, RETRAIN, SHRINK, EXPORT, VERIFY, BENCHMARK, RE
 
 
 def _describe(context, model):
-    """Keras test accuracy, parameter, non-zero and MAC counts, and per-layer kernels."""
+    """Keras validation accuracy, parameter, non-zero and MAC counts, per-layer kernels."""
     counts = tfprune.bench.count(model)
-    return {"keras_accuracy": training.accuracy(model, context.test),
+    return {"val_accuracy": _val_accuracy(context, model),
             "params": int(counts.params), "nonzeros": int(counts.nonzero),
             "macs": int(counts.macs), "layers": _layer_table(model)}
+
+
+def _val_accuracy(context, model):
+    """The model's accuracy on the validation split (`None` without one)."""
+    return training.accuracy(model, context.validation) if len(context.validation[1]) else None
+
+
+def _accuracy_text(result):
+    value = result["val_accuracy"]
+    return "no validation split" if value is None else f"val accuracy {value:.2%}"
 
 
 def _layer_table(model):
