@@ -55,4 +55,4 @@ def test_without_files_or_network_tfds_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     with pytest.raises(DataError, match="cannot reach"):
-        data._tfds_arrays("test", host="127.0.0.1", timeout=0.5)
+        data.idx._tfds_pixels("test", host="127.0.0.1", timeout=0.5)

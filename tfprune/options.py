@@ -15,3 +15,5 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
 # Activations that mix the channels of a tensor (the others act on each value alone).
 SOFTMAX_ACTIVATIONS = ("softmax", "log_softmax")
+# How images are scaled before they reach the model (tfprune.data).
+RESCALES = ("auto", "unit", "symmetric", "none")

@@ -19,7 +19,7 @@ FILES = ("report.json", "report.md")
 PLOTS = ("stages.png", "tflite.png", "layers.png")
 
 
-def build(config, stages, results, records):
+def build(config, stages, results, records, data=None):
     """The report as a dict.
 
     Args:
@@ -28,13 +28,15 @@ def build(config, stages, results, records):
             `name`, `model` and `model_file` are read).
         results: Dict of stage name -> that stage's result.
         records: Dict of stage name -> its record (hash, seconds, figure, outputs).
+        data: The dataset's description (`tfprune.data.Splits.describe()`: classes in label
+            order, each split's size, source and use), or `None`.
 
     Returns:
         Dict with `config`; `stages` (one row per stage that made a Keras model); `files`
         (per file, the facts the stages reported about it); `layers` (per layer of the
         first model: units and weights kept in the last, kernel zeros after each model
         stage); `summary` (baseline vs compressed, with ratios); `seconds` per stage; and
-        the raw `results`.
+        the raw `results`; with `data`, a `data` section.
 
     Example:
 
@@ -64,7 +66,7 @@ def build(config, stages, results, records):
             "summary": _summary(models, results, files),
             "seconds": {s: r.get("seconds") for s, r in records.items()},
             "results": {stage.name: results[stage.name] for stage in stages
-                        if stage.name in results}}
+                        if stage.name in results}, **({"data": data} if data else {})}
 
 
 def _summary(models, results, files):
@@ -228,6 +230,7 @@ def markdown(report):
                      f"{info.get('sparse', '—')} | {_num(info.get('bytes'))} | "
                      f"{_num(info.get('gzip_bytes'))} | {_num(info.get('accuracy'), pct)} | "
                      f"{_num(info.get('latency_us'), '{:.1f}')} |")
+    lines += _data_lines(report.get("data"))
     total = sum(v for v in report["seconds"].values() if v)
     notes = f"Stage times total {total:.0f} s."
     if measured.get("latency_us") is not None:
@@ -240,6 +243,25 @@ def markdown(report):
                   f"{measured['load_average'][0]:.1f} during the benchmark.")
     lines += ["", notes + " Raw numbers in `report.json`.", ""]
     return "\n".join(lines)
+
+
+def _data_lines(data, shown=20):
+    """The report's data section: classes in label order, and where each split came from and
+    which figures it makes."""
+    if not data:
+        return []
+    names = data["classes"]
+    classes = ", ".join(f"{i} `{name}`" for i, name in enumerate(names[:shown]))
+    more = f", ... ({len(names)} in all, listed in `report.json`)" if len(names) > shown else ""
+    lines = ["", "## Data", "", f"Dataset `{data['dataset']}`: {data['num_classes']} classes "
+             f"(label: name) {classes}{more}. Scaling: {data['scaling']}."]
+    if data.get("notes"):
+        lines += ["", "Conversions: " + "; ".join(data["notes"]) + "."]
+    lines += ["", "| split | images | from | its figures |", "|---|---:|---|---|"]
+    for name, split in data["splits"].items():
+        lines.append(f"| {name} | {_num(split['images'])} | {split['source']} | "
+                     f"{split['used_for']} |")
+    return lines
 
 
 def _plots(folder, report):

@@ -13,7 +13,8 @@ import os
 import numpy as np
 
 from tfprune import options
-from tfprune.data import DATASETS
+from tfprune.data import parse_spec
+from tfprune.data.loader import check_splits
 from tfprune.errors import TfpruneError
 
 PER_LAYER_GRANULARITIES = (*options.GRANULARITIES, "none")  # "none": leave the layer unpruned
@@ -110,9 +111,21 @@ class PipelineConfig:
     model: str = setting("lenet5", "A zoo model (lenet5, lenet5_classic) or a .keras file.")
     unsafe_load: bool = setting(False, "Load the .keras file with safe_mode=False (runs Lambda "
                                        "code: trusted files only).")
-    dataset: str = setting("mnist", "The dataset.", choices=DATASETS)
-    data_dir: str | None = setting(None, "Folder with the dataset files (default: "
-                                         "$TFPRUNE_DATA_DIR, the cache, TFDS).")
+    dataset: str = setting("mnist", "The dataset: mnist, tfds:NAME[/CONFIG] (TensorFlow "
+                                    "Datasets), folder:PATH (one sub-folder of images per "
+                                    "class; PATH/train + PATH/test, or one folder whose test "
+                                    "set is held out by validation_split) or npz:PATH "
+                                    "(x_train, y_train, x_test, y_test).")
+    data_dir: str | None = setting(None, "Folder with the dataset files: MNIST's IDX files "
+                                         "(default: $TFPRUNE_DATA_DIR, the cache, TFDS) or the "
+                                         "TFDS data folder.")
+    train_split: str = setting("train", "tfds: the training split, in TFDS split syntax "
+                                        "(e.g. 'train[:90%]', 'train+validation').")
+    test_split: str = setting("test", "tfds: the test split, in TFDS split syntax.")
+    rescale: str = setting("auto", "Scaling of pixel values: unit ([0, 1]), symmetric "
+                                   "([-1, 1]), none (0-255); auto: unit, unless the model "
+                                   "starts with its own Rescaling or Normalization layer.",
+                           choices=options.RESCALES)
     train_limit: int | None = setting(None, "Train on the first N images only.",
                                       range=_AT_LEAST_1)
     test_limit: int | None = setting(None, "Evaluate on the first N test images only.",
@@ -120,7 +133,9 @@ class PipelineConfig:
     validation_split: float = setting(
         0.1, "Fraction of the training images held out (seeded) as the validation split: "
              "every decision and per-stage accuracy uses it; the test set only measures the "
-             "final .tflite files. 0: no validation split (per-stage accuracy not measured).",
+             "final .tflite files. 0: no validation split (per-stage accuracy not measured). "
+             "A folder:PATH without train/ and test/ first holds out this share as its test "
+             "set.",
         range=Range(0.0, 0.5))
     # Training, per stage.
     baseline_epochs: int | None = setting(
@@ -222,6 +237,8 @@ class PipelineConfig:
             raise TfpruneError("Expected at least one export mode. Received: quantize=()")
         parse_granularity(self.granularity)
         parse_layer_sparsity(self.layer_sparsity)
+        parse_spec(self.dataset)
+        check_splits(self.dataset, self.train_split, self.test_split)
         if self.export_batch_size is not None and self.bench_batch_size != self.export_batch_size:
             raise TfpruneError(
                 "The benchmark batch must be the exported files' fixed batch. Received: "

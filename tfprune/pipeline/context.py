@@ -43,18 +43,17 @@ class Context:
 
     @functools.cached_property
     def data(self):
-        """The run's `tfprune.data.Splits`: train, validation (carved from the training
-        images by `config.validation_split`, seeded by `config.seed`) and test, cut to the
-        limits."""
+        """The run's `tfprune.data.Splits`, made to fit the source model: train, validation
+        (carved from the training images by `config.validation_split`, seeded by
+        `config.seed`) and test, cut to the limits, with class names and sources."""
         from tfprune import data
 
         config = self.config
-        x, y = data.mnist_arrays("train", config.data_dir)
-        xt, yt = data.mnist_arrays("test", config.data_dir)
-        train, validation = data.carve_validation(
-            x[:config.train_limit], y[:config.train_limit], config.validation_split,
-            seed=config.seed)
-        return data.Splits(train, validation, (xt[:config.test_limit], yt[:config.test_limit]))
+        return data.load(config.dataset, self.source_model, rescale=config.rescale,
+                         data_dir=config.data_dir, train_split=config.train_split,
+                         test_split=config.test_split, validation_split=config.validation_split,
+                         seed=config.seed, train_limit=config.train_limit,
+                         test_limit=config.test_limit)
 
     @property
     def train(self):

