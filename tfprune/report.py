@@ -230,7 +230,6 @@ def markdown(report):
                      f"{info.get('sparse', '—')} | {_num(info.get('bytes'))} | "
                      f"{_num(info.get('gzip_bytes'))} | {_num(info.get('accuracy'), pct)} | "
                      f"{_num(info.get('latency_us'), '{:.1f}')} |")
-    lines += _data_lines(report.get("data"))
     total = sum(v for v in report["seconds"].values() if v)
     notes = f"Stage times total {total:.0f} s."
     if measured.get("latency_us") is not None:
@@ -241,7 +240,8 @@ def markdown(report):
     if measured.get("load_average"):
         notes += (f" Machine: {measured.get('cpu_count')} CPUs, load average "
                   f"{measured['load_average'][0]:.1f} during the benchmark.")
-    lines += ["", notes + " Raw numbers in `report.json`.", ""]
+    lines += ["", notes + " Raw numbers in `report.json`."] + _data_lines(report.get("data"))
+    lines += [""]
     return "\n".join(lines)
 
 
