@@ -86,23 +86,23 @@ def image_and_label(found):
     """
     import tensorflow_datasets as tfds
 
-    features = found.info.features
+    features = {key: found.info.features[key] for key in found.info.features.keys()}
     keys = found.info.supervised_keys
 
     def kind(key, cls):
-        return isinstance(features.get(key) if hasattr(features, "get") else None, cls)
+        return isinstance(features.get(key), cls)
 
     Image, ClassLabel = tfds.features.Image, tfds.features.ClassLabel
     if (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys)
             and kind(keys[0], Image) and kind(keys[1], ClassLabel)):
         image_key, label_key = keys
     else:
-        pictures = [k for k in features.keys() if kind(k, Image)]
-        labels = [k for k in features.keys() if kind(k, ClassLabel)]
+        pictures = [k for k in features if kind(k, Image)]
+        labels = [k for k in features if kind(k, ClassLabel)]
         if len(pictures) != 1 or len(labels) != 1:
             raise DataError(f"TFDS dataset {found.name!r} is not an image-classification "
                             f"dataset: tfprune needs one Image and one ClassLabel feature. "
-                            f"Received: features={list(features.keys())}")
+                            f"Received: features={list(features)}")
         image_key, label_key = pictures[0], labels[0]
     return image_key, label_key, tuple(features[label_key].names)
 

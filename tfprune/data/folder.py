@@ -239,10 +239,7 @@ def write(path, splits, class_names, limit=None):
     """
     import tensorflow as tf
 
-    path = Path(path)
-    if path.exists():
-        raise DataError(f"{str(path)!r} exists: choose a new folder (export-folder writes a "
-                        "complete folder or nothing).")
+    path = check_new(path)
     folders = folder_names(class_names)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -270,6 +267,19 @@ def write(path, splits, class_names, limit=None):
         if tmp.exists():
             shutil.rmtree(tmp)
     return counts
+
+
+def check_new(path):
+    """`path` as a `Path`, if nothing is there yet.
+
+    Raises:
+        DataError: `path` exists.
+    """
+    path = Path(path)
+    if path.exists():
+        raise DataError(f"{str(path)!r} exists: choose a new folder (export-folder writes a "
+                        "complete folder or nothing).")
+    return path
 
 
 def folder_names(class_names):

@@ -264,6 +264,7 @@ def export_folder(spec, path, limit=None, data_dir=None, train_split="train",
     if spec.kind == "folder":
         raise DataError(f"{spec} is an image folder already: copy it instead.")
     check_splits(spec, train_split, test_split)
+    folder.check_new(path)  # before reading anything
     raw = sources.read(spec, data_dir, train_split, test_split, train_limit=limit,
                        test_limit=limit)
     if raw.train.pixels.dtype != np.uint8:
