@@ -433,9 +433,16 @@ def test_pipeline_on_npz_and_tfds(mnist_dir, tfds_dir, tmp_path):
     x, y = data.mnist_pixels("train", mnist_dir)
     np.savez(tmp_path / "d.npz", x_train=x[:300], y_train=y[:300], x_test=x[300:400],
              y_test=y[300:400])
-    model = _tiny_model(tmp_path / "m.keras", (28, 28, 1))
-    report = _run(tmp_path, f"npz:{tmp_path / 'd.npz'}", model)
+    tutorial = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
+                                 keras.layers.Dense(32, activation="relu", name="hidden"),
+                                 keras.layers.Dense(10, name="out")])  # no channel axis
+    tutorial.save(tmp_path / "tutorial.keras")
+    report = _run(tmp_path, f"npz:{tmp_path / 'd.npz'}", str(tmp_path / "tutorial.keras"),
+                  granularity="hidden:filter,out:none")
     assert report["data"]["splits"]["test"]["images"] == 100
+    assert report["files"]["compressed.tflite"]["accuracy"] is not None
+    assert report["layers"][0]["units_kept"] == 16  # half the hidden units went
+    model = _tiny_model(tmp_path / "m.keras", (28, 28, 1))
     report = _run(tmp_path, "tfds:tiny_digits", model, data_dir=str(tfds_dir),
                   export_dir=str(tmp_path / "tfds_run"), test_split="test[:50]")
     assert report["data"]["classes"][0] == "digit 0"

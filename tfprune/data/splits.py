@@ -65,10 +65,8 @@ class Splits:
 
 
 def _count(split):
-    if isinstance(split, tuple):
-        return int(len(split[1]))
-    cardinality = int(split.cardinality()) if hasattr(split, "cardinality") else -1
-    return cardinality if cardinality >= 0 else None
+    """The number of images of an `(x, y)` split; `None` for a batched `tf.data.Dataset`."""
+    return int(len(split[1])) if isinstance(split, tuple) else None
 
 
 def held_out(count, fraction, seed=0):
