@@ -4,10 +4,11 @@
 Layouts: `PATH/train/<class>/...` with `PATH/test/<class>/...`, or `PATH/<class>/...` alone
 (then `tfprune.data.load` holds the test set out of it). Class names are the sub-folder
 names, sorted: label `i` is the `i`-th. Images are `.png`, `.jpg`, `.jpeg`, `.bmp` and
-`.gif` files (the first frame), anywhere under their class folder; other files and hidden
-ones are skipped, as Keras skips them, and counted. A file named as an image that does not
-decode stops the load: training on fewer images than the folder holds, without a word,
-would make results that cannot be reproduced from it.
+`.gif` files (the first frame), anywhere under their class folder (as in Keras, links to
+folders inside a class folder are not followed); other files and hidden ones are skipped,
+as Keras skips them, and counted. A file named as an image that does not decode stops the
+load: training on fewer images than the folder holds, without a word, would make results
+that cannot be reproduced from it.
 
 Decoding runs as a `tf.data` pipeline: parallel `map` (`AUTOTUNE`) into preallocated
 memory for `load`, or, for your own `fit`, `stream` (decode in parallel, `cache` when the
@@ -90,7 +91,7 @@ def scan(root, class_names=None):
     paths, labels = [], []
     for name in folders:
         found = []
-        for where, dirs, files in os.walk(root / name, followlinks=True):
+        for where, dirs, files in os.walk(root / name):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for file in sorted(files):
                 path = os.path.join(where, file)

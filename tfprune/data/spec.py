@@ -107,7 +107,7 @@ def fingerprint(spec):
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     elif spec.kind == "folder" and os.path.isdir(spec.where):
-        for where, dirs, files in os.walk(spec.where, followlinks=True):
+        for where, dirs, files in os.walk(spec.where):
             dirs.sort()
             for name in sorted(files):
                 stat = os.stat(os.path.join(where, name))
