@@ -7,6 +7,7 @@ TFDS looked and how to prepare the dataset elsewhere (TFDS itself would retry fo
 Splits use TFDS's syntax: `train`, `train[:90%]`, `train+validation`, `test[:1000]`.
 """
 
+import contextlib
 import socket
 
 import numpy as np
@@ -26,7 +27,8 @@ def builder(name, data_dir=None, host=_HOST, timeout=3.0):
     import tensorflow_datasets as tfds
 
     try:
-        found = tfds.builder(name, data_dir=data_dir)
+        with quiet():
+            found = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise DataError(f"Unknown TFDS dataset {name!r}: it is neither in the TFDS catalog nor "
                         f"prepared in {_root(data_dir)!r}: check the name "
@@ -35,8 +37,9 @@ def builder(name, data_dir=None, host=_HOST, timeout=3.0):
     except Exception as e:  # an unknown config or version, an unreadable folder
         raise DataError(f"TFDS cannot open {name!r}: {_first_line(e)}. Received: "
                         f"dataset='tfds:{name}'") from None
-    if _prepared(found):
-        return found
+    with quiet():
+        if _prepared(found):
+            return found
     how = (f"prepare it on a machine with network (`tfds build {name} --data_dir=DIR`, or "
            f"tfds.builder({name!r}, data_dir=DIR).download_and_prepare()), copy DIR here and "
            "pass --data_dir=DIR")
@@ -52,6 +55,19 @@ def builder(name, data_dir=None, host=_HOST, timeout=3.0):
         raise DataError(f"TFDS could not prepare {name!r} in {str(found.data_dir)!r} "
                         f"({_first_line(e)}): {how}.") from None
     return found
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silences TFDS's absl log lines below errors (a missing dataset is our one line)."""
+    from absl import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 def _root(data_dir):
