@@ -59,14 +59,16 @@ def load(spec, model=None, *, input_shape=None, rescale="auto", data_dir=None,
     >>> splits.notes[0]
     'all 120 images resized to 16x16 (bilinear)'
     """
-    prepared = _prepare(spec, model, input_shape, rescale, data_dir, train_split, test_split,
-                        validation_split, seed, train_limit, test_limit)
+    prepared = _prepare(spec, model, input_shape=input_shape, rescale=rescale,
+                        data_dir=data_dir, train_split=train_split, test_split=test_split,
+                        validation_split=validation_split, seed=seed,
+                        train_limit=train_limit, test_limit=test_limit)
     raw, to, scale = prepared.raw, prepared.to, prepared.scale
-    (x, shapes), (xt, test_shapes) = (_arrays(part, to, scale) for part in (raw.train, raw.test))
+    x, shapes, counts = _arrays(raw.train, to, scale)
+    xt, test_shapes, test_counts = _arrays(raw.test, to, scale)
     train, validation = carve_validation(x, raw.train.labels, validation_split, seed)
-    shape_rows = np.concatenate([shapes[0], test_shapes[0]])
-    shape_counts = np.concatenate([shapes[1], test_shapes[1]])
-    notes = raw.notes + tuple(images.changes(shape_rows, to, shape_counts))
+    notes = raw.notes + tuple(images.changes(np.concatenate([shapes, test_shapes]), to,
+                                             np.concatenate([counts, test_counts])))
     return dataclasses.replace(prepared.splits, train=train, validation=validation,
                                test=(xt, raw.test.labels), notes=notes)
 
@@ -108,11 +110,12 @@ def datasets(spec, model=None, *, batch_size=32, shuffle=True, cache=None, input
     """
     import tensorflow as tf
 
+    settings = dict(input_shape=input_shape, rescale=rescale, data_dir=data_dir,
+                    train_split=train_split, test_split=test_split,
+                    validation_split=validation_split, seed=seed, train_limit=train_limit,
+                    test_limit=test_limit)
     if parse(spec).kind != "folder":
-        arrays = load(spec, model, input_shape=input_shape, rescale=rescale,
-                      data_dir=data_dir, train_split=train_split, test_split=test_split,
-                      validation_split=validation_split, seed=seed, train_limit=train_limit,
-                      test_limit=test_limit)
+        arrays = load(spec, model, **settings)
 
         def batches(split, mix):
             ds = tf.data.Dataset.from_tensor_slices(split)
@@ -123,8 +126,7 @@ def datasets(spec, model=None, *, batch_size=32, shuffle=True, cache=None, input
         return dataclasses.replace(arrays, train=batches(arrays.train, shuffle),
                                    validation=batches(arrays.validation, False),
                                    test=batches(arrays.test, False))
-    prepared = _prepare(spec, model, input_shape, rescale, data_dir, train_split, test_split,
-                        validation_split, seed, train_limit, test_limit)
+    prepared = _prepare(spec, model, **settings)
     raw, to, scale = prepared.raw, prepared.to, prepared.scale
     held = held_out(len(raw.train), validation_split, seed)
 
@@ -219,14 +221,13 @@ def _sample_shape(part):
 
 
 def _arrays(part, to, scale):
-    """`(images, (shapes, counts))`: a part converted, and its images' own shapes."""
+    """`(images, shapes, counts)`: a part converted, and how many images had each shape."""
     if part.pixels is not None:
         pixels = part.pixels
         shape = (*pixels.shape[1:3], pixels.shape[3] if pixels.ndim == 4 else 1)
-        return images.from_arrays(pixels, to, scale), ([shape], [len(pixels)])
+        return images.from_arrays(pixels, to, scale), np.array([shape]), np.array([len(pixels)])
     x, shapes = folder.read(part.paths, to, scale)
-    rows, counts = np.unique(shapes, axis=0, return_counts=True)
-    return x, (rows, counts)
+    return (x, *np.unique(shapes.reshape(-1, 3), axis=0, return_counts=True))
 
 
 def export_folder(spec, path, limit=None, data_dir=None, train_split="train",
