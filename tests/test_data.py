@@ -430,7 +430,7 @@ def test_pipeline_on_one_folder_into_an_rgb_model_that_scales(mnist_folder, tmp_
     assert report["files"]["compressed.tflite"]["accuracy"] is not None
 
 
-def test_pipeline_on_npz_and_tfds(mnist_dir, tfds_dir, tmp_path):
+def test_pipeline_on_npz_into_a_model_without_a_channel_axis(mnist_dir, tmp_path):
     x, y = data.mnist_pixels("train", mnist_dir)
     np.savez(tmp_path / "d.npz", x_train=x[:300], y_train=y[:300], x_test=x[300:400],
              y_test=y[300:400])
@@ -443,9 +443,12 @@ def test_pipeline_on_npz_and_tfds(mnist_dir, tfds_dir, tmp_path):
     assert report["data"]["splits"]["test"]["images"] == 100
     assert report["files"]["compressed.tflite"]["accuracy"] is not None
     assert report["layers"][0]["units_kept"] == 16  # half the hidden units went
+
+
+def test_pipeline_on_tfds(tfds_dir, tmp_path):
     model = _tiny_model(tmp_path / "m.keras", (28, 28, 1))
     report = _run(tmp_path, "tfds:tiny_digits", model, data_dir=str(tfds_dir),
-                  export_dir=str(tmp_path / "tfds_run"), test_split="test[:50]")
+                  test_split="test[:50]")
     assert report["data"]["classes"][0] == "digit 0"
     assert report["data"]["splits"]["test"]["images"] == 50
 
