@@ -47,14 +47,15 @@ SCRIPT = textwrap.dedent(
     def replicas(variable):
         return [np.asarray(v) for v in variable._value.values]
 
-    # Pruning as a user does it in their own strategy.scope().
+    # Pruning as a user does it in their own strategy.scope(), with a model made before:
+    # prune clones it inside the scope.
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((128, 12)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(32, name="a"),
+                              keras.layers.Dense(2, name="b")])
     with strategy.scope():
-        model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(32, name="a"),
-                                  keras.layers.Dense(2, name="b")])
         pruned = tfprune.prune(model, tfprune.PolynomialDecay(0.0, 0.75, 0, 8, frequency=2))
         pruned.compile("adam", "sparse_categorical_crossentropy")
         history = tfprune.distribute.fit(pruned, x, y, batch_size=16, epochs=2, verbose=0,
