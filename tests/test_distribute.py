@@ -93,9 +93,9 @@ def test_workers_resume_from_the_earliest_stage_any_of_them_needs(tmp_path, monk
 
     asked = []
 
-    def other_worker_lost_its_retrain(value, strategy):
-        asked.append(value)
-        return min(value, 2)
+    def other_worker_lost_its_retrain(values, strategy):
+        asked.append(values[0])
+        return [min(values[0], 2), *values[1:]]
 
     monkeypatch.setattr(distribute, "is_multi_worker", lambda strategy: True)
     monkeypatch.setattr(distribute, "agree_min", other_worker_lost_its_retrain)
@@ -122,3 +122,17 @@ def test_multi_worker_without_tf_config_fails_before_tensorflow(tmp_path):
         "machine to the cluster and this machine's task (README: Several machines), or use "
         "--distribute=mirrored on one machine. Received: TF_CONFIG unset"]
     assert not (tmp_path / "run").exists()
+
+
+def test_workers_with_different_settings_stop_with_one_line(tmp_path, monkeypatch):
+    stages = [stub("train", [], trains=True)]
+    monkeypatch.setattr(distribute, "is_multi_worker", lambda strategy: True)
+    # The other worker's hash is lower than this one's: the minimum of -hash is not -hash.
+    monkeypatch.setattr(distribute, "agree_min",
+                        lambda values, strategy: [values[0], values[1] - 1, values[2]])
+    context = Context(PipelineConfig(export_dir=str(tmp_path)))
+    context.distribution = distributed.Distribution(None, distribute.Role())
+    with pytest.raises(TfpruneError, match="different settings") as raised:
+        execute(stages, context)
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "train.txt").exists()  # nothing trained

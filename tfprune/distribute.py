@@ -155,32 +155,33 @@ def is_multi_worker(strategy):
 
 
 def agree_min(value, strategy=None):
-    """The smallest of an integer over every worker of a multi-worker run.
+    """The smallest of an integer (or of each of a list of them) over every worker.
 
     A collective operation: under `MultiWorkerMirroredStrategy` every worker must call it,
     at the same point of its program. With any other strategy (one process) it returns
     `value`.
 
     Args:
-        value: Integer, this worker's value.
+        value: Integer, or list of integers, this worker's.
         strategy: The strategy, defaults to the one in scope.
 
     Returns:
-        Integer, the smallest value of all workers.
+        The smallest value of all workers: an integer, or a list (element by element).
 
     Example:
 
     >>> from tfprune.distribute import agree_min
-    >>> agree_min(3)
-    3
+    >>> agree_min(3), agree_min([3, -3])
+    (3, [3, -3])
     """
     import tensorflow as tf
 
+    values = [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
     strategy = strategy or tf.distribute.get_strategy()
-    if not is_multi_worker(strategy):
-        return int(value)
-    per_replica = strategy.run(lambda: tf.constant([int(value)], tf.int64))
-    return int(tf.reduce_min(strategy.gather(per_replica, axis=0)))
+    if is_multi_worker(strategy):
+        per_replica = strategy.run(lambda: tf.constant([values], tf.int64))
+        values = [int(v) for v in tf.reduce_min(strategy.gather(per_replica, axis=0), axis=0)]
+    return values if isinstance(value, (list, tuple)) else values[0]
 
 
 def fit(model, x, y=None, **kwargs):

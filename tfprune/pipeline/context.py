@@ -118,18 +118,22 @@ class Context:
         finally:
             self._models = kept
 
-    def first_to_run(self, first):
+    def first_to_run(self, first, digests):
         """The first stage to run (an index into `stages`), agreed with the other workers.
 
         Args:
             first: Integer, this process's own first stage to run.
+            digests: The stages' hashes (hex strings), in order.
 
         Returns:
             Integer, at most `first`: without distribution, `first` itself.
+
+        Raises:
+            TfpruneError: the workers of a multi-worker run have different settings.
         """
         if self.distribution is None:
             return first
-        return self.distribution.first_to_run(first, self.stages)
+        return self.distribution.first_to_run(first, self.stages, digests)
 
     def save(self, name, model):
         """Saves `model` atomically as `<name>.keras` in the run folder.

@@ -25,6 +25,7 @@ import dataclasses
 import os
 
 from tfprune import distribute
+from tfprune.errors import TfpruneError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,20 +44,36 @@ class Distribution:
         """The strategy's scope."""
         return self.strategy.scope()
 
-    def first_to_run(self, first, stages):
+    def first_to_run(self, first, stages, digests):
         """The first of `stages` to run, the same on every worker (see the module).
+
+        One collective: the workers also compare the hash of the last stage they share, so
+        that workers started with different settings stop with one line rather than train
+        out of step.
 
         Args:
             first: Integer, this worker's own first stage to run.
             stages: The `Stage`s this worker runs.
+            digests: Their hashes (hex strings).
 
         Returns:
             Integer, at most `first`.
+
+        Raises:
+            TfpruneError: the workers' settings differ.
         """
         if not distribute.is_multi_worker(self.strategy):
             return first
         shared = shared_stage_count(stages)
-        return min(first, distribute.agree_min(min(first, shared), self.strategy))
+        key = int(digests[shared - 1][:15], 16) if shared else 0
+        agreed, low, minus_high = distribute.agree_min([min(first, shared), key, -key],
+                                                       self.strategy)
+        if low != -minus_high:
+            raise TfpruneError(
+                "The workers were started with different settings: start every worker with "
+                "the same flags (only TF_CONFIG differs). Received: settings hash "
+                f"{digests[shared - 1]} on {self.role.task_type} {self.role.task_id}")
+        return min(first, agreed)
 
 
 def shared_stage_count(stages):

@@ -144,7 +144,7 @@ def execute(stages, context):
     first = next((i for i, (stage, digest) in enumerate(zip(stages, digests, strict=True))
                   if not stage.always and not (config.resume and _intact(
                       folder, context.records.get(stage.name), digest))), len(stages))
-    first = context.first_to_run(first)
+    first = context.first_to_run(first, digests)
     for i, (stage, digest) in enumerate(zip(stages, digests, strict=True)):
         if i < first and not stage.always:
             record = context.records[stage.name]
