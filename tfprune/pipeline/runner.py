@@ -139,12 +139,8 @@ def execute(stages, context):
                 stage.check(context)
     context.records = read_records(folder) if config.resume else {}
     digests = _chain(stages, config)
-    # The first stage that must run: every stage after it runs too (it would read new
-    # inputs). The workers of a distributed run agree on it, to train in step.
-    first = next((i for i, (stage, digest) in enumerate(zip(stages, digests, strict=True))
-                  if not stage.always and not (config.resume and _intact(
-                      folder, context.records.get(stage.name), digest))), len(stages))
-    first = context.first_to_run(first, digests)
+    # The workers of a distributed run agree on the first stage to run, to train in step.
+    first = context.first_to_run(_first_to_run(stages, digests, context), digests)
     for i, (stage, digest) in enumerate(zip(stages, digests, strict=True)):
         if i < first and not stage.always:
             record = context.records[stage.name]
@@ -155,6 +151,17 @@ def execute(stages, context):
         if stage.name == config.stop_after:
             break
     return context.results
+
+
+def _first_to_run(stages, digests, context):
+    """The first stage (index) not always run that must run: not resuming, or its record
+    does not match. Every stage after it runs too: it would read new inputs."""
+    for i, (stage, digest) in enumerate(zip(stages, digests, strict=True)):
+        record = context.records.get(stage.name)
+        if not stage.always and not (context.config.resume
+                                     and _intact(context.folder, record, digest)):
+            return i
+    return len(stages)
 
 
 def _chain(stages, config):
@@ -207,7 +214,7 @@ def _backup_dir(folder, name, digest, resume):
     its own unless the run resumes."""
     path = Path(folder) / BACKUP / f"{name}-{digest}"
     for old in (Path(folder) / BACKUP).glob(f"{name}-*"):
-        if old != path or not resume:
+        if old.name.rsplit("-", 1)[0] == name and (old != path or not resume):
             shutil.rmtree(old, ignore_errors=True)
     return path
 
