@@ -5,8 +5,9 @@
     agree_min(value)   the smallest of an integer over all workers (every worker calls it)
     fit(model, x, y)   `model.fit`, also under `MultiWorkerMirroredStrategy` in Keras 3
 
-Pruning needs nothing special under a strategy. Build or load the model, `tfprune.prune`
-it and compile inside `strategy.scope()`, then fit with `tfprune.UpdatePruningStep()`:
+Pruning needs nothing special under a strategy: `tfprune.prune` (which clones the model,
+so it may have been built before) and compile inside `strategy.scope()`, then fit with
+`tfprune.UpdatePruningStep()`:
 
     strategy = tfprune.distribute.strategy("mirrored")
     with strategy.scope():
