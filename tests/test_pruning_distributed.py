@@ -167,6 +167,16 @@ def check_like_single_device(report, alone, keras_test_accuracy):
     assert abs(tflite - keras_test_accuracy) <= 0.02  # the int8 file is the Keras model
 
 
+def show(kind, facts, alone):
+    """The figures, for `pytest -s`."""
+    report, file = facts["report"], "compressed.tflite"
+    zeros = {row["name"]: row["kernel_zeros"]["prune"] for row in report["layers"]}
+    print(f"\n{kind}: pipeline {facts['pipeline_seconds']} s, kernel zeros after prune "
+          f"{zeros}, {file} test accuracy {report['files'][file]['accuracy']:.2%} (its Keras "
+          f"model {facts['keras_test_accuracy']:.2%}; one device: "
+          f"{alone['files'][file]['accuracy']:.2%})")
+
+
 def test_mirrored_on_two_cpus(mnist_dir, tmp_path):
     process = start("mirrored", tmp_path / "mirrored", mnist_dir)
     alone = single_device(mnist_dir, tmp_path / "alone")
@@ -174,6 +184,7 @@ def test_mirrored_on_two_cpus(mnist_dir, tmp_path):
     check_pruning(facts)
     check_like_single_device(facts["report"], alone, facts["keras_test_accuracy"])
     assert facts["report"]["config"]["distribute"] == "mirrored"
+    show("mirrored", facts, alone)
 
 
 def test_multi_worker_on_two_processes(mnist_dir, tmp_path):
@@ -196,9 +207,7 @@ def test_multi_worker_on_two_processes(mnist_dir, tmp_path):
     assert sorted(p.name for p in scratch.iterdir()) == [
         "baseline.keras", "merged.keras", "pruned.keras", "retrained.keras", "stages.json"]
     assert not (folder / "backup").exists() and not (scratch / "backup").exists()
-    print(f"\nmulti-worker: {chief['pipeline_seconds']}s, sparsity "
-          f"{chief['report']['layers'][0]['kernel_zeros']['prune']}, .tflite accuracy "
-          f"{chief['report']['files']['compressed.tflite']['accuracy']:.2%}")
+    show("multi-worker", chief, alone)
 
 
 @pytest.fixture(autouse=True)
