@@ -73,12 +73,15 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self.wrappers = _wrappers_or_raise(self.model)
         self.step = max(int(np.asarray(w.pruning_step)) for w in self.wrappers)
         self._per_call = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # The step is read, and the wrappers attached, here rather than at train begin: a
+        # BackupAndRestore listed after this callback restores the steps after our
+        # on_train_begin (and a fit it resumes at its last epoch runs no epoch at all).
+        self.step = max(int(np.asarray(w.pruning_step)) for w in self.wrappers)
         self._epoch_base = self.step
         for wrapper in self.wrappers:
             wrapper.attach_step_source(self)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_base = self.step
 
     def on_train_batch_begin(self, batch, logs=None):
         # Host work only, unless masks change: no TensorFlow op on an ordinary batch.

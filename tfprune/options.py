@@ -13,6 +13,9 @@ POOL_ACTIVATIONS = ("relu", "none")
 SCHEDULES = ("polynomial", "constant")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
+# How the training stages use tf.distribute: not at all, the devices of one machine, or
+# several machines (TF_CONFIG).
+DISTRIBUTE = ("none", "mirrored", "multi_worker")
 # Activations that mix the channels of a tensor (the others act on each value alone).
 SOFTMAX_ACTIVATIONS = ("softmax", "log_softmax")
 # How images are scaled before they reach the model (tfprune.data).

@@ -3,7 +3,8 @@
     config.py    PipelineConfig: every setting, its default, its allowed values, its help
     runner.py    Stage (the declaration) and execute(): hash chain, resume, records, logs
     context.py   Context: config, run folder, models and data loaded on first use
-    training.py  optimizer, compile, fit, accuracy, hold_zeros
+    training.py  optimizer, compile, fit (with per-epoch backups), accuracy, hold_zeros
+    distributed.py  a run over several devices or machines: who runs what, who writes
     stages.py    the stages of a run, declared, in order (STAGES), with their code
 
 `run(config)` checks the settings, then every stage's inputs (model, data, folder) before
@@ -33,9 +34,15 @@ def run(config):
     Args:
         config: A `PipelineConfig`.
 
+    With `config.distribute="multi_worker"`, run it on every machine of the cluster
+    (`TF_CONFIG`), before anything else in the process uses TensorFlow; the chief writes
+    the run folder and returns the report, the other workers train with it and return
+    `None` (see `tfprune.pipeline.distributed`).
+
     Returns:
         The report (the dict written to `report.json`, see `tfprune.report.build`): the
-        result of the last stage; `None` when `config.stop_after` stopped the run before.
+        result of the last stage; `None` when `config.stop_after` stopped the run before,
+        or on a worker that is not the chief.
 
     Raises:
         TfpruneError: bad settings, model, data or export folder — raised before any
@@ -50,7 +57,14 @@ def run(config):
     ...
     tfprune.errors.TfpruneError: Expected final_sparsity in [0.0, 1.0). Received: final_sparsity=2.0
     """
-    results = execute(STAGES, Context(config.validate()))
+    config, stages, distribution = config.validate(), STAGES, None
+    if config.distribute != "none":
+        from tfprune.pipeline import distributed
+
+        config, stages, distribution = distributed.setup(config, stages)
+    context = Context(config)
+    context.distribution = distribution
+    results = execute(stages, context)
     return results.get(STAGES[-1].name)
 
 

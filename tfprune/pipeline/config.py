@@ -213,6 +213,11 @@ class PipelineConfig:
     resume: bool = setting(False, "Skip finished stages whose outputs exist and match these "
                                   "settings.")
     stop_after: str | None = setting(None, "Stop after this stage.", choices=_stage_names)
+    distribute: str = setting(
+        "none", "Train under tf.distribute: none; mirrored (every GPU, or CPU, of this "
+                "machine); multi_worker (several machines, each started with the same command "
+                "and its own TF_CONFIG; only the chief writes the run folder).",
+        choices=options.DISTRIBUTE)
     verbose: int = setting(1, "Keras fit verbosity: 0 silent, 1 bars, 2 lines.",
                            range=Range(0, 2))
     plots: bool = setting(True, "Draw the PNG plots.")

@@ -5,6 +5,7 @@ earlier stages load on first use, so a run of stubbed stages (the runner's tests
 touches MNIST or Keras.
 """
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -24,6 +25,9 @@ class Context:
         stages: The run's `Stage` declarations, in order (set by the runner).
         results: Dict of stage name -> result, for the stages done so far.
         records: Dict of stage name -> its `stages.json` record.
+        distribution: A `tfprune.pipeline.distributed.Distribution` (the strategy and this
+            process's role) in a run with `config.distribute`, else `None`.
+        backup_dir: `pathlib.Path` of the running stage's backup folder (set by the runner).
 
     Example:
 
@@ -39,6 +43,8 @@ class Context:
         self.stages = ()
         self.results = {}
         self.records = {}
+        self.distribution = None
+        self.backup_dir = None
         self._models = {}
 
     @functools.cached_property
@@ -92,6 +98,41 @@ class Context:
 
             self._models[name] = keras.models.load_model(self.folder / f"{name}.keras")
         return self._models[name]
+
+    @contextlib.contextmanager
+    def training_scope(self):
+        """The scope a training stage runs in: the run's `tf.distribute` strategy, if any.
+
+        The models a stage loads or saves inside it are not kept for later stages, which
+        load them again from their files: their variables belong to the strategy, and
+        merging, export and measurement want plain ones.
+        """
+        if self.distribution is None:
+            yield
+            return
+        kept = dict(self._models)
+        try:
+            with self.distribution.scope():
+                yield
+        finally:
+            self._models = kept
+
+    def first_to_run(self, first, digests):
+        """The first stage to run (an index into `stages`), agreed with the other workers.
+
+        Args:
+            first: Integer, this process's own first stage to run.
+            digests: The stages' hashes (hex strings), in order.
+
+        Returns:
+            Integer, at most `first`: without distribution, `first` itself.
+
+        Raises:
+            TfpruneError: the workers of a multi-worker run have different settings.
+        """
+        if self.distribution is None:
+            return first
+        return self.distribution.first_to_run(first, self.stages, digests)
 
     def save(self, name, model):
         """Saves `model` atomically as `<name>.keras` in the run folder.

@@ -10,12 +10,20 @@ have their recorded SHA-256 is skipped and its recorded result reused, unless a 
 it ran (its inputs may have changed). Otherwise it runs,
 its outputs are checked against its declaration, and it is recorded (atomically) and logged
 as `[tfprune] <stage> <seconds>s <figure>`. The runner knows no stage by name.
+
+A stage that `trains` runs in the context's training scope (the run's `tf.distribute`
+strategy, if any). Every stage gets a backup folder for its state while it runs
+(`context.backup_dir`, `backup/<stage>-<hash>/`): a training stage keeps one file per epoch
+there, so that a `--resume` after a kill goes on from its last epoch. The folder is kept when
+the stage fails, ignored and replaced when its settings change or the run does not resume,
+and removed once the stage is recorded.
 """
 
 import contextlib
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +34,7 @@ from tfprune import atomic
 from tfprune.errors import TfpruneError
 
 RECORD = "stages.json"
+BACKUP = "backup"  # the running stages' own backups, one folder each
 # Starts the hash chain; bump it when the shape of a recorded result changes, so that
 # records written by an older tfprune are not resumed.
 RECORD_FORMAT = "tfprune-stages-2"
@@ -51,6 +60,9 @@ class Stage:
             A disabled stage neither runs nor enters the hash chain.
         check: Function `check(context)` raising `TfpruneError` on bad input, or `None`;
             called for every stage before the first one runs.
+        trains: Boolean, the stage trains a model: it runs in `context.training_scope()`
+            (under the run's `tf.distribute` strategy), and in a multi-worker run every
+            worker runs it; defaults to `False`.
 
     Example:
 
@@ -73,6 +85,7 @@ class Stage:
     always: bool = False
     enabled: Callable = None
     check: Callable = None
+    trains: bool = False
 
     @property
     def model_file(self):
@@ -125,20 +138,39 @@ def execute(stages, context):
             if stage.check is not None:
                 stage.check(context)
     context.records = read_records(folder) if config.resume else {}
-    previous, ran = RECORD_FORMAT, False
-    for stage in stages:
-        digest = stage_hash(stage, config, previous)
-        previous = digest
-        record = context.records.get(stage.name)
-        if config.resume and not (ran or stage.always) and _intact(folder, record, digest):
+    digests = _chain(stages, config)
+    # The workers of a distributed run agree on the first stage to run, to train in step.
+    first = context.first_to_run(_first_to_run(stages, digests, context), digests)
+    for i, (stage, digest) in enumerate(zip(stages, digests, strict=True)):
+        if i < first and not stage.always:
+            record = context.records[stage.name]
             context.results[stage.name] = record["result"]
             _log(stage.name, record["seconds"], "skipped (resumed): " + record["figure"])
         else:
             _run(stage, context, digest)
-            ran = ran or not stage.always  # the stages after it would read new inputs
         if stage.name == config.stop_after:
             break
     return context.results
+
+
+def _first_to_run(stages, digests, context):
+    """The first stage (index) not always run that must run: not resuming, or its record
+    does not match. Every stage after it runs too: it would read new inputs."""
+    for i, (stage, digest) in enumerate(zip(stages, digests, strict=True)):
+        record = context.records.get(stage.name)
+        if not stage.always and not (context.config.resume
+                                     and _intact(context.folder, record, digest)):
+            return i
+    return len(stages)
+
+
+def _chain(stages, config):
+    """Each stage's hash, chained from `RECORD_FORMAT`."""
+    digests, previous = [], RECORD_FORMAT
+    for stage in stages:
+        previous = stage_hash(stage, config, previous)
+        digests.append(previous)
+    return digests
 
 
 def stage_hash(stage, config, previous):
@@ -155,8 +187,10 @@ def _run(stage, context, digest):
     if missing:
         raise TfpruneError(f"Stage {stage.name!r} needs {missing} in {str(folder)!r}, which an "
                            "earlier stage should have written: rerun without --resume.")
+    context.backup_dir = _backup_dir(folder, stage.name, digest, context.config.resume)
     start = time.perf_counter()
-    outputs, result, figure = stage.run(context)
+    with context.training_scope() if stage.trains else contextlib.nullcontext():
+        outputs, result, figure = stage.run(context)
     seconds = time.perf_counter() - start
     undeclared = set(outputs) - set(stage.files_written(context.config))
     if undeclared:
@@ -171,7 +205,24 @@ def _run(stage, context, digest):
         record["result"] = result
     context.records[stage.name] = record
     atomic.write_text(folder / RECORD, json.dumps(context.records, indent=1))
+    _remove_backup(context.backup_dir)
     _log(stage.name, seconds, figure)
+
+
+def _backup_dir(folder, name, digest, resume):
+    """The stage's backup folder; others of this stage (other settings) are removed, and so is
+    its own unless the run resumes."""
+    path = Path(folder) / BACKUP / f"{name}-{digest}"
+    for old in (Path(folder) / BACKUP).glob(f"{name}-*"):
+        if old.name.rsplit("-", 1)[0] == name and (old != path or not resume):
+            shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _remove_backup(path):
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the parent goes with its last stage folder
+        path.parent.rmdir()
 
 
 def _check_declarations(stages, config):

@@ -62,24 +62,26 @@ def _check_baseline(context):
 
 
 def _baseline(context):
-    config, model = context.config, context.source_model
-    epochs = _baseline_epochs(config)
+    config, model = context.config, training.in_scope(context.source_model)
+    epochs, resumed = _baseline_epochs(config), 0
     if epochs:
         training.compile_model(model, config, config.baseline_learning_rate,
                                training.steps(context.train, config.baseline_batch_size, epochs))
-        training.fit(model, context.train, epochs, config.baseline_batch_size, config)
+        resumed = training.fit(model, context.train, epochs, config.baseline_batch_size, config,
+                               backup=context.backup_dir)
     outputs = [context.save(BASELINE.model, model)]
     result = _describe(context, model)
-    result["epochs"] = epochs
+    result.update(epochs=epochs, resumed_from_epoch=resumed)
     return outputs, result, (f"{_accuracy_text(result)}, "
                              f"{result['params']:,} params")
 
 
 BASELINE = Stage(
     "baseline", _baseline, model="baseline", check=_check_baseline, derived=_baseline_settings,
+    trains=True,
     keys=("model", "dataset", "train_split", "rescale", "train_limit", "validation_split",
-          "baseline_epochs",
-          "baseline_batch_size", "optimizer", "lr_schedule", "baseline_learning_rate", "seed"))
+          "baseline_epochs", "baseline_batch_size", "optimizer", "lr_schedule",
+          "baseline_learning_rate", "seed"))
 
 # ----------------------------------------------------------------------------- prune
 
@@ -129,19 +131,23 @@ def _prune(context):
     callbacks = [tfprune.UpdatePruningStep()]
     if config.tensorboard_dir:
         callbacks.append(tfprune.PruningSummaries(config.tensorboard_dir))
+    resumed = 0
     if config.prune_epochs:
-        training.fit(wrapped, context.train, config.prune_epochs, config.prune_batch_size,
-                     config, callbacks=callbacks)
+        resumed = training.fit(wrapped, context.train, config.prune_epochs,
+                               config.prune_batch_size, config, callbacks=callbacks,
+                               backup=context.backup_dir)
     pruned = tfprune.strip(wrapped)
     outputs = [context.save(PRUNE.model, pruned)]
     result = _describe(context, pruned)
-    result.update(end_step=end_step, steps=steps, granularity=granularity)
+    result.update(end_step=end_step, steps=steps, granularity=granularity,
+                  resumed_from_epoch=resumed)
     return outputs, result, (f"{_accuracy_text(result)}, "
                              f"{result['nonzeros']:,}/{result['params']:,} non-zero")
 
 
 PRUNE = Stage(
     "prune", _prune, model="pruned", reads=(BASELINE.model_file,), check=_check_prune,
+    trains=True,
     keys=("prune_epochs", "prune_batch_size", "prune_learning_rate", "schedule",
           "initial_sparsity", "final_sparsity", "begin_step", "end_step", "power", "frequency",
           "granularity", "layer_sparsity"))
@@ -174,21 +180,23 @@ MERGE = Stage("merge", _merge, model="merged", reads=(PRUNE.model_file,),
 
 def _retrain(context):
     config = context.config
-    model = training.clone(context.model(MERGE.model))
+    model, resumed = training.clone(context.model(MERGE.model)), 0
     if config.retrain_epochs:
         with training.hold_zeros(model):
             training.compile_model(model, config, config.retrain_learning_rate,
                                    training.steps(context.train, config.retrain_batch_size,
                                                   config.retrain_epochs))
-            training.fit(model, context.train, config.retrain_epochs,
-                         config.retrain_batch_size, config)
+            resumed = training.fit(model, context.train, config.retrain_epochs,
+                                   config.retrain_batch_size, config,
+                                   backup=context.backup_dir)
     outputs = [context.save(RETRAIN.model, model)]
     result = _describe(context, model)
+    result["resumed_from_epoch"] = resumed
     return outputs, result, (f"{_accuracy_text(result)}, "
                              f"{result['nonzeros']:,} non-zero")
 
 
-RETRAIN = Stage("retrain", _retrain, model="retrained", reads=(MERGE.model_file,),
+RETRAIN = Stage("retrain", _retrain, model="retrained", reads=(MERGE.model_file,), trains=True,
                 keys=("retrain_epochs", "retrain_batch_size", "retrain_learning_rate"))
 
 # ----------------------------------------------------------------------------- shrink

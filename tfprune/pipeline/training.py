@@ -1,5 +1,10 @@
 """Training for the stages: optimizer, loss, compile, fit, evaluate, and `hold_zeros`.
 
+The training stages run in the run's `tf.distribute` scope when there is one (the runner
+enters it, see `tfprune.pipeline.distributed`): `in_scope` gives them a model whose
+variables the strategy made, and `fit` trains with the global batch size and backs up
+each epoch.
+
 Keras is imported inside the functions, when a stage first trains: importing the
 pipeline (the command line does, to check its flags) stays free of TensorFlow.
 """
@@ -68,11 +73,38 @@ def steps(train, batch_size, epochs):
     return math.ceil(len(train[1]) / batch_size) * epochs
 
 
-def fit(model, train, epochs, batch_size, config, callbacks=()):
-    """Trains `model` on `train = (x, y)`, shuffled, with `config.verbose` output."""
+def fit(model, train, epochs, batch_size, config, callbacks=(), backup=None):
+    """Trains `model` on `train = (x, y)`, shuffled, with `config.verbose` output.
+
+    Under a `tf.distribute` strategy `batch_size` is the global batch, split over the
+    replicas, so an epoch has the same steps as on one device.
+
+    Args:
+        model: A compiled Keras model.
+        train: `(x, y)` NumPy arrays.
+        epochs: Integer, epochs to train.
+        batch_size: Integer, the (global) batch size.
+        config: The `PipelineConfig` (its `verbose`).
+        callbacks: Keras callbacks.
+        backup: Folder or `None`. With a folder, the state after each epoch is kept there
+            (`tfprune.backup.EpochBackup`, listed after `callbacks`): a fit that was killed
+            and starts again with the same folder resumes after its last finished epoch.
+            The caller removes the folder once the result is safe.
+
+    Returns:
+        Integer, the epoch training started from: 0, or the one restored from `backup`.
+    """
+    from tfprune import distribute
+
+    callbacks = list(callbacks)
+    if backup is not None:
+        from tfprune.backup import EpochBackup
+
+        callbacks.append(EpochBackup(backup, delete_checkpoint=False))
     x, y = train
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True,
-              callbacks=list(callbacks), verbose=config.verbose)
+    distribute.fit(model, x, y, batch_size=batch_size, epochs=epochs, shuffle=True,
+                   callbacks=callbacks, verbose=config.verbose)
+    return callbacks[-1].restored_epoch if backup is not None else 0
 
 
 def accuracy(model, test, batch_size=1000):
@@ -85,6 +117,17 @@ def accuracy(model, test, batch_size=1000):
                                        axis=-1) == y[i:i + batch_size]))
                   for i in range(0, len(y), batch_size))
     return correct / len(y)
+
+
+def in_scope(model):
+    """`model`, or under a `tf.distribute` strategy a copy whose variables the strategy made.
+
+    Keras trains a model under a strategy only if the strategy made its variables (mirrored
+    on each replica); a model built or loaded before the scope was entered is copied.
+    """
+    import tensorflow as tf
+
+    return clone(model) if tf.distribute.has_strategy() else model
 
 
 def clone(model):
