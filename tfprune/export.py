@@ -17,7 +17,18 @@ import numpy as np
 
 from tfprune import atomic
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
-from tfprune.interpreter import data_sizes, format_table, load_interpreter, read_tflite
+from tfprune.interpreter import (
+    NUMPY_TYPES,
+    classes,
+    data_sizes,
+    dequantize,
+    format_table,
+    load_interpreter,
+    parse,
+    quantize,
+    read_tflite,
+    tensor_name,
+)
 from tfprune.options import QUANTIZE_MODES
 
 
@@ -267,7 +278,7 @@ def evaluate(path, x, y=None, batch_size=None, threads=None, delegate="xnnpack")
         _check_shape(x, (None, *runner.shape[1:]), "dataset")
         if x.ndim == len(runner.shape) - 1:
             x, y = x[None], np.asarray(y)[None]
-        predicted = _classes(runner(x))
+        predicted = classes(runner(x))
         labels = np.argmax(y, axis=-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
         correct += int(np.sum(predicted == labels.astype(np.int64)))
         total += len(labels)
@@ -353,32 +364,14 @@ class _Runner:
 
 
 def _quantize(x, detail):
-    dtype = np.dtype(detail["dtype"])
-    scale, zero_point = detail["quantization"]
-    if not np.issubdtype(dtype, np.integer) or not scale:
-        return x.astype(dtype)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+    return quantize(x, detail["dtype"], *detail["quantization"])
 
 
 def _dequantize(y, detail):
-    scale, zero_point = detail["quantization"]
-    if np.issubdtype(y.dtype, np.integer) and scale:
-        return (y.astype(np.float32) - zero_point) * scale
-    return y.astype(np.float32)
-
-
-def _classes(y):
-    y = y.reshape(len(y), -1)
-    return (y[:, 0] > 0.5).astype(np.int64) if y.shape[1] == 1 else np.argmax(y, axis=1)
+    return dequantize(y, *detail["quantization"])
 
 
 # --- inspection ------------------------------------------------------------------------------
-
-_NUMPY_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64,
-                6: np.bool_, 7: np.int16, 9: np.int8, 10: np.float64, 12: np.uint64,
-                15: np.uint32, 16: np.uint16}
-
 
 @dataclasses.dataclass
 class TensorInfo:
@@ -490,12 +483,9 @@ def inspect(path):
     ...
     ops: DENSIFY x1, CONV_2D x1, ...
     """
-    from ai_edge_litert import schema_py_generated as schema
-
     data = read_tflite(path)
+    model, names = parse(data, path)
     try:
-        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-        names = _op_names(schema, model)
         graph = model.subgraphs[0]
         ops = Counter(names[op.opcodeIndex] for op in graph.operators or [])
         densified = {op.inputs[0] for op in graph.operators or []
@@ -511,16 +501,6 @@ def inspect(path):
     return TFLiteInfo(str(path), raw, gz, dict(ops), tensors, inputs, outputs)
 
 
-def _op_names(schema, model):
-    codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    names = []
-    for code in model.operatorCodes:
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        name = codes.get(builtin, f"BUILTIN_{builtin}")
-        names.append(code.customCode.decode() if name == "CUSTOM" and code.customCode else name)
-    return names
-
-
 def _tensor_info(tensor, buffers, data, densified):
     buffer = buffers[tensor.buffer] if tensor.buffer < len(buffers) else None
     if buffer is None:
@@ -531,7 +511,7 @@ def _tensor_info(tensor, buffers, data, densified):
         raw = np.asarray(buffer.data if buffer.data is not None else [], np.uint8)
     if raw.size == 0:
         return None
-    dtype = _NUMPY_TYPES.get(tensor.type)
+    dtype = NUMPY_TYPES.get(tensor.type)
     shape = [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
     quant = tensor.quantization
     scales = quant.scale if quant is not None and quant.scale is not None else []
@@ -545,7 +525,7 @@ def _tensor_info(tensor, buffers, data, densified):
         nonzero = int(np.count_nonzero(values != zero_point))
         zeros = 1.0 - nonzero / dense if dense else 0.0
     quantized = "" if len(scales) == 0 else ("per-channel" if len(scales) > 1 else "per-tensor")
-    name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+    name = tensor_name(tensor)
     return TensorInfo(name, shape, np.dtype(dtype).name if dtype else f"type{tensor.type}",
                       int(raw.size), zeros, tensor.sparsity is not None, densified, quantized,
                       _index_bytes(tensor.sparsity))
@@ -563,7 +543,7 @@ def _index_bytes(sparsity):
 
 
 def _io(tensor):
-    name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+    name = tensor_name(tensor)
     shape = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
     dims = "x".join("?" if d == -1 else str(d) for d in shape)
-    return f"{name} {dims} {np.dtype(_NUMPY_TYPES.get(tensor.type, np.uint8)).name}"
+    return f"{name} {dims} {np.dtype(NUMPY_TYPES.get(tensor.type, np.uint8)).name}"
