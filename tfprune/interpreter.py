@@ -226,6 +226,31 @@ def _delegated(interpreter):
         return True
 
 
+def undelegated_ops(interpreter):
+    """The ops an interpreter runs on its builtin kernels, in order (the delegates' aside).
+
+    LiteRT lists the ops a delegate replaced beside its DELEGATE node; those are the ops
+    upstream of the DELEGATE node's outputs, back to its inputs.
+
+    Returns:
+        A list of op names; `[]` when LiteRT's private op listing is unavailable (then
+        assume the delegate took them all).
+    """
+    try:
+        ops = interpreter._get_ops_details()
+    except Exception:  # a private API of LiteRT's: if it changes, assume the delegate ran
+        return []
+    replaced = set()
+    for delegate in (op for op in ops if op["op_name"] == "DELEGATE"):
+        wanted, stop = set(delegate["outputs"].tolist()), set(delegate["inputs"].tolist())
+        for op in reversed(ops):
+            if op["op_name"] != "DELEGATE" and wanted & set(op["outputs"].tolist()):
+                replaced.add(op["index"])
+                wanted |= set(op["inputs"].tolist()) - stop
+    return [op["op_name"] for op in ops
+            if op["op_name"] != "DELEGATE" and op["index"] not in replaced]
+
+
 def _read(path):
     path = Path(path)
     if not path.is_file():
