@@ -46,10 +46,12 @@ _NAMES = {
 # Submodules reachable as attributes after `import tfprune`.
 _SUBMODULES = ("atomic", "bench", "callbacks", "cli", "data", "errors", "export", "fusion",
                "graph", "handlers", "masks", "models", "options", "pipeline", "pruning",
-               "report", "schedules", "shrinking", "tools", "wrapper")
+               "report", "schedules", "shrinking", "tools", "wrapper",
+               "tflm", "csource", "interpreter")
 
 __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,
-           "bench", "data", "export", "fusion", "handlers", "models", "pipeline", "report"]
+           "bench", "data", "export", "fusion", "handlers", "models", "pipeline", "report",
+           "tflm", "csource"]
 
 
 def __getattr__(name):
