@@ -65,6 +65,7 @@ _TYPES_TFLM_LACKS = {1: "float16", 5: "string", 8: "complex64", 10: "float64",
 _FLOAT_TYPES = {0: "float32", 1: "float16", 10: "float64"}
 _WEIGHT_TYPES = {9, 17}  # int8, int4: weights of a hybrid op
 _BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")
+_ALIGNMENT = 16  # TFLM aligns every buffer in its arena to 16 bytes
 _INSTALL = "pip install 'tfprune[tflm]' (the tflite-micro package)"
 _FULL_INT8 = "export full int8 (quantize='int8' with representative data, or target='tflm')"
 
@@ -271,11 +272,13 @@ class _Graph:
                 return name
         return ""
 
-    def nbytes(self, t):
+    def nbytes(self, t, align=1):
+        """The tensor's bytes, rounded up to a multiple of `align`."""
         tensor = self.tensors[t]
         shape = tensor.shape if tensor.shape is not None else []
         itemsize = np.dtype(NUMPY_TYPES.get(tensor.type, np.uint8)).itemsize
-        return int(np.prod([int(d) for d in shape], dtype=np.int64)) * itemsize
+        size = int(np.prod([int(d) for d in shape], dtype=np.int64)) * itemsize
+        return -(-size // align) * align
 
 
 def _has_data(buffers, index):
@@ -289,7 +292,7 @@ def _layer_of(name, layers):
     """"lenet5_1/conv1_1/Relu;..." -> "conv1": the scope the converter gave the op.
 
     Tracing appends `_<n>` to each scope; with the model's layer names, the scope that is
-    one of them (with or without that suffix) is taken, else the innermost scope.
+    one of them (with or without that suffix) is taken, else the scope under the model's.
     """
     scopes = name.split(";")[0].split("/")[:-1]
     if layers:
@@ -298,7 +301,7 @@ def _layer_of(name, layers):
                 if re.fullmatch(re.escape(layer) + r"(_\d+)?", scope):
                     return layer
         return ""
-    return re.sub(r"_\d+$", "", scopes[-1]) if scopes else ""
+    return re.sub(r"_\d+$", "", scopes[min(1, len(scopes) - 1)]) if scopes else ""
 
 
 # ----------------------------------------------------------------------------- activations
@@ -309,9 +312,10 @@ class ActivationPeak:
     """The most activation memory a file's graph needs at once, by tensor lifetimes.
 
     Each non-constant tensor lives from the op that writes it (the graph's inputs: from the
-    start) to the last op that reads it (the graph's outputs: to the end); `bytes` is the
-    largest sum of live tensors over the ops, the least any memory planner can lay them out
-    in. TFLM's own planner's figure is `measure_arena(...).activations`.
+    start) to the last op that reads it (the graph's outputs: to the end) and takes its
+    bytes rounded up to 16, the alignment TFLM gives every buffer; `bytes` is the largest sum
+    of live tensors over the ops: the least any planner can lay them out in. TFLM's own
+    planner's figure is `measure_arena(...).activations`.
 
     Attributes:
         bytes: Integer, the peak.
@@ -371,8 +375,8 @@ def activation_peak(path, layers=None):
             if t not in graph.constant and not graph.tensors[t].isVariable}
     best = None
     for op in graph.ops:
-        here = sorted(((graph.nbytes(t), t) for t, (a, b) in live.items() if a <= op.index <= b),
-                      reverse=True)
+        here = sorted(((graph.nbytes(t, _ALIGNMENT), t) for t, (a, b) in live.items()
+                       if a <= op.index <= b), reverse=True)
         total = sum(size for size, _ in here)
         if best is None or total > best[0]:
             best = (total, op, here)
@@ -453,8 +457,8 @@ class _Micro:
     """A TFLM interpreter for one file, with its single input and output described."""
 
     def __init__(self, path, arena_size=None):
-        self.path, data = str(path), read_tflite(path)
         micro = runtime()
+        self.path, data = str(path), read_tflite(path)
         size = arena_size or max(1 << 24, 4 * len(data))
         with _stderr_captured() as log:
             try:
