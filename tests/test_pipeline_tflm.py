@@ -40,6 +40,16 @@ def test_tflm_files_are_full_int8_without_sparse_encoding():
     assert stages.tflm_files(PipelineConfig()) == ()
 
 
+def test_run_folder_readme_lists_the_tflm_files():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "export" / "README.md").read_text()
+    config = PipelineConfig(target="tflm", emit_c=True).validate()
+    for stage in pipeline.STAGES:
+        for name in stage.files_written(config):
+            assert f"`{name}` | {stage.name} |" in text, name
+
+
 def _small(filters, name):
     return keras.Sequential([keras.Input((28, 28, 1)),
                              keras.layers.Conv2D(filters, 5, strides=2, activation="relu",

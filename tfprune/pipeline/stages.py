@@ -1,12 +1,12 @@
 """The stages of a run, declared, in order in `STAGES`.
 
-A run is baseline, prune, merge, retrain, shrink, export, verify, benchmark, report (and, for
-TensorFlow Lite Micro, tflm before the report). Each
-`Stage` (see `tfprune.pipeline.runner`) names the settings that decide it, the files it
-reads and writes, the Keras model it makes, and its `run(context)`. The runner and the
-report take everything they need from these declarations: adding a stage (a search for
-per-layer widths, a TFLite Micro export) is one declaration here, placed in `STAGES`, plus
-its code; a stage that only some runs need declares `enabled(config)`.
+A run is baseline, prune, merge, retrain, shrink, export, verify, benchmark, report, and
+tflm before the report with `--target=tflm`. Each `Stage` (see `tfprune.pipeline.runner`)
+names the settings that decide it, the files it reads and writes, the Keras model it makes,
+and its `run(context)`. The runner and the report take everything they need from these
+declarations: adding a stage (a search for per-layer widths, a TFLite Micro measurement) is
+one declaration here, placed in `STAGES`, plus its code; a stage that only some runs need
+declares `enabled(config)`.
 
 This module stays light to import (the command line reads the stage names to check
 `--stop_after`): Keras and TensorFlow load inside the stage functions.
