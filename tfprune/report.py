@@ -324,10 +324,10 @@ def _tflm_section(report):
                      f"{_num(info.get('tflm_litert_class_mismatches'))} | "
                      f"{_num(info.get('tflm_latency_us'), '{:.1f}')} |")
     lines += ["", f"`{micro['compressed']}` against the float baseline "
-              f"`{micro['baseline_float']}`: flash {_x(micro['flash_ratio_float'])} smaller, "
-              f"TFLM accuracy {_pp(micro['accuracy_delta_float'])} against its LiteRT accuracy. "
-              "Latency: host CPU, TFLM's reference kernels, the two int8 files interleaved; "
-              "a host figure, not a microcontroller's."]
+              f"`{micro['baseline_float']}`: flash {_x(micro['flash_ratio_float'])} smaller; "
+              f"accuracy on TFLM {_pp(micro['accuracy_delta_float'])} from the float "
+              "baseline's (on LiteRT). Latency: host CPU, TFLM's reference kernels, the two "
+              "int8 files interleaved: a host figure, not a microcontroller's."]
     return lines
 
 
