@@ -456,10 +456,10 @@ def _log_line(text):
 class _Micro:
     """A TFLM interpreter for one file, with its single input and output described."""
 
-    def __init__(self, path, arena_size=None):
+    def __init__(self, path):
         micro = runtime()
         self.path, data = str(path), read_tflite(path)
-        size = arena_size or max(1 << 24, 4 * len(data))
+        size = max(1 << 24, 4 * len(data))  # ample: the recording allocator says what is used
         with _stderr_captured() as log:
             try:
                 self.interpreter = micro.Interpreter.from_bytes(bytes(data), arena_size=size)
@@ -482,20 +482,22 @@ class _Micro:
         scales, zero_points = q["scales"], q["zero_points"]
         return (float(scales[0]), int(zero_points[0])) if len(scales) else (0.0, 0)
 
-    def invoke(self, x):
-        """Runs one batch already in the input's dtype and shape; returns the raw output."""
-        with _stderr_captured() as log:
+    def invoke(self, *batches):
+        """Runs batches already in the input's dtype and shape; returns their raw outputs."""
+        outputs, error = [], None
+        with _stderr_captured() as log:  # once for all: TFLM prints only when it fails
             try:
-                self.interpreter.set_input(x, 0)
-                self.interpreter.invoke()
-                error = None
+                for x in batches:
+                    self.interpreter.set_input(x, 0)
+                    self.interpreter.invoke()
+                    outputs.append(np.array(self.interpreter.get_output(0)))
             except (RuntimeError, ValueError) as e:
                 error = e
         if error is not None:
             raise TfpruneError(f"TFLite Micro failed to run {self.path!r} "
                                f"({_log_line(log[0]) or first_line(error)}): export it again "
                                "with target='tflm'.")
-        return np.array(self.interpreter.get_output(0))
+        return outputs
 
     def random_input(self, seed=0):
         rng = np.random.default_rng(seed)
@@ -571,7 +573,7 @@ def measure_arena(path):
     (True, 288)
     """
     micro = _Micro(path)
-    micro.invoke(micro.random_input())
+    micro.invoke(micro.random_input())  # the docs: the allocations are complete after a run
     with _stderr_captured() as log:
         micro.interpreter.print_allocations()
     figures = {kind: int(n) for kind, n in _ARENA_LINE.findall(log[0])}
@@ -651,14 +653,11 @@ def predict(path, x, raw=False):
                            f"x.shape={x.shape}")
     in_scale, in_zero = micro.scale(micro.input)
     xq = quantize(x, micro.input["dtype"], in_scale, in_zero)
-    rows = []
-    for i in range(0, len(xq), batch):
-        chunk = xq[i:i + batch]
-        missing = batch - len(chunk)
-        if missing:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], missing, axis=0)])
-        rows.append(micro.invoke(chunk)[:batch - missing])
-    y = np.concatenate(rows) if rows else np.empty((0,))
+    missing = -len(xq) % batch  # the last batch is padded with copies of the last input
+    if missing and len(xq):
+        xq = np.concatenate([xq, np.repeat(xq[-1:], missing, axis=0)])
+    rows = micro.invoke(*(xq[i:i + batch] for i in range(0, len(xq), batch)))
+    y = np.concatenate(rows)[:len(x)] if rows else np.empty((0,))
     return y if raw else dequantize(y, *micro.scale(micro.output))
 
 
