@@ -5,7 +5,8 @@ op against TFLM's op table, so that a layer TFLM cannot run stops the run in sec
 After the export, `measure` runs the float baseline, the full-int8 baseline and
 `compressed.tflite` on TFLM's interpreter: flash (the file's bytes) and the tensor arena its
 recording allocator reports for all three; for the two int8 files, the accuracy on the test
-set through TFLM, compared image for image with LiteRT's on the same file, and the host
+set through TFLM, compared image for image with LiteRT's on the same file (its builtin
+kernels, and XNNPACK), and the host
 latency on TFLM's reference kernels, interleaved. With `max_arena`, a compressed file that
 needs more stops the run, naming what fills the arena; with `emit_c` it is written as C
 source. Without the `tflite-micro` package the stage says so in one line and the run keeps
@@ -64,9 +65,9 @@ def measure(context, baseline, baseline_int8, compressed):
 
     Returns:
         `(outputs, result, figure)`: the C files written; `{"files": {name: facts}}` (flash,
-        arena and its parts, TFLM accuracy, images whose class differs from LiteRT's,
-        host latency and speedup), the `tflite-micro` version and the latency settings; a
-        one-line summary.
+        arena and its parts, TFLM accuracy, images whose class or output differs from
+        LiteRT's builtin kernels' and XNNPACK's, host latency and speedup), the
+        `tflite-micro` version and the latency settings; a one-line summary.
 
     Raises:
         TfpruneError: the compressed file's arena exceeds `max_arena` (naming what fills it).
@@ -95,16 +96,24 @@ def measure(context, baseline, baseline_int8, compressed):
                            tflm_speedup_over=baseline_int8)
     outputs = _write_c(config, folder, compressed, arenas[compressed])
     base, comp = files[baseline_int8], files[compressed]
-    differ = comp["tflm_litert_class_mismatches"] + base["tflm_litert_class_mismatches"]
-    agreement = ("= LiteRT image for image" if not differ
-                 else f"{differ} images classed otherwise than on LiteRT")
     result = {"files": files, "version": tflm.version(), "rounds": config.tflm_runs,
               "latency_note": HOST_NOTE}
     return outputs, result, (
         f"TFLM: flash {base['flash_bytes']:,} -> {comp['flash_bytes']:,} B, arena "
         f"{base['arena_bytes']:,} -> {comp['arena_bytes']:,} B "
         f"({base['arena_bytes'] / comp['arena_bytes']:.1f}x), accuracy "
-        f"{base['tflm_accuracy']:.2%} -> {comp['tflm_accuracy']:.2%} ({agreement})")
+        f"{base['tflm_accuracy']:.2%} -> {comp['tflm_accuracy']:.2%} ({_agreement(base, comp)})")
+
+
+def _agreement(*files):
+    """How the two files' TFLM classes compare with LiteRT's, image for image, in words."""
+    differ = {kind: sum(facts[f"tflm_{kind}_class_mismatches"] for facts in files)
+              for kind in ("builtin", "xnnpack")}
+    text = ("= LiteRT builtin image for image" if not differ["builtin"] else
+            f"{differ['builtin']} images classed otherwise than on LiteRT builtin")
+    if differ["xnnpack"]:
+        text += f"; {differ['xnnpack']} otherwise than on XNNPACK"
+    return text
 
 
 def _check_arena(config, path, arena):
@@ -122,19 +131,26 @@ def _check_arena(config, path, arena):
 
 
 def _accuracy(path, test):
-    """TFLM's test accuracy on a file, and how many images LiteRT classes otherwise."""
+    """TFLM's test accuracy on a file, and how many images LiteRT classes otherwise.
+
+    LiteRT's builtin kernels compute TFLite's quantized arithmetic as TFLM's reference
+    kernels do; XNNPACK (what verify measures with) rounds its own way, so a near tie can
+    fall the other way there. Both are counted, and the images whose int8 outputs differ.
+    """
     from tfprune import export, tflm
     from tfprune.interpreter import classes
 
     x, y = test
-    on_micro = tflm.predict(path, x, raw=True)
-    on_litert = export.predict(path, x, raw=True)  # the kernels verify measures with
-    micro_classes = classes(on_micro)
-    return {"tflm_accuracy": float(np.mean(micro_classes == y)),
-            "tflm_litert_class_mismatches": int(np.sum(micro_classes != classes(on_litert))),
-            "tflm_litert_output_mismatches": int(np.sum(np.any(
-                on_micro.reshape(len(x), -1) != on_litert.reshape(len(x), -1), axis=1))),
-            "tflm_test_images": int(len(y))}
+    on_micro = tflm.predict(path, x, raw=True).reshape(len(x), -1)
+    facts = {"tflm_accuracy": float(np.mean(classes(on_micro) == y)),
+             "tflm_test_images": int(len(y))}
+    for delegate in ("builtin", "xnnpack"):
+        on_litert = export.predict(path, x, raw=True, delegate=delegate).reshape(len(x), -1)
+        facts[f"tflm_{delegate}_class_mismatches"] = int(np.sum(classes(on_micro)
+                                                                != classes(on_litert)))
+        facts[f"tflm_{delegate}_output_mismatches"] = int(np.sum(np.any(on_micro != on_litert,
+                                                                        axis=1)))
+    return facts
 
 
 def _latency(config, folder, *names):
