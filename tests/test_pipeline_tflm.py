@@ -78,7 +78,8 @@ def _made(name, filters):
     """A stage that makes a small Keras model as the stage `name` of a run would."""
     def run(context):
         model = _small(filters, name)
-        return [context.save(name, model)], {"params": model.count_params()}, name
+        params = model.count_params()
+        return [context.save(name, model)], {"params": params, "nonzeros": params}, name
 
     return run
 

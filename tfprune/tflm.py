@@ -353,7 +353,8 @@ def activation_peak(path, layers=None):
     Example:
 
     >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv"),
-    ...                           keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
+    ...                           keras.layers.Flatten(name="flatten"),
+    ...                           keras.layers.Dense(10, name="fc")])
     >>> images = np.random.default_rng(0).random((32, 8, 8, 1), dtype="float32")
     >>> path = tfprune.export.to_tflite(model, "m.tflite", target="tflm",
     ...                                 representative_data=images)
