@@ -157,10 +157,10 @@ def test_accuracy_on_tflm_equals_litert_image_for_image(mnist_dir, tmp_path):
                               keras.layers.Flatten(),
                               keras.layers.Dense(10, activation="softmax")])
     model.compile(keras.optimizers.Adam(0.005), "sparse_categorical_crossentropy")
-    model.fit(x[:2000], y[:2000], batch_size=32, epochs=2, verbose=0)
+    model.fit(x[:1000], y[:1000], batch_size=32, epochs=2, verbose=0)
     path = export.to_tflite(model, tmp_path / "small.tflite", target="tflm",
                             representative_data=x[:100])
-    xt, yt = xt[:500], yt[:500]
+    xt, yt = xt[:300], yt[:300]
     # LiteRT's builtin kernels compute TFLite's int8 arithmetic as TFLM's reference kernels
     # do (XNNPACK rounds its own way: the tflm stage counts its differences, not a test).
     on_micro = tflm.predict(path, xt, raw=True)
@@ -168,7 +168,7 @@ def test_accuracy_on_tflm_equals_litert_image_for_image(mnist_dir, tmp_path):
     assert on_micro.dtype == on_litert.dtype == np.int8
     assert np.array_equal(classes(on_micro), classes(on_litert))
     assert tflm.evaluate(path, xt, yt) == export.evaluate(path, xt, yt, delegate="builtin")
-    assert tflm.evaluate(path, xt, yt) > 0.8  # trained: the comparison is not of noise
+    assert tflm.evaluate(path, xt, yt) > 0.7  # trained: the comparison is not of noise
 
 
 def test_predict_runs_any_number_of_inputs_in_the_files_batch(int8_file, images):
