@@ -1,15 +1,14 @@
 """`--target=tflm` in the pipeline: its settings, the op check before training, the tflm stage
 and what the report shows."""
 
+import importlib.util
+
 import keras
 import pytest
 
 from tfprune import pipeline, tflm
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.pipeline import PipelineConfig, Stage, execute, stages
-
-pytest.importorskip("tflite_micro", reason="the tflite-micro package (tfprune[tflm]) is not "
-                                           "installed")
 
 
 @pytest.mark.parametrize("settings,match", [
@@ -82,6 +81,8 @@ def _made(name, filters):
     return run
 
 
+@pytest.mark.skipif(importlib.util.find_spec("tflite_micro") is None,
+                    reason="the tflite-micro package (tfprune[tflm]) is not installed")
 def test_tflm_stage_measures_the_files_and_the_report_shows_them(mnist_dir, tmp_path, capsys,
                                                                  monkeypatch):
     """The export, verify, tflm and report stages as declared, after two small models."""

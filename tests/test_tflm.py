@@ -1,6 +1,7 @@
 """TensorFlow Lite Micro: the op check, full-int8 export, arena and accuracy on TFLM's own
 interpreter, and the C source (compiled, its bytes read back)."""
 
+import importlib.util
 import os
 import re
 import shutil
@@ -14,8 +15,11 @@ from tfprune import csource, export, tflm
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.interpreter import classes
 
-micro = pytest.importorskip("tflite_micro", reason="the tflite-micro package (tfprune[tflm]) "
-                                                   "is not installed")
+# The op check and the C export work without the tflite-micro package; what runs a file on
+# TFLM's interpreter needs it.
+needs_tflm = pytest.mark.skipif(importlib.util.find_spec("tflite_micro") is None,
+                                reason="the tflite-micro package (tfprune[tflm]) is not "
+                                       "installed")
 
 
 def _conv_net(filters=4, name="net"):
@@ -39,9 +43,12 @@ def int8_file(tmp_path_factory, images):
                             target="tflm", representative_data=images)
 
 
+@needs_tflm
 def test_op_table_names_only_ops_the_installed_runtime_registers():
     """Our table against the TFLM build the package ships: each op has its kernel there."""
-    library = os.path.join(os.path.dirname(micro.runtime.__file__), "_runtime.so")
+    from tflite_micro.python.tflite_micro import runtime
+
+    library = os.path.join(os.path.dirname(runtime.__file__), "_runtime.so")
     symbols = open(library, "rb").read()
     missing = sorted(op for op in tflm.MICRO_OPS if f"Register_{op}E".encode() not in symbols)
     assert not missing
@@ -57,6 +64,7 @@ def test_tflm_export_is_full_int8_with_int8_io_batch_1(int8_file):
     assert tflm.problems(int8_file) == [] and tflm.int8_problems(int8_file) == []
 
 
+@needs_tflm
 def test_float_io_is_an_option_and_still_full_int8_inside(tmp_path, images):
     path = export.to_tflite(_conv_net(), tmp_path / "f.tflite", target="tflm", int8_io=False,
                             representative_data=images)
@@ -66,6 +74,7 @@ def test_float_io_is_an_option_and_still_full_int8_inside(tmp_path, images):
     assert tflm.measure_arena(path).total > 0
 
 
+@needs_tflm
 def test_hybrid_file_is_refused_naming_op_layer_and_fix(tmp_path):
     path = export.to_tflite(_conv_net(), tmp_path / "dynamic.tflite", quantize="dynamic")
     with pytest.raises(UnsupportedModelError) as caught:
@@ -122,6 +131,7 @@ def test_tflm_export_refuses_settings_it_cannot_honour(tmp_path, images, kwargs,
     assert not (tmp_path / "m.tflite").exists()
 
 
+@needs_tflm
 def test_arena_comes_from_the_interpreter(int8_file):
     """The recording allocator's total is the arena TFLM needs: bisection on the arena size
     given to the interpreter finds the same figure, to the allocator's 16-byte alignment."""
@@ -132,6 +142,7 @@ def test_arena_comes_from_the_interpreter(int8_file):
     assert smallest <= arena.total <= smallest + 16
 
 
+@needs_tflm
 def test_tflm_plans_activations_as_tightly_as_their_lifetimes_allow(tmp_path, images):
     """On a chain, TFLM's planner reaches the lifetime bound: with 4 filters the input and
     conv's output peak together (144 + 112 bytes), with 8 conv's output and Flatten's copy of
@@ -146,6 +157,7 @@ def test_tflm_plans_activations_as_tightly_as_their_lifetimes_allow(tmp_path, im
     assert sizes[8].total > sizes[4].total
 
 
+@needs_tflm
 def test_accuracy_on_tflm_equals_litert_image_for_image(mnist_dir, tmp_path):
     from tfprune import data
 
@@ -171,6 +183,7 @@ def test_accuracy_on_tflm_equals_litert_image_for_image(mnist_dir, tmp_path):
     assert tflm.evaluate(path, xt, yt) > 0.7  # trained: the comparison is not of noise
 
 
+@needs_tflm
 def test_predict_runs_any_number_of_inputs_in_the_files_batch(int8_file, images):
     all_at_once = tflm.predict(int8_file, images[:5], raw=True)
     one_by_one = np.concatenate([tflm.predict(int8_file, images[i:i + 1], raw=True)
@@ -212,6 +225,7 @@ int main(void) {
 """
 
 
+@needs_tflm
 @pytest.mark.parametrize("language,compiler", [("cc", "g++"), ("c", "cc")])
 def test_c_source_compiles_and_holds_the_files_bytes(int8_file, tmp_path, language, compiler):
     if shutil.which(compiler) is None:
@@ -282,6 +296,7 @@ def main():
         delattr(flags.FLAGS, name)
 
 
+@needs_tflm
 def test_inspect_says_which_runtimes_run_the_file(main, int8_file, tmp_path, capsys):
     from tfprune import tools
 
