@@ -173,8 +173,8 @@ def test_accuracy_on_tflm_equals_litert_image_for_image(mnist_dir, tmp_path):
     path = export.to_tflite(model, tmp_path / "small.tflite", target="tflm",
                             representative_data=x[:100])
     xt, yt = xt[:300], yt[:300]
-    # LiteRT's builtin kernels compute TFLite's int8 arithmetic as TFLM's reference kernels
-    # do (XNNPACK rounds its own way: the tflm stage counts its differences, not a test).
+    # LiteRT's builtin kernels implement the int8 arithmetic of TFLM's reference kernels
+    # (XNNPACK rounds its own way: the tflm stage counts its differences, not a test).
     on_micro = tflm.predict(path, xt, raw=True)
     on_litert = export.predict(path, xt, delegate="builtin", raw=True)
     assert on_micro.dtype == on_litert.dtype == np.int8

@@ -328,9 +328,9 @@ def _tflm_section(report):
     lines += ["", f"`{micro['compressed']}` against the float baseline "
               f"`{micro['baseline_float']}`: flash {_x(micro['flash_ratio_float'])} smaller; "
               f"accuracy on TFLM {_pp(micro['accuracy_delta_float'])} from the float "
-              "baseline's (on LiteRT). LiteRT's builtin kernels compute TFLite's int8 "
-              "arithmetic as TFLM's reference kernels do; XNNPACK (the `.tflite` test "
-              "accuracy above) rounds its own way, so a near tie can fall the other way. "
+              "baseline's (on LiteRT). LiteRT's builtin kernels implement the int8 "
+              "arithmetic of TFLM's reference kernels; XNNPACK (the `.tflite` test accuracy "
+              "above) rounds its own way, so a near tie can fall the other way there. "
               "Latency: host CPU, TFLM's reference kernels, the two int8 files interleaved: "
               "a host figure, not a microcontroller's."]
     return lines

@@ -6,11 +6,10 @@ After the export, `measure` runs the float baseline, the full-int8 baseline and
 `compressed.tflite` on TFLM's interpreter: flash (the file's bytes) and the tensor arena its
 recording allocator reports for all three; for the two int8 files, the accuracy on the test
 set through TFLM, compared image for image with LiteRT's on the same file (its builtin
-kernels, and XNNPACK), and the host
-latency on TFLM's reference kernels, interleaved. With `max_arena`, a compressed file that
-needs more stops the run, naming what fills the arena; with `emit_c` it is written as C
-source. Without the `tflite-micro` package the stage says so in one line and the run keeps
-its LiteRT figures.
+kernels, and XNNPACK), and the host latency on TFLM's reference kernels, interleaved. With
+`max_arena`, a compressed file that needs more stops the run, naming what fills the arena;
+with `emit_c` it is written as C source. Without the `tflite-micro` package the stage says
+so in one line and the run keeps its LiteRT figures.
 
 This module stays light to import, as `stages.py` does: the work imports what it needs.
 """
@@ -133,9 +132,10 @@ def _check_arena(config, path, arena):
 def _accuracy(path, test):
     """TFLM's test accuracy on a file, and how many images LiteRT classes otherwise.
 
-    LiteRT's builtin kernels compute TFLite's quantized arithmetic as TFLM's reference
-    kernels do; XNNPACK (what verify measures with) rounds its own way, so a near tie can
-    fall the other way there. Both are counted, and the images whose int8 outputs differ.
+    LiteRT's builtin kernels implement the int8 arithmetic TFLM's reference kernels do
+    (their rounding may still differ by a step, in a few images); XNNPACK (what verify
+    measures with) rounds its own way, more often. Images classed otherwise are counted for
+    both, and so are the images whose int8 outputs differ at all.
     """
     from tfprune import export, tflm
     from tfprune.interpreter import classes
