@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -30,3 +32,19 @@ def test_the_python_api_example_runs(mnist_dir, tmp_path, monkeypatch, capsys):
     accuracies = re.search(r"^(0\.\d+|1\.0) (0\.\d+|1\.0)$", out, re.M)
     assert accuracies, out[-2000:]
     assert min(map(float, accuracies.groups())) > 0.3   # trained, not guessing (0.1)
+
+
+def test_the_microcontroller_example_runs(mnist_dir, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tflite_micro", reason="the tflite-micro package (tfprune[tflm]) is "
+                                               "not installed")
+    text = README.read_text()
+    section = text[text.index("## Microcontrollers"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.setenv("TFPRUNE_DATA_DIR", mnist_dir)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, str(README), "exec"), {})
+    out = capsys.readouterr().out
+    assert "measured on TFLite Micro" in out
+    accuracy = float(re.search(r"^(0\.\d+|1\.0)$", out, re.M).group(1))
+    assert accuracy > 0.8
+    assert (tmp_path / "model_data.h").is_file() and (tmp_path / "model_data.cc").is_file()

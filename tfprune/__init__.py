@@ -44,12 +44,14 @@ _NAMES = {
     "register_layer": "tfprune.handlers",
 }
 # Submodules reachable as attributes after `import tfprune`.
-_SUBMODULES = ("atomic", "backup", "bench", "callbacks", "cli", "data", "distribute", "errors",
-               "export", "fusion", "graph", "handlers", "masks", "models", "options",
-               "pipeline", "pruning", "report", "schedules", "shrinking", "tools", "wrapper")
+_SUBMODULES = ("atomic", "backup", "bench", "callbacks", "cli", "csource", "data", "distribute",
+               "errors", "export", "fusion", "graph", "handlers", "interpreter", "masks",
+               "models", "options", "pipeline", "pruning", "report", "schedules", "shrinking",
+               "tflm", "tools", "wrapper")
 
 __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,
-           "bench", "data", "export", "fusion", "handlers", "models", "pipeline", "report"]
+           "bench", "data", "export", "fusion", "handlers", "models", "pipeline", "report",
+           "tflm", "csource"]
 
 
 def __getattr__(name):

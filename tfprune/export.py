@@ -5,6 +5,9 @@ which traces the model into a SavedModel and runs the TFLite converter), with ou
 settings: the quantization mode, the converter's sparse encoding, builtin ops only unless
 asked, and an atomic write so that a failed export leaves no file behind. Reading and
 loading `.tflite` files is `tfprune.interpreter`'s, below this module (`bench` is above it).
+With `target="tflm"` the file is made for TensorFlow Lite for Microcontrollers: full int8,
+no sparse encoding, and checked op by op against what TFLM has (`tfprune.tflm`, also below
+this module) before it is written. `runtimes` says which interpreters can run a file.
 """
 
 import dataclasses
@@ -15,14 +18,27 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune import atomic
+from tfprune import atomic, tflm
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
-from tfprune.interpreter import data_sizes, format_table, load_interpreter, read_tflite
-from tfprune.options import QUANTIZE_MODES
+from tfprune.interpreter import (
+    NUMPY_TYPES,
+    classes,
+    data_sizes,
+    dequantize,
+    format_table,
+    load_interpreter,
+    parse,
+    read_tflite,
+    tensor_name,
+    undelegated_ops,
+)
+from tfprune.interpreter import quantize as quantize_values
+from tfprune.options import QUANTIZE_MODES, TARGETS
 
 
-def to_tflite(model, path, quantize="none", sparse=False, representative_data=None,
-              int8_io=False, allow_select_ops=False, calibration_samples=200, batch_size=None):
+def to_tflite(model, path, quantize=None, sparse=False, representative_data=None,
+              int8_io=None, allow_select_ops=False, calibration_samples=200, batch_size=None,
+              target="litert"):
     """Converts a Keras model to a `.tflite` file, written atomically.
 
     Args:
@@ -31,19 +47,26 @@ def to_tflite(model, path, quantize="none", sparse=False, representative_data=No
         path: Where to write the `.tflite` file; its folder must exist.
         quantize: String, one of `"none"` (float32), `"float16"` (float16 weights),
             `"dynamic"` (int8 weights, float activations) or `"int8"` (full integer,
-            calibrated on `representative_data`), defaults to `"none"`.
+            calibrated on `representative_data`), defaults to `"none"` (`"int8"` for
+            `target="tflm"`, which takes nothing else).
         sparse: Boolean, let the converter store sparse weights in its sparse encoding
             (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`), defaults to `False`.
         representative_data: For `quantize="int8"`: a `tf.data.Dataset` (or iterable) of
             `(x, y)` or `x`, batched or not, or a NumPy array of inputs.
         int8_io: Boolean, with `quantize="int8"`, make the input and output int8 too (else
-            they stay float32 with (de)quantize ops at the ends), defaults to `False`.
+            they stay float32 with (de)quantize ops at the ends), defaults to `None`: int8
+            for `target="tflm"`, float32 otherwise.
         allow_select_ops: Boolean, allow TensorFlow (Select/Flex) ops that the builtin
             kernels lack; the app must then link the Flex delegate. Defaults to `False`.
         calibration_samples: Integer, how many inputs calibrate `int8`, defaults to `200`.
         batch_size: Integer to fix the input's batch dimension (a batch of 1 drops the
             shape ops a dynamic Flatten needs), or `None` for a dynamic batch that
-            `evaluate` and `compare` resize, defaults to `None`.
+            `evaluate` and `compare` resize (a batch of 1 for `target="tflm"`: a
+            microcontroller runs one input at a time), defaults to `None`.
+        target: String, the interpreter the file is for: `"litert"` (LiteRT, any mode) or
+            `"tflm"` (TensorFlow Lite for Microcontrollers: full int8, no sparse encoding,
+            every op checked against what TFLM has, naming the layer of any that is not),
+            defaults to `"litert"`.
 
     Returns:
         The `Path` written.
@@ -51,7 +74,8 @@ def to_tflite(model, path, quantize="none", sparse=False, representative_data=No
     Raises:
         TfpruneError: bad arguments, representative data of the wrong shape, a folder that
             is missing or cannot be written.
-        UnsupportedModelError: the model needs non-builtin ops or does not convert.
+        UnsupportedModelError: the model needs non-builtin ops or does not convert; with
+            `target="tflm"`, an op TFLM lacks or a hybrid op (named with its layer).
 
     Example:
 
@@ -62,10 +86,16 @@ def to_tflite(model, path, quantize="none", sparse=False, representative_data=No
     ...                                 representative_data=images)
     >>> str(path), tfprune.export.inspect(path).tensor("fc").dtype
     ('model.tflite', 'int8')
+    >>> micro = tfprune.export.to_tflite(model, "micro.tflite", target="tflm",
+    ...                                  representative_data=images)
+    >>> tfprune.export.inspect(micro).inputs    # int8 in, batch 1
+    ['serving_default_args_0:0 1x8x8x1 int8']
     """
     import tensorflow as tf
 
     model = _as_model(model)
+    quantize, int8_io, batch_size = _target_defaults(target, quantize, int8_io, batch_size)
+    _check_target(target, quantize, sparse, allow_select_ops, representative_data)
     _check_mode(quantize, int8_io, representative_data)
     signature = _input_signature(model)
     kwargs = _converter_settings(tf, quantize, sparse, int8_io, allow_select_ops)
@@ -86,7 +116,44 @@ def to_tflite(model, path, quantize="none", sparse=False, representative_data=No
             raise
         except Exception as e:  # the converter raises many types; say what failed, in a line
             raise _conversion_error(e, allow_select_ops) from e
+        if target == "tflm":  # before the file appears: a file that does not fit is no file
+            tflm.check(tmp, full_int8=True, layers=[layer.name for layer in model.layers],
+                       name=path)
     return path
+
+
+def _target_defaults(target, quantize, int8_io, batch_size):
+    """`quantize`, `int8_io` and `batch_size` with their defaults for `target` filled in."""
+    micro = target == "tflm"
+    if quantize is None:
+        quantize = "int8" if micro else "none"
+    if int8_io is None:
+        int8_io = micro and quantize == "int8"
+    if batch_size is None and micro:
+        batch_size = 1
+    return quantize, int8_io, batch_size
+
+
+def _check_target(target, quantize, sparse, allow_select_ops, representative_data):
+    if target not in TARGETS:
+        raise TfpruneError(f"target must be one of {TARGETS}. Received: target={target!r}")
+    if target != "tflm":
+        return
+    if quantize != "int8":
+        raise TfpruneError("target='tflm' exports full int8 (TFLite Micro has no hybrid "
+                           "kernels, and a microcontroller rarely has floating point): pass "
+                           f"quantize='int8' or leave it out. Received: quantize={quantize!r}")
+    if sparse:
+        raise TfpruneError("target='tflm' cannot use the sparse encoding (TFLite Micro has no "
+                           "DENSIFY op to expand it): pass sparse=False. Received: sparse=True")
+    if allow_select_ops:
+        raise TfpruneError("target='tflm' runs builtin ops only (TFLite Micro has no Flex "
+                           "delegate): pass allow_select_ops=False. Received: "
+                           "allow_select_ops=True")
+    if representative_data is None:
+        raise TfpruneError("target='tflm' exports full int8, whose activation ranges are "
+                           "calibrated on data: pass representative_data (a few hundred "
+                           "training inputs). Received: representative_data=None")
 
 
 def _as_model(model):
@@ -267,13 +334,51 @@ def evaluate(path, x, y=None, batch_size=None, threads=None, delegate="xnnpack")
         _check_shape(x, (None, *runner.shape[1:]), "dataset")
         if x.ndim == len(runner.shape) - 1:
             x, y = x[None], np.asarray(y)[None]
-        predicted = _classes(runner(x))
+        predicted = classes(runner(x))
         labels = np.argmax(y, axis=-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
         correct += int(np.sum(predicted == labels.astype(np.int64)))
         total += len(labels)
     if total == 0:
         raise DataError("evaluate got no data: pass arrays x and y, or (x, y) batches.")
     return correct / total
+
+
+def predict(path, x, batch_size=256, threads=None, delegate="xnnpack", raw=False):
+    """Outputs of a `.tflite` file on the LiteRT interpreter for an array of inputs.
+
+    Inputs are quantized and outputs dequantized with the file's own scale and zero point,
+    as in `evaluate`, unless `raw`.
+
+    Args:
+        path: Path to the `.tflite` file (one input, one output).
+        x: Array of inputs.
+        batch_size: Integer, inputs per invocation of a dynamic-batch file (a fixed-batch
+            file runs in chunks of its batch), defaults to `256`.
+        threads: Integer or `None`, interpreter threads, defaults to `None`.
+        delegate: String, `"xnnpack"` or `"builtin"`, defaults to `"xnnpack"` (falls back to
+            the builtin kernels if XNNPACK cannot prepare the model).
+        raw: Boolean, return the output tensor's own values (int8 for a full-int8 file),
+            defaults to `False`.
+
+    Returns:
+        Array with one row of outputs per input.
+
+    Raises:
+        TfpruneError: a bad file, or inputs of a shape the model cannot take.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> x = np.random.default_rng(0).random((5, 4), dtype="float32")
+    >>> y = tfprune.export.predict(tfprune.export.to_tflite(model, "m.tflite"), x)
+    >>> bool(np.allclose(y, model.predict(x, verbose=0), atol=1e-5))
+    True
+    """
+    runner = _Runner(*load_interpreter(path, threads, delegate)[:2],
+                     reload=lambda: load_interpreter(path, threads, "builtin")[0], raw=raw)
+    x = np.asarray(x)
+    _check_shape(x, (None, *runner.shape[1:]), "x")
+    return np.concatenate([runner(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def _labelled_batches(x, y, batch_size):
@@ -304,8 +409,9 @@ def _labelled_batches(x, y, batch_size):
 class _Runner:
     """Runs batches through an interpreter's one input and one output, (de)quantizing."""
 
-    def __init__(self, interpreter, delegate_used="builtin", reload=None):
+    def __init__(self, interpreter, delegate_used="builtin", reload=None, raw=False):
         self.interpreter, self.delegate_used, self.reload = interpreter, delegate_used, reload
+        self.raw = raw
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise UnsupportedModelError("evaluate needs a model with one input and one output. "
@@ -343,7 +449,8 @@ class _Runner:
             self._fall_back(len(x))  # XNNPACK rejected the resized graph: builtin kernels
             self.interpreter.set_tensor(self.input["index"], _quantize(x, self.input))
             self.interpreter.invoke()
-        return _dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
+        y = self.interpreter.get_tensor(self.output["index"])
+        return y if self.raw else _dequantize(y, self.output)
 
     def _fall_back(self, batch):
         self.interpreter, self.delegate_used = self.reload(), "builtin"
@@ -353,32 +460,14 @@ class _Runner:
 
 
 def _quantize(x, detail):
-    dtype = np.dtype(detail["dtype"])
-    scale, zero_point = detail["quantization"]
-    if not np.issubdtype(dtype, np.integer) or not scale:
-        return x.astype(dtype)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+    return quantize_values(x, detail["dtype"], *detail["quantization"])
 
 
 def _dequantize(y, detail):
-    scale, zero_point = detail["quantization"]
-    if np.issubdtype(y.dtype, np.integer) and scale:
-        return (y.astype(np.float32) - zero_point) * scale
-    return y.astype(np.float32)
-
-
-def _classes(y):
-    y = y.reshape(len(y), -1)
-    return (y[:, 0] > 0.5).astype(np.int64) if y.shape[1] == 1 else np.argmax(y, axis=1)
+    return dequantize(y, *detail["quantization"])
 
 
 # --- inspection ------------------------------------------------------------------------------
-
-_NUMPY_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64,
-                6: np.bool_, 7: np.int16, 9: np.int8, 10: np.float64, 12: np.uint64,
-                15: np.uint32, 16: np.uint16}
-
 
 @dataclasses.dataclass
 class TensorInfo:
@@ -490,12 +579,9 @@ def inspect(path):
     ...
     ops: DENSIFY x1, CONV_2D x1, ...
     """
-    from ai_edge_litert import schema_py_generated as schema
-
     data = read_tflite(path)
+    model, names = parse(data, path)
     try:
-        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-        names = _op_names(schema, model)
         graph = model.subgraphs[0]
         ops = Counter(names[op.opcodeIndex] for op in graph.operators or [])
         densified = {op.inputs[0] for op in graph.operators or []
@@ -511,16 +597,6 @@ def inspect(path):
     return TFLiteInfo(str(path), raw, gz, dict(ops), tensors, inputs, outputs)
 
 
-def _op_names(schema, model):
-    codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    names = []
-    for code in model.operatorCodes:
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        name = codes.get(builtin, f"BUILTIN_{builtin}")
-        names.append(code.customCode.decode() if name == "CUSTOM" and code.customCode else name)
-    return names
-
-
 def _tensor_info(tensor, buffers, data, densified):
     buffer = buffers[tensor.buffer] if tensor.buffer < len(buffers) else None
     if buffer is None:
@@ -531,7 +607,7 @@ def _tensor_info(tensor, buffers, data, densified):
         raw = np.asarray(buffer.data if buffer.data is not None else [], np.uint8)
     if raw.size == 0:
         return None
-    dtype = _NUMPY_TYPES.get(tensor.type)
+    dtype = NUMPY_TYPES.get(tensor.type)
     shape = [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
     quant = tensor.quantization
     scales = quant.scale if quant is not None and quant.scale is not None else []
@@ -545,7 +621,7 @@ def _tensor_info(tensor, buffers, data, densified):
         nonzero = int(np.count_nonzero(values != zero_point))
         zeros = 1.0 - nonzero / dense if dense else 0.0
     quantized = "" if len(scales) == 0 else ("per-channel" if len(scales) > 1 else "per-tensor")
-    name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+    name = tensor_name(tensor)
     return TensorInfo(name, shape, np.dtype(dtype).name if dtype else f"type{tensor.type}",
                       int(raw.size), zeros, tensor.sparsity is not None, densified, quantized,
                       _index_bytes(tensor.sparsity))
@@ -563,7 +639,92 @@ def _index_bytes(sparsity):
 
 
 def _io(tensor):
-    name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+    name = tensor_name(tensor)
     shape = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
     dims = "x".join("?" if d == -1 else str(d) for d in shape)
-    return f"{name} {dims} {np.dtype(_NUMPY_TYPES.get(tensor.type, np.uint8)).name}"
+    return f"{name} {dims} {np.dtype(NUMPY_TYPES.get(tensor.type, np.uint8)).name}"
+
+
+# --- runtimes ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Runtime:
+    """Whether one interpreter can run a `.tflite` file, and why not.
+
+    Attributes:
+        name: String, `"LiteRT + XNNPACK"`, `"LiteRT builtin"` or `"TFLite Micro"`.
+        runs: String, `"yes"`, `"partly"` (XNNPACK leaves some ops to the builtin kernels),
+            `"no"`, or `"not run"` (TFLite Micro's op table fits but the package is missing).
+        detail: String, why (or what was measured).
+    """
+
+    name: str
+    runs: str
+    detail: str
+
+    def __str__(self):
+        return f"{self.name}: {self.runs}" + (f" ({self.detail})" if self.detail else "")
+
+
+def runtimes(path):
+    """Which interpreters can run a `.tflite` file: LiteRT with XNNPACK, LiteRT's builtin
+    kernels, TensorFlow Lite for Microcontrollers; each loaded and run, and why not.
+
+    Args:
+        path: Path to the `.tflite` file.
+
+    Returns:
+        A list of three `Runtime`s.
+
+    Raises:
+        TfpruneError: the file is missing, empty or not a TFLite model.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, name="fc")])
+    >>> path = tfprune.export.to_tflite(model, "dynamic.tflite", quantize="dynamic")
+    >>> [(r.name, r.runs) for r in tfprune.export.runtimes(path)]
+    [('LiteRT + XNNPACK', 'yes'), ('LiteRT builtin', 'yes'), ('TFLite Micro', 'no')]
+    """
+    read_tflite(path)  # a bad file is an error, not three "no"s
+    return [_litert_xnnpack(path), _litert_builtin(path), _micro(path)]
+
+
+def _litert_xnnpack(path):
+    name = "LiteRT + XNNPACK"
+    try:
+        interpreter, used, note = load_interpreter(path, 1, "xnnpack")
+    except TfpruneError as e:
+        return Runtime(name, "no", str(e))
+    if used != "xnnpack":
+        return Runtime(name, "no", note)
+    left = undelegated_ops(interpreter)
+    if left:
+        return Runtime(name, "partly", f"{', '.join(left)} run on the builtin kernels")
+    return Runtime(name, "yes", "")
+
+
+def _litert_builtin(path):
+    try:
+        load_interpreter(path, 1, "builtin")
+    except TfpruneError as e:
+        return Runtime("LiteRT builtin", "no", str(e))
+    return Runtime("LiteRT builtin", "yes", "")
+
+
+def _micro(path):
+    name = "TFLite Micro"
+    found = tflm.problems(path)
+    if found:
+        return Runtime(name, "no", "; ".join(f"{p}: {p.fix}" for p in found[:4]))
+    floats = tflm.int8_problems(path)
+    kind = (f"computes in floating point in {len(floats)} ops (a microcontroller needs an "
+            "FPU)" if floats else "full int8")
+    try:
+        arena = tflm.measure_arena(path)
+    except tflm.TflmUnavailable as e:
+        return Runtime(name, "not run", f"every op is in TFLM's op table, {kind}; {e}")
+    except TfpruneError as e:
+        return Runtime(name, "no", str(e))
+    return Runtime(name, "yes", f"{kind}; arena {arena}")

@@ -1,9 +1,11 @@
 """A `.tflite` file and the LiteRT interpreter: read and check a file, size it, load it.
 
-The layer every measurement stands on: `export` (accuracy and inspection of a file) and
-`bench` (latency) both import it, and it imports neither. Loading runs the default
-XNNPACK delegate when it takes the model and falls back to the builtin kernels, saying why,
-when it does not. `format_table` is the plain-text table both print their findings in.
+The layer every measurement stands on: `export` (accuracy and inspection of a file),
+`tflm` (the TFLite Micro interpreter) and `bench` (latency) import it, and it imports none
+of them. Loading runs the default XNNPACK delegate when it takes the model and falls back to
+the builtin kernels, saying why, when it does not. `parse` reads a file's graph for those
+that look inside it; `quantize` and `dequantize` map arrays through a tensor's scale and
+zero point; `format_table` is the plain-text table they print their findings in.
 """
 
 import gzip
@@ -16,6 +18,10 @@ from tfprune.errors import TfpruneError
 
 DELEGATES = ("xnnpack", "builtin")
 _TFLITE_IDENTIFIER = b"TFL3"
+# TFLite's tensor type codes (schema `TensorType`) -> NumPy types.
+NUMPY_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64,
+               6: np.bool_, 7: np.int16, 9: np.int8, 10: np.float64, 12: np.uint64,
+               15: np.uint32, 16: np.uint16}
 
 
 def file_sizes(path):
@@ -66,6 +72,74 @@ def read_tflite(path):
         raise TfpruneError(f"File {str(path)!r} is not a TFLite model (no 'TFL3' identifier): "
                            "pass a .tflite file written by the TFLite converter.")
     return data
+
+
+def parse(data, path):
+    """The graph of a `.tflite` file's bytes, as the flatbuffer schema's object API reads it.
+
+    Args:
+        data: The file's bytes (from `read_tflite`).
+        path: Its path, for the error message.
+
+    Returns:
+        A tuple `(model, op_names)`: the schema's `ModelT`, and the name of each of its
+        operator codes (`"CONV_2D"`; a custom op's own name), indexed by `opcodeIndex`.
+
+    Raises:
+        TfpruneError: the bytes are truncated or corrupt.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+        codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+        names = []
+        for code in model.operatorCodes or []:
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            name = codes.get(builtin, f"BUILTIN_{builtin}")
+            names.append(code.customCode.decode() if name == "CUSTOM" and code.customCode
+                         else name)
+        model.subgraphs[0]  # noqa: B018 (a model without a graph is corrupt too)
+    except Exception as e:  # flatbuffers reads past the end of a truncated file in many ways
+        raise TfpruneError(f"Cannot parse {str(path)!r} as a TFLite model ({e}): the file is "
+                           "truncated or corrupt; export it again.") from None
+    return model, names
+
+
+def tensor_name(tensor):
+    """A flatbuffer tensor's name as a string."""
+    name = tensor.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def quantize(x, dtype, scale, zero_point):
+    """`x` as a tensor of `dtype` takes it: rounded and clipped through `scale` and
+    `zero_point` when `dtype` is an integer type with a scale, else just cast.
+
+    Example:
+
+    >>> tfprune.interpreter.quantize(np.array([0.0, 0.5, 2.0]), np.int8, 1 / 255, -128)
+    array([-128,   0,  127], dtype=int8)
+    """
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.integer) or not scale:
+        return np.asarray(x).astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(np.asarray(x) / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(y, scale, zero_point):
+    """An output tensor's values as float32: through `scale` and `zero_point` when quantized."""
+    y = np.asarray(y)
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+def classes(y):
+    """Predicted classes of a batch of outputs: argmax, or `> 0.5` for one sigmoid unit."""
+    y = np.asarray(y).reshape(len(y), -1)
+    return (y[:, 0] > 0.5).astype(np.int64) if y.shape[1] == 1 else np.argmax(y, axis=1)
 
 
 def load_interpreter(path, threads=None, delegate="xnnpack"):
@@ -150,6 +224,31 @@ def _delegated(interpreter):
         return any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
     except Exception:  # a private API of LiteRT's: if it changes, assume the delegate ran
         return True
+
+
+def undelegated_ops(interpreter):
+    """The ops an interpreter runs on its builtin kernels, in order (the delegates' aside).
+
+    LiteRT lists the ops a delegate replaced beside its DELEGATE node; those are the ops
+    upstream of the DELEGATE node's outputs, back to its inputs.
+
+    Returns:
+        A list of op names; `[]` when LiteRT's private op listing is unavailable (then
+        assume the delegate took them all).
+    """
+    try:
+        ops = interpreter._get_ops_details()
+    except Exception:  # a private API of LiteRT's: if it changes, assume the delegate ran
+        return []
+    replaced = set()
+    for delegate in (op for op in ops if op["op_name"] == "DELEGATE"):
+        wanted, stop = set(delegate["outputs"].tolist()), set(delegate["inputs"].tolist())
+        for op in reversed(ops):
+            if op["op_name"] != "DELEGATE" and wanted & set(op["outputs"].tolist()):
+                replaced.add(op["index"])
+                wanted |= set(op["inputs"].tolist()) - stop
+    return [op["op_name"] for op in ops
+            if op["op_name"] != "DELEGATE" and op["index"] not in replaced]
 
 
 def _read(path):

@@ -7,6 +7,8 @@ TensorFlow loads.
 
 GRANULARITIES = ("weight", "block", "n:m", "filter")
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+# The interpreter an export is for: LiteRT, or TensorFlow Lite for Microcontrollers.
+TARGETS = ("litert", "tflm")
 MERGES = ("none", "exact", "approximate")
 POOL_KERNELS = ("grown", "original")
 POOL_ACTIVATIONS = ("relu", "none")

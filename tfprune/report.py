@@ -17,6 +17,7 @@ from tfprune import atomic
 
 FILES = ("report.json", "report.md")
 PLOTS = ("stages.png", "tflite.png", "layers.png")
+MEMORY_PLOT = "memory.png"  # flash and arena, when files were measured on TFLite Micro
 
 
 def build(config, stages, results, records, data=None):
@@ -63,7 +64,7 @@ def build(config, stages, results, records, data=None):
         for name, facts in ((results.get(stage.name) or {}).get("files") or {}).items():
             files.setdefault(name, {}).update(facts)
     return {"config": cfg, "stages": rows, "files": files, "layers": _layers(models, results),
-            "summary": _summary(models, results, files),
+            "summary": _summary(models, results, files), "tflm": _tflm(models, files),
             "seconds": {s: r.get("seconds") for s, r in records.items()},
             "results": {stage.name: results[stage.name] for stage in stages
                         if stage.name in results}, **({"data": data} if data else {})}
@@ -96,6 +97,39 @@ def _summary(models, results, files):
         "speedup": ct.get("speedup"),
         "accuracy_delta": (acc_c - acc_b) if acc_b is not None and acc_c is not None else None,
     }
+
+
+def _tflm(models, files):
+    """The TFLite Micro figures, when a stage measured files on it (`arena_bytes`), else None.
+
+    Names the float baseline, the full-int8 baseline and the compressed file, with the
+    ratios the microcontroller section of the report shows.
+    """
+    measured = {name: facts for name, facts in files.items() if "arena_bytes" in facts}
+    if not models or not measured:
+        return None
+
+    def pick(model, quantize=None):
+        return next((name for name, facts in measured.items() if facts.get("model") == model
+                     and (quantize is None or facts.get("quantize") == quantize)), None)
+
+    base_float, base_int8 = pick(models[0].model, "none"), pick(models[0].model, "int8")
+    comp = pick(models[-1].model)
+    f, b, c = (measured.get(name) or {} for name in (base_float, base_int8, comp))
+
+    def ratio(key, x, y):
+        return x[key] / y[key] if x.get(key) and y.get(key) else None
+
+    accuracy = c.get("tflm_accuracy")
+    return {"baseline_float": base_float, "baseline_int8": base_int8, "compressed": comp,
+            "flash_ratio_float": ratio("flash_bytes", f, c),
+            "flash_ratio_int8": ratio("flash_bytes", b, c),
+            "arena_ratio_int8": ratio("arena_bytes", b, c),
+            "accuracy_delta_float": (accuracy - f["accuracy"] if accuracy is not None
+                                     and f.get("accuracy") is not None else None),
+            **{f"class_mismatches_{kind}": (b.get(f"tflm_{kind}_class_mismatches", 0)
+                                            + c.get(f"tflm_{kind}_class_mismatches", 0))
+               for kind in ("builtin", "xnnpack")}}
 
 
 def _file_of(files, model):
@@ -192,6 +226,7 @@ def markdown(report):
          f"{cfg.get('bench_batch_size')})", _num(b["latency_us"], "{:.1f}"),
          _num(c["latency_us"], "{:.1f}"), _x(s["speedup"])),
     ]
+    rows += _tflm_rows(report)
     lines = [f"# tfprune run: {cfg.get('model')} on {cfg.get('dataset')}", "",
              f"Compressed model: `{c.get('quantize')}` quantization, sparse encoding "
              f"{'on' if c.get('sparse') else 'off'}; merges: {cfg.get('merge')}; "
@@ -230,6 +265,7 @@ def markdown(report):
                      f"{info.get('sparse', '—')} | {_num(info.get('bytes'))} | "
                      f"{_num(info.get('gzip_bytes'))} | {_num(info.get('accuracy'), pct)} | "
                      f"{_num(info.get('latency_us'), '{:.1f}')} |")
+    lines += _tflm_section(report)
     total = sum(v for v in report["seconds"].values() if v)
     notes = f"Stage times total {total:.0f} s."
     if measured.get("latency_us") is not None:
@@ -261,6 +297,61 @@ def _data_lines(data, shown=20):
     for name, split in data["splits"].items():
         lines.append(f"| {name} | {_num(split['images'])} | {split['source']} | "
                      f"{split['used_for']} |")
+def _tflm_rows(report):
+    """Rows of the main table measured on TFLite Micro: the int8 baseline vs compressed."""
+    micro = report.get("tflm")
+    if not micro:
+        return []
+    files = report["files"]
+    b, c = files.get(micro["baseline_int8"]) or {}, files.get(micro["compressed"]) or {}
+    pct = "{:.2%}"
+    delta = (c["tflm_accuracy"] - b["tflm_accuracy"]
+             if "tflm_accuracy" in c and "tflm_accuracy" in b else None)
+    speedup = c.get("tflm_speedup")
+    return [
+        ("Flash on TFLite Micro (bytes; baseline: full int8)", _num(b.get("flash_bytes")),
+         _num(c.get("flash_bytes")), _x(micro["flash_ratio_int8"])),
+        ("Tensor arena on TFLite Micro (bytes, measured; baseline: full int8)",
+         _num(b.get("arena_bytes")), _num(c.get("arena_bytes")), _x(micro["arena_ratio_int8"])),
+        ("Test accuracy on TFLite Micro (baseline: full int8)",
+         _num(b.get("tflm_accuracy"), pct), _num(c.get("tflm_accuracy"), pct), _pp(delta)),
+        ("Latency on TFLite Micro reference kernels, host µs (baseline: full int8)",
+         _num(b.get("tflm_latency_us"), "{:.1f}"), _num(c.get("tflm_latency_us"), "{:.1f}"),
+         _x(speedup)),
+    ]
+
+
+def _tflm_section(report):
+    """The TFLite Micro section: each file measured on it, and what the figures mean."""
+    micro = report.get("tflm")
+    if not micro:
+        return []
+    pct = "{:.2%}"
+    lines = ["", "## TensorFlow Lite Micro", "",
+             "Measured on TFLite Micro's interpreter for the host (the `tflite-micro` package): "
+             "flash is the file's bytes; the arena is what its recording allocator used "
+             "(activations as TFLM's planner lays them out, plus persistent data).", "",
+             "| file | flash (bytes) | arena (bytes) | activations | persistent | "
+             "TFLM test accuracy | images classed otherwise: LiteRT builtin / XNNPACK | "
+             "host latency (µs) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, info in report["files"].items():
+        if "arena_bytes" not in info:
+            continue
+        lines.append(f"| `{name}` | {_num(info.get('flash_bytes'))} | "
+                     f"{_num(info.get('arena_bytes'))} | {_num(info.get('arena_activations'))} | "
+                     f"{_num(info.get('arena_persistent'))} | "
+                     f"{_num(info.get('tflm_accuracy'), pct)} | "
+                     f"{_num(info.get('tflm_builtin_class_mismatches'))} / "
+                     f"{_num(info.get('tflm_xnnpack_class_mismatches'))} | "
+                     f"{_num(info.get('tflm_latency_us'), '{:.1f}')} |")
+    lines += ["", f"`{micro['compressed']}` against the float baseline "
+              f"`{micro['baseline_float']}`: flash {_x(micro['flash_ratio_float'])} smaller; "
+              f"accuracy on TFLM {_pp(micro['accuracy_delta_float'])} from the float "
+              "baseline's (on LiteRT). LiteRT's builtin kernels implement the int8 "
+              "arithmetic of TFLM's reference kernels; XNNPACK (the `.tflite` test accuracy "
+              "above) rounds its own way, so a near tie can fall the other way there. "
+              "Latency: host CPU, TFLM's reference kernels, the two int8 files interleaved: "
+              "a host figure, not a microcontroller's."]
     return lines
 
 
@@ -326,4 +417,25 @@ def _plots(folder, report):
         axes[1].legend()
         axes[1].set_title("units per layer")
         save(fig, layers_png)
+    if report.get("tflm"):
+        _memory_plot(plt, save, report)
     return written
+
+
+def _memory_plot(plt, save, report):
+    """Flash and TFLM arena of the float baseline, the int8 baseline and the compressed file."""
+    micro, files = report["tflm"], report["files"]
+    names = [(label, micro[key]) for label, key in (
+        ("baseline\nfloat32", "baseline_float"), ("baseline\nint8", "baseline_int8"),
+        ("compressed\nint8", "compressed")) if micro.get(key)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, (title, key) in zip(axes, (("flash: .tflite bytes (KiB)", "flash_bytes"),
+                                       ("tensor arena on TFLite Micro (KiB)", "arena_bytes")),
+                                strict=True):
+        values = [(files[name].get(key) or 0) / 1024 for _, name in names]
+        bars = ax.bar([label for label, _ in names], values,
+                      color=["tab:gray", "tab:blue", "tab:green"][:len(names)])
+        ax.bar_label(bars, fmt="%.1f")
+        ax.set_yscale("log")
+        ax.set_title(title)
+    save(fig, MEMORY_PLOT)

@@ -1,11 +1,13 @@
-"""Two small command-line tools for `.tflite` files.
+"""Three small command-line tools for `.tflite` files.
 
     tfprune-bench baseline.tflite compressed.tflite [--threads=1] [--batch_size=1]
                   [--runs=200] [--warmup=20] [--delegates=xnnpack,builtin] [--json=FILE]
     tfprune-inspect model.tflite [more.tflite ...] [--json=FILE]
+    tfprune-export-c model.tflite [--out_dir=DIR] [--name=model_data] [--language=cc]
 
-Each `main` reads its flags and calls the library (`tfprune.bench.compare`,
-`tfprune.export.inspect`); bad input prints one line, no traceback, and exits with 1.
+Each `main` reads its flags and calls the library (`tfprune.bench.compare`;
+`tfprune.export.inspect` and `runtimes`, `tfprune.tflm.activation_peak`;
+`tfprune.csource.write`); bad input prints one line, no traceback, and exits with 1.
 """
 
 import contextlib
@@ -31,6 +33,15 @@ def _define_bench_flags():
 
 def _define_inspect_flags():
     _define(flags.DEFINE_string, "json", None, "Also write the result as JSON to this file.")
+
+
+def _define_export_c_flags():
+    _define(flags.DEFINE_string, "out_dir", None, "Folder for the two files (default: the "
+            ".tflite file's folder).")
+    _define(flags.DEFINE_string, "name", "model_data", "Stem of the files and name of the C "
+            "array (a C identifier).")
+    _define(flags.DEFINE_enum, "language", "cc", ["cc", "c"], "cc: C++ source (alignas); c: C11 "
+            "source (_Alignas).")
 
 
 def _define(define, name, *args, **kwargs):
@@ -97,16 +108,42 @@ def bench_main(argv):
 
 
 def inspect_main(argv):
-    """`tfprune-inspect`: ops, weight tensors, sparsity and sizes of `.tflite` files."""
+    """`tfprune-inspect`: ops, weight tensors, sparsity and sizes of `.tflite` files; which
+    interpreters can run each (and why not); its peak activation memory."""
     paths = _tflite_paths(argv, "tfprune-inspect model.tflite")
-    from tfprune import export
+    from tfprune import export, tflm
 
     try:
         with _one_line_errors("tfprune-inspect"):
-            infos = [export.inspect(path) for path in paths]
-            print("\n\n".join(str(info) for info in infos))
+            reports, payload = [], []
+            for path in paths:
+                info, runs, peak = export.inspect(path), export.runtimes(path), \
+                    tflm.activation_peak(path)
+                reports.append("\n".join([str(info), "runs on:"]
+                                         + [f"  {runtime}" for runtime in runs]
+                                         + [f"peak activation memory (tensor lifetimes): {peak}"]))
+                payload.append({**info.to_dict(), "runtimes": [vars(r) for r in runs],
+                                "activation_peak": vars(peak)})
+            print("\n\n".join(reports))
             if FLAGS.json:
-                _write_json(FLAGS.json, [info.to_dict() for info in infos])
+                _write_json(FLAGS.json, payload)
+    except _Failed:
+        return 1
+    return 0
+
+
+def export_c_main(argv):
+    """`tfprune-export-c`: a full-int8 `.tflite` file as `model_data.h` and `model_data.cc`."""
+    usage = "tfprune-export-c model.tflite --out_dir=DIR"
+    paths = _tflite_paths(argv, usage)
+    if len(paths) != 1:
+        raise app.UsageError(f"Pass one .tflite file: {usage}. Received: {paths}")
+    from tfprune import csource
+
+    try:
+        with _one_line_errors("tfprune-export-c"):
+            header, source = csource.write(paths[0], FLAGS.out_dir, FLAGS.name, FLAGS.language)
+            print(f"wrote {header} and {source}")
     except _Failed:
         return 1
     return 0
@@ -122,3 +159,9 @@ def inspect_run():
     """Console-script entry point of `tfprune-inspect`."""
     _define_inspect_flags()
     app.run(inspect_main)
+
+
+def export_c_run():
+    """Console-script entry point of `tfprune-export-c`."""
+    _define_export_c_flags()
+    app.run(export_c_main)

@@ -198,7 +198,22 @@ class PipelineConfig:
     export_batch_size: int | None = setting(
         None, "Fix the .tflite batch dimension (1 drops Flatten's shape ops); default "
               "dynamic.", range=_AT_LEAST_1)
-    int8_io: bool = setting(False, "With int8: integer input and output too.")
+    int8_io: bool | None = setting(None, "With int8: integer input and output too (default: "
+                                         "for --target=tflm's files, not for the others).")
+    # TensorFlow Lite Micro.
+    target: str = setting(
+        "litert", "The interpreter compressed.tflite is for. tflm (TensorFlow Lite Micro): it "
+                  "and baseline_int8.tflite are full int8 without sparse encoding, every op "
+                  "is checked before training, and flash, arena, accuracy and host latency "
+                  "are measured on TFLM's interpreter.", choices=options.TARGETS)
+    emit_c: bool = setting(False, "With --target=tflm: also write compressed.tflite as C "
+                                  "source (model_data.h, model_data.cc).")
+    max_arena: int | None = setting(None, "With --target=tflm: fail when compressed.tflite "
+                                          "needs a larger TFLM tensor arena (bytes).",
+                                    range=_AT_LEAST_1)
+    tflm_runs: int = setting(100, "With --target=tflm: timed rounds of the host latency on "
+                                  "TFLM's reference kernels (after a tenth as many untimed).",
+                             range=_AT_LEAST_1)
     # Benchmark.
     bench_threads: int = setting(1, "Interpreter threads.", range=_AT_LEAST_1)
     bench_runs: int = setting(300, "Timed rounds (each runs both files once).",
@@ -249,6 +264,7 @@ class PipelineConfig:
                 "The benchmark batch must be the exported files' fixed batch. Received: "
                 f"bench_batch_size={self.bench_batch_size}, "
                 f"export_batch_size={self.export_batch_size}")
+        _check_target(self)
         if self.schedule == "polynomial":
             if self.initial_sparsity > self.final_sparsity:
                 raise TfpruneError(
@@ -262,6 +278,24 @@ class PipelineConfig:
                     f"begin_step={self.begin_step}, end_step={self.end_step}, "
                     f"frequency={self.frequency}")
         return self
+
+
+def _check_target(config):
+    """The settings `--target=tflm` needs, and the ones only it takes."""
+    if config.target != "tflm":
+        for name in ("emit_c", "max_arena"):
+            if getattr(config, name) not in (False, None):
+                raise TfpruneError(f"{name} is for TFLite Micro files: add --target=tflm. "
+                                   f"Received: {name}={getattr(config, name)!r}")
+        return
+    if config.quantize[0] != "int8":
+        raise TfpruneError("--target=tflm makes compressed.tflite full int8: put int8 first "
+                           f"in quantize. Received: quantize={','.join(config.quantize)!r}")
+    if config.export_batch_size not in (None, 1) or config.bench_batch_size != 1:
+        raise TfpruneError("--target=tflm exports a batch of 1 (a microcontroller runs one "
+                           "input at a time): leave export_batch_size and bench_batch_size at "
+                           f"1. Received: export_batch_size={config.export_batch_size}, "
+                           f"bench_batch_size={config.bench_batch_size}")
 
 
 def _check_field(field, value):

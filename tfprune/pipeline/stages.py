@@ -1,11 +1,12 @@
 """The stages of a run, declared, in order in `STAGES`.
 
-A run is baseline, prune, merge, retrain, shrink, export, verify, benchmark, report. Each
-`Stage` (see `tfprune.pipeline.runner`) names the settings that decide it, the files it
-reads and writes, the Keras model it makes, and its `run(context)`. The runner and the
-report take everything they need from these declarations: adding a stage (a search for
-per-layer widths, a TFLite Micro export) is one declaration here, placed in `STAGES`, plus
-its code; a stage that only some runs need declares `enabled(config)`.
+A run is baseline, prune, merge, retrain, shrink, export, verify, benchmark, report, and
+tflm before the report with `--target=tflm`. Each `Stage` (see `tfprune.pipeline.runner`)
+names the settings that decide it, the files it reads and writes, the Keras model it makes,
+and its `run(context)`. The runner and the report take everything they need from these
+declarations: adding a stage (a search for per-layer widths, a TFLite Micro measurement) is
+one declaration here, placed in `STAGES`, plus its code; a stage that only some runs need
+declares `enabled(config)`.
 
 This module stays light to import (the command line reads the stage names to check
 `--stop_after`): Keras and TensorFlow load inside the stage functions.
@@ -19,7 +20,7 @@ import tfprune
 from tfprune import atomic
 from tfprune.data import fingerprint
 from tfprune.errors import TfpruneError
-from tfprune.pipeline import training
+from tfprune.pipeline import micro, training
 from tfprune.pipeline.config import parse_granularity, parse_layer_sparsity
 from tfprune.pipeline.context import is_path
 from tfprune.pipeline.runner import Stage, file_sha256
@@ -227,7 +228,19 @@ def tflite_files(config):
     for i, mode in enumerate(config.quantize):
         name = f"{SHRINK.model}.tflite" if i == 0 else f"{SHRINK.model}_{mode}.tflite"
         files[name] = (SHRINK.model, mode, config.sparse)
+    if config.target == "tflm":  # full int8 without sparse encoding: TFLM has no DENSIFY op
+        baseline_int8, compressed = tflm_files(config)
+        files[compressed] = (SHRINK.model, "int8", False)
+        files[baseline_int8] = (BASELINE.model, "int8", False)
     return files
+
+
+def tflm_files(config):
+    """The files exported for TFLite Micro (`--target=tflm`): the full-int8 baseline, then
+    `compressed.tflite`; none for LiteRT."""
+    if config.target != "tflm":
+        return ()
+    return f"{BASELINE.model}_int8.tflite", f"{SHRINK.model}.tflite"
 
 
 def _compared(config):
@@ -245,7 +258,8 @@ def _export(context):
         export.to_tflite(context.model(model_name), context.folder / name, quantize=mode,
                          sparse=sparse, representative_data=rep,
                          int8_io=config.int8_io and mode == "int8",
-                         batch_size=config.export_batch_size)
+                         batch_size=config.export_batch_size,
+                         target="tflm" if name in tflm_files(config) else "litert")
         raw, gz = bench.file_sizes(context.folder / name)
         files[name] = {"model": model_name, "quantize": mode, "sparse": sparse, "bytes": raw,
                        "gzip_bytes": gz}
@@ -257,7 +271,8 @@ def _export(context):
 EXPORT = Stage(
     "export", _export, reads=(BASELINE.model_file, SHRINK.model_file),
     writes=lambda config: tuple(tflite_files(config)),
-    keys=("quantize", "sparse", "representative_size", "export_batch_size", "int8_io"))
+    keys=("quantize", "sparse", "representative_size", "export_batch_size", "int8_io",
+          "target"))
 
 # ----------------------------------------------------------------------------- verify
 
@@ -308,13 +323,26 @@ def _benchmark(context):
 BENCHMARK = Stage("benchmark", _benchmark, reads=_compared,
                   keys=("bench_threads", "bench_runs", "bench_warmup", "bench_batch_size"))
 
+# ----------------------------------------------------------------------------- tflm
+
+
+def _tflm(context):
+    return micro.measure(context, f"{BASELINE.model}.tflite", *tflm_files(context.config))
+
+
+# Only with --target=tflm. Its check converts the untrained model before any training.
+TFLM = Stage("tflm", _tflm, check=micro.check, enabled=micro.enabled, writes=micro.c_files,
+             reads=lambda config: (f"{BASELINE.model}.tflite", *tflm_files(config)),
+             keys=("test_limit", "tflm_runs", "max_arena", "emit_c"))
+
 # ----------------------------------------------------------------------------- report
 
 
 def _report_files(config):
     from tfprune import report
 
-    return report.FILES + (report.PLOTS if config.plots else ())
+    memory = (report.MEMORY_PLOT,) if config.plots and micro.enabled(config) else ()
+    return report.FILES + (report.PLOTS + memory if config.plots else ())
 
 
 def _report(context):
@@ -328,7 +356,7 @@ def _report(context):
 
 REPORT = Stage("report", _report, always=True, writes=_report_files)
 
-STAGES = (BASELINE, PRUNE, MERGE, RETRAIN, SHRINK, EXPORT, VERIFY, BENCHMARK, REPORT)
+STAGES = (BASELINE, PRUNE, MERGE, RETRAIN, SHRINK, EXPORT, VERIFY, BENCHMARK, TFLM, REPORT)
 
 # ----------------------------------------------------------------------------- helpers
 
