@@ -297,6 +297,9 @@ def _data_lines(data, shown=20):
     for name, split in data["splits"].items():
         lines.append(f"| {name} | {_num(split['images'])} | {split['source']} | "
                      f"{split['used_for']} |")
+    return lines
+
+
 def _tflm_rows(report):
     """Rows of the main table measured on TFLite Micro: the int8 baseline vs compressed."""
     micro = report.get("tflm")
