@@ -45,8 +45,8 @@ _NAMES = {
 }
 # Submodules reachable as attributes after `import tfprune`.
 _SUBMODULES = ("atomic", "bench", "callbacks", "cli", "data", "errors", "export", "fusion",
-               "graph", "handlers", "masks", "models", "options", "pipeline", "pruning",
-               "report", "schedules", "shrinking", "tools", "wrapper")
+               "graph", "groups", "handlers", "masks", "models", "options", "pipeline",
+               "pruning", "report", "schedules", "shrinking", "tools", "wrapper")
 
 __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,
            "bench", "data", "export", "fusion", "handlers", "models", "pipeline", "report"]
