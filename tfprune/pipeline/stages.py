@@ -229,16 +229,23 @@ def _export(context):
     rep = context.train[0][:config.representative_size]
     files = {}
     for name, (model_name, mode, sparse) in tflite_files(config).items():
-        export.to_tflite(context.model(model_name), context.folder / name, quantize=mode,
-                         sparse=sparse, representative_data=rep,
-                         int8_io=config.int8_io and mode == "int8",
-                         batch_size=config.export_batch_size)
+        settings = dict(quantize=mode, representative_data=rep, batch_size=config.export_batch_size,
+                        int8_io=config.int8_io and mode == "int8")
+        facts = {}
+        if sparse:  # the sparse encoding only where it pays: smaller, and no op falls back
+            choice = export.to_tflite_where_sparse_pays(context.model(model_name),
+                                                        context.folder / name, **settings)
+            sparse, facts = choice.sparse, {"sparse_reason": choice.reason}
+        else:
+            export.to_tflite(context.model(model_name), context.folder / name, **settings)
         raw, gz = bench.file_sizes(context.folder / name)
         files[name] = {"model": model_name, "quantize": mode, "sparse": sparse, "bytes": raw,
-                       "gzip_bytes": gz}
+                       "gzip_bytes": gz, **facts}
     base, comp = (files[name] for name in _compared(config))
+    encoding = f"; {comp['sparse_reason']}" if "sparse_reason" in comp else ""
     return list(files), {"files": files}, (f"{base['bytes']:,} -> {comp['bytes']:,} bytes "
-                                           f"({base['bytes'] / comp['bytes']:.1f}x smaller)")
+                                           f"({base['bytes'] / comp['bytes']:.1f}x smaller"
+                                           f"{encoding})")
 
 
 EXPORT = Stage(
