@@ -1,5 +1,7 @@
-"""Measuring models: parameter and MAC counts, file sizes, interpreter latency A/B."""
+"""Measuring models: parameter and MAC counts, file sizes, interpreter latency A/B, and why
+a compressed file is slower (`slower`)."""
 
+from tfprune.bench import slower  # noqa: F401
 from tfprune.bench.counts import Counts, LayerCount, count  # noqa: F401
 from tfprune.bench.latency import Comparison, Timing, compare  # noqa: F401
 from tfprune.interpreter import file_sizes  # noqa: F401

@@ -294,9 +294,15 @@ def _benchmark(context):
     files = {names[0]: {"latency_us": base.median_us, "delegate": base.delegate_used},
              names[1]: {"latency_us": comp.median_us, "delegate": comp.delegate_used,
                         "speedup": speedup, "speedup_over": names[0], **conditions}}
+    ratio = f"{speedup:.1f}x faster"
+    if speedup < 1:  # reported as slower, with what the files show
+        macs = tuple(context.results.get(s.name, {}).get("macs") for s in (BASELINE, SHRINK))
+        why = bench.slower.reason(base, comp, macs if None not in macs else None)
+        files[names[1]].update(slower=True, slower_reason=why)
+        ratio = f"{1 / speedup:.1f}x SLOWER: {why}"
     return [], {"files": files, "comparison": comparison.to_dict()}, (
         f"latency {base.median_us:.1f} -> {comp.median_us:.1f} us "
-        f"({speedup:.1f}x faster, {config.bench_threads} thread(s), {comp.delegate_used})")
+        f"({ratio}, {config.bench_threads} thread(s), {comp.delegate_used})")
 
 
 BENCHMARK = Stage("benchmark", _benchmark, reads=_compared,
