@@ -351,14 +351,17 @@ def _accuracy_text(result):
 
 
 def _layer_table(model):
-    """Per layer with a kernel: its units (last kernel axis), weights and zero fraction."""
+    """Per layer with kernels (its handler's prunable weights: a separable conv has two):
+    its units (output channels), kernel weights and their zero fraction."""
+    from tfprune.handlers import REGISTRY
+
     rows = []
     for layer in model.layers:
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None:
+        kernels = [np.asarray(pw.variable) for pw in REGISTRY.prunable_weights(layer)]
+        if not kernels:
             continue
-        w = np.asarray(kernel.numpy())
+        size = sum(w.size for w in kernels)
         rows.append({"name": layer.name, "class": type(layer).__name__,
-                     "units": int(w.shape[-1]), "weights": int(w.size),
-                     "kernel_zeros": float(np.mean(w == 0))})
+                     "units": int(layer.output.shape[-1]), "weights": int(size),
+                     "kernel_zeros": float(sum(np.sum(w == 0) for w in kernels) / size)})
     return rows
