@@ -164,3 +164,18 @@ def test_hold_zeros_holds_the_biases_and_batchnorms_of_pruned_channels():
         value = weight.numpy()
         assert value[1] == 0 and (value[[0, 2, 3]] != start).all()  # the others trained
     assert tfprune.shrink(model).get_layer("conv").filters == 3
+
+
+def test_a_filter_wrapper_on_its_own_zeroes_the_bias_of_its_pruned_units():
+    wrapped = tfprune.PruneLowMagnitude(L.Dense(4), tfprune.ConstantSparsity(0.5, 0), "filter")
+    wrapped.build((None, 3))
+    wrapped.layer.kernel.assign(np.array([[1.0, 0.1, 2.0, 0.2]] * 3))
+    wrapped.layer.bias.assign(np.ones(4))
+    wrapped.update_masks(0.5)   # no model around it: this layer's own filters
+    np.testing.assert_array_equal(wrapped.channel_mask.numpy(), [1, 0, 1, 0])
+    np.testing.assert_array_equal(wrapped.layer.bias.numpy(), [1, 0, 1, 0])
+    out = np.asarray(wrapped(np.ones((2, 3), "float32")))
+    assert (out[:, [1, 3]] == 0).all() and (out[:, [0, 2]] != 0).all()
+    with pytest.raises(tfprune.UnsupportedModelError, match="no prunable weights"):
+        tfprune.PruneLowMagnitude(L.ReLU(), tfprune.ConstantSparsity(0.5, 0), "filter").build(
+            (None, 3))
