@@ -191,6 +191,16 @@ def test_rescaling_and_normalization_before_first_layer_are_folded():
     check_fused(seq((5, 5, 2), inverted, layers.SeparableConv2D(3, 3)), expect_gone=["norm"])
 
 
+def test_a_pure_scale_folds_into_a_padded_conv_and_a_shift_does_not():
+    scale = seq((8, 8, 3), layers.Rescaling(1 / 255, name="rescale"),
+                layers.Conv2D(4, 3, strides=2, padding="same"))
+    check_fused(scale, tflite=True, expect_gone=["rescale"])  # a scaled zero pad is zero
+    shift = seq((8, 8, 3), layers.Rescaling(1 / 127.5, offset=-1, name="rescale"),
+                layers.Conv2D(4, 3, padding="same"))
+    steps = [str(s) for s in fusion.plan(shift)]
+    assert any(s.startswith("rescale: left alone") and "pads" in s for s in steps), steps
+
+
 def test_rescaling_of_integer_input_stays():
     model = keras.Sequential([keras.Input((4, 4, 1), dtype="uint8"),
                               layers.Rescaling(1 / 255, name="rescale"), layers.Conv2D(2, 3)])

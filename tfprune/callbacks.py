@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from tfprune.errors import TfpruneError
+from tfprune.groups import FilterGroups
 from tfprune.wrapper import PruneLowMagnitude
 
 
@@ -33,7 +34,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     Required when fitting a pruned model: without it the masks stay all ones. At each batch
     the step goes up by one; a wrapper whose schedule says `should_prune` at that step
-    recomputes its masks on the host and zeroes its pruned weights. The step is counted on
+    recomputes its masks on the host and zeroes its pruned weights. Under `"filter"`
+    granularity the masks move by coupled channel group (`tfprune.groups.FilterGroups`): a
+    pruned filter takes its bias, the BatchNorm channel after it and the channels coupled
+    with it by a residual `Add`. The step is counted on
     the host and written to every wrapper's `pruning_step` variable when masks change, at
     epoch ends, at the end of training and whenever the model is saved (so a checkpoint
     resumes where it stopped); ordinary batches run no TensorFlow op here. At the end of every
@@ -65,12 +69,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.wrappers = []
+        self.groups = None
         self.step = -1
         self._per_call = 1
         self._epoch_base = -1
 
     def on_train_begin(self, logs=None):
         self.wrappers = _wrappers_or_raise(self.model)
+        self.groups = FilterGroups.of(self.model)
         self.step = max(int(np.asarray(w.pruning_step)) for w in self.wrappers)
         self._per_call = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
 
@@ -93,14 +99,21 @@ class UpdatePruningStep(keras.callbacks.Callback):
             count = max(1, min(count, self.params["steps"] - batch))
         steps = range(first, first + count)
         self.step = steps[-1]
-        answers = {}
+        answers, due = {}, {}
         for wrapper in self.wrappers:
             key = id(wrapper.schedule)
             if key not in answers:
                 answers[key] = self._due(wrapper.schedule, steps)
-            sparsity = answers[key]
-            if sparsity is not None:
-                wrapper.sync_step()
+            if answers[key] is not None:
+                due[wrapper] = answers[key]
+        if not due:
+            return
+        for wrapper in due:
+            wrapper.sync_step()
+        if self.groups is not None:
+            self.groups.update(due)
+        for wrapper, sparsity in due.items():
+            if self.groups is None or wrapper not in self.groups:
                 wrapper.update_masks(sparsity)
 
     @staticmethod
@@ -195,6 +208,8 @@ class PruningSummaries(keras.callbacks.Callback):
         step = max(w.current_step() for w in self.wrappers)
         with self._writer.as_default(step=max(step, 0)):
             for wrapper in self.wrappers:
+                if not wrapper.prunable:
+                    continue  # a follower: its channels are its filters'
                 arrays = wrapper.masked_prunable()
                 kept = sum(np.count_nonzero(a) for a in arrays)
                 total = sum(a.size for a in arrays)

@@ -156,6 +156,128 @@ def _check_target(target, quantize, sparse, allow_select_ops, representative_dat
                            "training inputs). Received: representative_data=None")
 
 
+@dataclasses.dataclass
+class SparseChoice:
+    """Which encoding `to_tflite_where_sparse_pays` wrote, and why.
+
+    Attributes:
+        path: The `Path` written.
+        sparse: Whether the file written holds the converter's sparse encoding.
+        reason: One line: why the sparse or the dense encoding was kept.
+        dense_bytes: Size of the dense file.
+        sparse_bytes: Size of the sparse file.
+        dense_delegate: What runs the dense file: `"xnnpack"` or `"builtin"`.
+        sparse_delegate: What runs the sparse file.
+    """
+
+    path: Path
+    sparse: bool
+    reason: str
+    dense_bytes: int
+    sparse_bytes: int
+    dense_delegate: str
+    sparse_delegate: str
+
+    def to_dict(self):
+        return {**dataclasses.asdict(self), "path": str(self.path)}
+
+
+def to_tflite_where_sparse_pays(model, path, **kwargs):
+    """Writes `model` to `path` with the converter's sparse encoding only where it pays.
+
+    The model is converted twice, dense and sparse (`to_tflite(..., sparse=...)`). The
+    sparse file is kept only if it is smaller and runs as the dense one does: on the same
+    delegate, with no more ops left to the builtin kernels (XNNPACK refuses some sparse
+    ops, such as an int8 `FULLY_CONNECTED`, and the encoding adds a `DENSIFY` op per sparse
+    tensor, which XNNPACK takes for float weights only). Otherwise the dense file is
+    written. Either way the file at `path` is complete or absent.
+
+    Args:
+        model: See `to_tflite`.
+        path: Where to write the `.tflite` file.
+        **kwargs: The other arguments of `to_tflite`, except `sparse`.
+
+    Returns:
+        A `SparseChoice`: what was written, and why.
+
+    Raises:
+        See `to_tflite`.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64, name="fc"),
+    ...                           keras.layers.Dense(10, name="out")])
+    >>> fc = model.get_layer("fc")
+    >>> _ = fc.kernel.assign(fc.kernel * (np.random.default_rng(0).random((32, 64)) > 0.9))
+    >>> choice = tfprune.export.to_tflite_where_sparse_pays(model, "m.tflite",
+    ...                                                    quantize="dynamic")
+    >>> choice.sparse, choice.sparse_delegate
+    (False, 'builtin')
+    >>> print(choice.reason)
+    dense: XNNPACK refuses its sparse FULLY_CONNECTED, so the builtin kernels would run it
+    """
+    if "sparse" in kwargs:
+        raise TfpruneError("to_tflite_where_sparse_pays chooses the encoding itself. "
+                           f"Received: sparse={kwargs['sparse']!r}")
+    path = Path(path)
+    trial = path.with_name(f".{path.name}.sparse-trial")
+    try:
+        to_tflite(model, trial, sparse=True, **kwargs)
+        to_tflite(model, path, sparse=False, **kwargs)
+        dense, sparse = _runs_on(path), _runs_on(trial)
+        keep, reason = _sparse_pays(dense, sparse)
+        if keep:
+            os.replace(trial, path)
+    finally:
+        trial.unlink(missing_ok=True)
+    return SparseChoice(path, keep, reason, dense["bytes"], sparse["bytes"],
+                        dense["delegate"], sparse["delegate"])
+
+
+def _runs_on(path):
+    """Size, delegate, load note and the ops left outside the delegate of a `.tflite` file."""
+    interpreter, used, note = load_interpreter(path, threads=1)
+    return {"bytes": os.path.getsize(path), "delegate": used, "note": note,
+            "outside": _outside_delegate(interpreter) if used == "xnnpack" else Counter()}
+
+
+def _outside_delegate(interpreter):
+    """Counter of the op names the delegate left to the builtin kernels.
+
+    The interpreter lists the model's nodes, then one `DELEGATE` node per partition the
+    delegate took, with the partition's input and output tensors. A node runs outside when
+    a tensor it makes feeds a partition or is a model output and no partition makes it.
+    """
+    try:
+        nodes = interpreter._get_ops_details()  # a private API of LiteRT's
+    except Exception:
+        return Counter()
+    partitions = [n for n in nodes if n["op_name"] == "DELEGATE"]
+    made = {int(t) for n in partitions for t in n["outputs"]}
+    wanted = {int(t) for n in partitions for t in n["inputs"]}
+    wanted |= {int(d["index"]) for d in interpreter.get_output_details()}
+    return Counter(n["op_name"] for n in nodes if n["op_name"] != "DELEGATE" and any(
+        int(t) in wanted and int(t) not in made for t in n["outputs"]))
+
+
+def _sparse_pays(dense, sparse):
+    """`(keep sparse?, why)` from `_runs_on` of the dense and the sparse file."""
+    if sparse["delegate"] != dense["delegate"]:
+        op = re.search(r"failed to delegate (\w+)", sparse["note"])
+        what = f"its sparse {op.group(1)}" if op else "the sparse file"
+        return False, f"dense: XNNPACK refuses {what}, so the builtin kernels would run it"
+    more = sparse["outside"] - dense["outside"]
+    if more:
+        ops = ", ".join(f"{n} {op}" for op, n in sorted(more.items()))
+        return False, (f"dense: the sparse encoding leaves {ops} outside XNNPACK (the "
+                       "builtin kernels would run them)")
+    if sparse["bytes"] >= dense["bytes"]:
+        return False, (f"dense: the sparse file is not smaller ({sparse['bytes']:,} bytes, "
+                       f"dense {dense['bytes']:,})")
+    return True, (f"sparse: {sparse['bytes']:,} bytes instead of {dense['bytes']:,}, on the "
+                  f"same delegate ({sparse['delegate']})")
+
+
 def _as_model(model):
     import keras
 

@@ -85,11 +85,16 @@ class PrunableWeight:
             filter sees one input channel (depthwise kernels).
         out_axis: The output-channel axis, or a tuple of axes whose product is the output
             channels; `"filter"` granularity ranks and zeroes along it.
+        follows: `"output"` (the default): the `out_axis` channels are the layer's output
+            channels. `"input"`: they are its input channels, each repeated
+            `depth_multiplier` times (a separable conv's depthwise kernel), so under
+            `"filter"` granularity they go with the input channels' group.
     """
 
     variable: object
     in_axis: object = -2
     out_axis: object = -1
+    follows: str = "output"
 
 
 def as_prunable(item):
@@ -399,7 +404,7 @@ class Separable(Producer):
         return "Separable()"
 
     def prunable_weights(self, layer):
-        return [PrunableWeight(layer.depthwise_kernel, None, (-2, -1)),
+        return [PrunableWeight(layer.depthwise_kernel, None, (-2, -1), follows="input"),
                 PrunableWeight(layer.pointwise_kernel, -2, -1)]
 
     def _spatial_kernel_shape(self, node):

@@ -12,9 +12,9 @@ import warnings
 import keras
 import numpy as np
 
-from tfprune import masks, schedules
+from tfprune import groups, masks, schedules
 from tfprune.errors import TfpruneError, UnsupportedModelError
-from tfprune.graph import LayerGraph, clone_layer
+from tfprune.graph import ChannelGroups, LayerGraph, clone_layer
 from tfprune.wrapper import REGISTRY, PruneLowMagnitude, unwrap
 
 _OPTIONS = ("block_shape", "block_pooling", "n_m")
@@ -106,7 +106,9 @@ def plan(model, granularity="weight", layers=None):
         layers: See `prune`.
 
     Returns:
-        A dict `{layer name: granularity}` of the layers to prune, in layer order.
+        A dict `{layer name: granularity}` of the layers to wrap, in layer order: the layers
+        to prune, and under `"filter"` the layers whose channels follow a pruned filter's
+        (`tfprune.groups.followers`: a BatchNorm, a depthwise conv), as `"filter"`.
 
     Raises:
         UnsupportedModelError: a subclassed or unbuilt model, or nothing to prune.
@@ -122,7 +124,7 @@ def plan(model, granularity="weight", layers=None):
         masks.check_granularity(granularity)
     picked = _selected(model, layers)
     outputs = _output_layers(graph)
-    result = {}
+    result, kept_whole = {}, []
     for layer in model.layers:
         if not REGISTRY.supports(layer) or (picked is not None and layer.name not in picked):
             continue
@@ -130,15 +132,21 @@ def plan(model, granularity="weight", layers=None):
         if chosen is None:
             continue
         if masks.check_granularity(chosen)[0] == "filter" and layer.name in outputs:
-            chosen = "weight"  # the classifier keeps all its units; its weights are pruned
+            kept_whole.append(layer.name)  # the classifier keeps every unit and weight
+            continue
         result[layer.name] = chosen
     if not result:
+        why = (f"; under 'filter' the output layers {kept_whole} are left whole: name them "
+               "with a granularity to prune their weights" if kept_whole else "")
         raise UnsupportedModelError(
             f"Model {model.name!r} has no layer to prune (prunable types: Dense, Conv1D/2D/3D "
             "and their transposed, depthwise and separable forms, Embedding, or a layer "
-            f"with get_prunable_weights()). Received: layers={layers!r}"
+            f"with get_prunable_weights()){why}. Received: layers={layers!r}"
         )
-    return result
+    if any(masks.check_granularity(g)[0] == "filter" for g in result.values()):
+        named = set(granularity) if isinstance(granularity, dict) else set()
+        result.update(groups.followers(graph, ChannelGroups(graph), result, named))
+    return {layer.name: result[layer.name] for layer in model.layers if layer.name in result}
 
 
 def prune(model, schedule, granularity="weight", layers=None, **options):
@@ -154,9 +162,13 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
             dict mapping layer names or layer class names (`"Conv2D"`, `"Dense"`; a class
             name also matches subclasses) to one of these or `None` (do not prune); a
             layer name wins over a class name, and `"*"` sets the default for layers
-            matched by neither (else `"weight"`). With `"filter"`, the layer whose units
-            are a model output (the classifier) is pruned at `"weight"` instead, so that
-            every class survives.
+            matched by neither (else `"weight"`). `"filter"` prunes whole channel groups
+            (`tfprune.groups`): a filter goes with its bias, the BatchNorm scale and offset
+            after it (the BatchNorm is wrapped too), the depthwise channel that reads it and
+            the same channel of every branch of a residual `Add`, so that it outputs exactly
+            zero and `tfprune.shrink` removes it. A layer whose units are a model output
+            (the classifier) that would get `"filter"` is left whole, units and weights;
+            name it with another granularity to prune its weights.
         layers: Which layers to prune: a list of layer names, or a predicate
             `fn(layer) -> bool`; defaults to every prunable layer.
         **options: `block_shape`, `block_pooling`, `n_m`: see `PruneLowMagnitude`.
@@ -172,18 +184,22 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
 
     Example:
 
-    >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, name="conv"),
-    ...                           keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
-    >>> granularity = {"Conv2D": "filter", "Dense": "filter"}
-    >>> tfprune.pruning.plan(model, granularity)   # the classifier keeps its 10 units
-    {'conv': 'filter', 'fc': 'weight'}
+    >>> L = keras.layers
+    >>> model = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(8, 3, name="conv"),
+    ...                           L.BatchNormalization(name="bn"), L.ReLU(), L.Flatten(),
+    ...                           L.Dense(10, name="fc")])
+    >>> tfprune.pruning.plan(model, "filter")   # bn follows conv; the classifier stays whole
+    {'conv': 'filter', 'bn': 'filter'}
     >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, begin_step=0),
-    ...                        granularity=granularity)
+    ...                        granularity="filter")
     >>> pruned.compile("adam", "sparse_categorical_crossentropy")
     >>> x, y = np.random.rand(64, 8, 8, 1), np.random.randint(0, 10, 64)
     >>> _ = pruned.fit(x, y, batch_size=16, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
-    >>> tfprune.sparsity(pruned)   # 4 of the 8 filters, half of the classifier's weights
-    {'conv': 0.5, 'fc': 0.5}
+    >>> tfprune.sparsity(pruned)   # 4 of the 8 filters
+    {'conv': 0.5, 'fc': 0.0}
+    >>> gamma = tfprune.strip(pruned).get_layer("bn").gamma.numpy()
+    >>> int((gamma == 0).sum())   # their BatchNorm channels too: they output exactly zero
+    4
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -214,8 +230,8 @@ def _warn_if_unpruned(model):
     """
     never, early = [], []
     for layer in model.layers:
-        if not isinstance(layer, PruneLowMagnitude) or not layer.built:
-            continue
+        if not isinstance(layer, PruneLowMagnitude) or not layer.built or not layer.prunable:
+            continue  # a follower (a BatchNorm) is pruned with the filters it follows
         if any(not np.all(np.asarray(mask) == 1) for mask in layer.masks):
             continue
         step, begin = layer.current_step(), getattr(layer.schedule, "begin_step", None)
@@ -284,7 +300,8 @@ def strip(model):
 def _prunable_arrays(layer):
     """`(name, arrays)` of a layer's prunable weights as used (masked), or `None`."""
     if isinstance(layer, PruneLowMagnitude):
-        return layer.layer.name, layer.masked_prunable()
+        prunable = getattr(layer, "prunable", None)
+        return (layer.layer.name, layer.masked_prunable()) if prunable else None
     if REGISTRY.supports(layer) and layer.built:
         return layer.name, [np.asarray(pw.variable) for pw in REGISTRY.prunable_weights(layer)]
     return None

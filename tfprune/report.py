@@ -96,6 +96,8 @@ def _summary(models, results, files):
         "gzip_ratio": ratio(bt.get("gzip_bytes"), ct.get("gzip_bytes")),
         "speedup": ct.get("speedup"),
         "accuracy_delta": (acc_c - acc_b) if acc_b is not None and acc_c is not None else None,
+        "slower_reason": ct.get("slower_reason"),
+        "sparse_reason": ct.get("sparse_reason"),
     }
 
 
@@ -166,9 +168,16 @@ def headline(report):
     >>> report.headline({"summary": {"size_ratio": 31.8, "speedup": 12.5,
     ...                              "accuracy_delta": -0.015}})
     '31.8x smaller, 12.5x faster, accuracy -1.50 pp'
+    >>> report.headline({"summary": {"size_ratio": 4.3, "speedup": 0.45, "accuracy_delta": 0.0,
+    ...                              "slower_reason": "its sparse encoding adds 1 DENSIFY op"}})
+    '4.3x smaller, 2.2x SLOWER (its sparse encoding adds 1 DENSIFY op), accuracy +0.00 pp'
     """
     s = report["summary"]
-    return (f"{_x(s.get('size_ratio'))} smaller, {_x(s.get('speedup'))} faster, accuracy "
+    speed = f"{_x(s.get('speedup'))} faster"
+    if s.get("speedup") is not None and s["speedup"] < 1:  # never "0.4x faster"
+        speed = f"{_x(1 / s['speedup'])} SLOWER" + (f" ({s['slower_reason']})"
+                                                    if s.get("slower_reason") else "")
+    return (f"{_x(s.get('size_ratio'))} smaller, {speed}, accuracy "
             f"{_pp(s.get('accuracy_delta'))}")
 
 
@@ -233,6 +242,10 @@ def markdown(report):
              f"granularity: `{cfg.get('granularity')}`, sparsity "
              f"{cfg.get('layer_sparsity') or cfg.get('final_sparsity')}.", "",
              "Ratios are baseline / compressed: for latency, the speedup.", "",
+             *([f"**The compressed file is slower than the baseline**: {s['slower_reason']}.",
+                ""] if s.get("slower_reason") else []),
+             *([f"Sparse encoding: {s['sparse_reason']}.", ""] if s.get("sparse_reason")
+               else []),
              "| | baseline | compressed | ratio |", "|---|---:|---:|---:|"]
     lines += [f"| {a} | {b_} | {c_} | {r} |" for a, b_, c_, r in rows]
     lines += ["", "## Stages (Keras models)", "",

@@ -11,7 +11,10 @@ Which weights a layer type prunes, and along which axes, its handler says: the o
 of layer knowledge, `tfprune.handlers.REGISTRY` (re-exported here as `REGISTRY`), that
 users extend without editing tfprune (`tfprune.handlers.register_layer`, or
 `tfprune.register_prunable` for the prunable weights alone); a layer can also opt in
-with a `get_prunable_weights()` method. Biases are never pruned.
+with a `get_prunable_weights()` method. Biases are not pruned by magnitude; under
+`"filter"` granularity a wrapper also holds a channel mask over its output channels,
+applied the same way to the weights that follow a channel (a bias, a BatchNorm's scale and
+offset), so that a pruned channel outputs exactly zero (`tfprune.groups`).
 """
 
 import keras
@@ -59,10 +62,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         layer: The layer to prune: a type whose handler in `tfprune.handlers.REGISTRY` has
             prunable weights (Dense, Conv1D/2D/3D, the transposed, depthwise and separable
             convs, Embedding, registered custom layers) or one with a
-            `get_prunable_weights()` method.
+            `get_prunable_weights()` method. Under `"filter"`, also a layer whose only
+            weights follow its channels (a BatchNorm after a pruned conv).
         schedule: A `tfprune.PruningSchedule` (or its Keras serialization).
         granularity: `"weight"` (unstructured, the default), `"block"`, `"n:m"` (or `"N:M"`
-            such as `"2:4"`), or `"filter"` (whole output channels by L2 norm).
+            such as `"2:4"`), or `"filter"` (whole output channels by L2 norm, with the
+            bias or BatchNorm scale and offset of each: see `channel_mask`).
         block_shape: Two integers, the blocks of `"block"`; defaults to `(1, 4)`.
         block_pooling: `"mean"` or `"max"`, how `"block"` scores a block; defaults to
             `"mean"`.
@@ -75,6 +80,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         TfpruneError: an unknown granularity, a bad `block_shape`, `block_pooling` or
             `n_m`, or a granularity a kernel cannot take (N:M on a one-input-channel conv,
             raised when the wrapper is built).
+
+    Attributes:
+        masks: One non-trainable 0/1 variable per prunable weight, shaped like it.
+        channel_mask: Under `"filter"`, a non-trainable 0/1 variable over the output
+            channels, applied to `channel_weights` (the trainable weights that follow a
+            channel: a bias, a BatchNorm's scale and offset); else `None`.
+        pruning_step: The step the masks were last updated at (-1: never).
 
     Example:
 
@@ -90,13 +102,17 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def __init__(self, layer, schedule, granularity="weight", block_shape=(1, 4),
                  block_pooling="mean", n_m=(2, 4), **kwargs):
-        if not isinstance(layer, keras.layers.Layer) or not REGISTRY.supports(layer):
+        self.granularity_kind, parsed = masks.check_granularity(granularity)
+        # Under "filter", a layer without prunable weights (a BatchNorm) may follow the
+        # channels of the filters before it: build() checks it has weights to mask.
+        follower = self.granularity_kind == "filter" and isinstance(layer, keras.layers.Layer)
+        if not isinstance(layer, keras.layers.Layer) or not (follower
+                                                             or REGISTRY.supports(layer)):
             raise UnsupportedModelError(
                 f"Layer {getattr(layer, 'name', layer)!r} ({type(layer).__name__}) has no "
                 "prunable weights: give it a get_prunable_weights() method or register its "
                 "class with tfprune.handlers.register_layer (or tfprune.register_prunable)."
             )
-        self.granularity_kind, parsed = masks.check_granularity(granularity)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
@@ -113,7 +129,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def build(self, input_shape=None):
         super().build(input_shape)
         self.prunable = REGISTRY.prunable_weights(self.layer)
-        if not self.prunable:
+        self.channel_weights, self.channel_mask = [], None
+        if self.granularity_kind == "filter":
+            self.channel_weights = self._trainable_channel_weights(input_shape)
+        if not self.prunable and not self.channel_weights:
             raise UnsupportedModelError(f"Layer {self.layer.name!r} returned no prunable weights.")
         for pw in self.prunable:
             self._check_takes_granularity(pw)
@@ -126,6 +145,18 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.pruning_step = self.add_weight(
             name="pruning_step", shape=(), dtype="int64",
             initializer=keras.initializers.Constant(-1), trainable=False, autocast=False)
+        if self.granularity_kind == "filter":
+            self.channel_mask = self.add_weight(
+                name="channel_mask", shape=(self.channels,), dtype=self.variable_dtype,
+                initializer="ones", trainable=False, autocast=False)
+
+    def _trainable_channel_weights(self, input_shape):
+        """The trainable weights that follow an output channel (a bias, BatchNorm's scale and
+        offset); sets `self.channels`, the output channel count."""
+        self.channels = int(self.layer.compute_output_spec(
+            keras.KerasTensor(input_shape, dtype=self.compute_dtype)).shape[-1])
+        followers = REGISTRY.lookup(self.layer).channel_weights(self.layer, self.channels)
+        return [v for v in followers if v.trainable and tuple(v.shape) == (self.channels,)]
 
     def _check_takes_granularity(self, pw):
         if self.granularity_kind != "n:m":
@@ -144,10 +175,17 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def call(self, inputs, *args, **kwargs):
         mapping = [(pw.variable, pw.variable * mask)
                    for pw, mask in zip(self.prunable, self.masks, strict=True)]
+        mapping += [(v, v * self.channel_mask) for v in self.channel_weights]
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             outputs = self.layer(inputs, *args, **kwargs)
         for loss in scope.losses:  # activity regularizers, collected inside the scope
             self.add_loss(loss)
+        # The scope collected the layer's own state updates (a BatchNorm's moving mean and
+        # variance in training) instead of making them: make them now.
+        for variable in self.layer.non_trainable_variables:
+            value = scope.get_current_value(variable)
+            if value is not None:
+                variable.assign(value)
         return outputs
 
     def compute_output_spec(self, *args, **kwargs):
@@ -183,8 +221,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     # Host-side mask updates, called by the callbacks.
 
     def compute_masks(self, sparsity):
-        """New masks (NumPy) for the current weights at `sparsity`, one per prunable weight."""
+        """New masks (NumPy) for the current weights at `sparsity`, one per prunable weight.
+
+        This layer alone: under `"filter"`, a weight whose channels follow the layer's input
+        (a separable conv's depthwise kernel) keeps them all, since the input's group
+        decides them (`tfprune.groups.FilterGroups` ranks whole channel groups).
+        """
         return [
+            np.ones(pw.variable.shape, np.float32)
+            if self.granularity_kind == "filter" and pw.follows == "input" else
             masks.compute_mask(
                 np.asarray(pw.variable), sparsity, self.granularity_kind,
                 block_shape=self.block_shape, block_pooling=self.block_pooling, n_m=self.n_m,
@@ -193,15 +238,43 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         ]
 
     def update_masks(self, sparsity):
-        """Recomputes the masks at `sparsity` and zeroes the pruned weights."""
-        for mask, new in zip(self.masks, self.compute_masks(sparsity), strict=True):
-            mask.assign(new)
+        """Recomputes the masks at `sparsity` for this layer alone; zeroes what they prune.
+
+        Under `"filter"` the channel mask follows the kernel's kept filters, so a pruned
+        filter's bias is zeroed with it.
+        """
+        new = self.compute_masks(sparsity)
+        channels = None
+        for pw, mask in zip(self.prunable, new, strict=True):
+            if self.channel_mask is not None and pw.follows == "output":
+                kept = masks.filter_norms(mask, pw.out_axis).reshape(-1) > 0
+                if kept.size == self.channels:
+                    channels = kept.astype(np.float32)
+                    break
+        self.set_masks(new, channels)
+
+    def set_masks(self, new, channels=None):
+        """Sets the masks (NumPy, in `prunable` order) and the channel mask, then zeroes
+        what they prune.
+
+        Args:
+            new: One array per prunable weight, shaped like it, of 0 and 1.
+            channels: Optional array of 0 and 1 over the output channels (`"filter"`
+                granularity only): the channel mask, applied to the weights that follow a
+                channel.
+        """
+        for mask, value in zip(self.masks, new, strict=True):
+            mask.assign(value)
+        if channels is not None:
+            self.channel_mask.assign(np.asarray(channels, np.float32))
         self.apply_masks()
 
     def apply_masks(self):
-        """Sets each prunable weight to `weight * mask`, so saved weights hold the zeros."""
+        """Sets each masked weight to `weight * mask`, so saved weights hold the zeros."""
         for pw, mask in zip(self.prunable, self.masks, strict=True):
             pw.variable.assign(pw.variable * mask)
+        for variable in self.channel_weights:
+            variable.assign(variable * self.channel_mask)
 
     def masked_prunable(self):
         """The prunable weights (NumPy, in `prunable` order) with masks applied."""
@@ -212,6 +285,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """The wrapped layer's weights (NumPy, in `layer.weights` order) with masks applied."""
         product = {id(pw.variable): masked
                    for pw, masked in zip(self.prunable, self.masked_prunable(), strict=True)}
+        product.update({id(v): np.asarray(v) * np.asarray(self.channel_mask)
+                        for v in self.channel_weights})
         return [product.get(id(v), np.asarray(v)) for v in self.layer.weights]
 
     def get_config(self):

@@ -3,7 +3,8 @@
 BatchNormalization, Rescaling and Normalization compute `s * x + t` per channel at
 inference. The next layer's kernel absorbs `s` on its input side and `t` into its bias.
 This is exact only where the next layer adds no zero padding (padding would see `0`
-instead of `t`), so convolutions must be valid-padded or 1x1.
+instead of `t`), so convolutions must be valid-padded or 1x1, unless the layer only scales
+(`t` is 0, as `Rescaling(1 / 255)`): a scaled zero is still zero.
 """
 
 import keras
@@ -36,6 +37,8 @@ def fold_before(graph, node, options):
     st = _per_channel(node, axis)
     if isinstance(st, str):
         return st
+    if np.any(st[1] != 0) and _pads(consumer):
+        return f"{consumer.name!r} pads its input, so the shift would be wrong at the borders"
     if flatten:
         st = tuple(np.tile(v, int(np.prod(shape[1:-1]))) for v in st)
     weights = layers.absorb_inputs(consumer, *st)
@@ -56,16 +59,18 @@ def _why_not(graph, node, consumer):
     reason = layers.plain_tensor_layer(consumer)
     if reason:
         return reason
-    cfg = consumer.config
-    if layers.kind(consumer) != "dense" and cfg["padding"] != "valid" and not (
-        layers.ones_kernel(consumer) and cfg["padding"] == "same"
-    ):
-        return f"{consumer.name!r} pads its input, so the shift would be wrong at the borders"
     source = graph.nodes[node.inputs[0]]
     dtype = source.config.get("dtype") if source.is_input else "float"
     if isinstance(dtype, str) and "float" not in dtype:
         return f"it converts {dtype} inputs to floats"
     return None
+
+
+def _pads(consumer):
+    """Whether `consumer` reads zero padding around its input."""
+    cfg = consumer.config
+    return layers.kind(consumer) != "dense" and cfg["padding"] != "valid" and not (
+        layers.ones_kernel(consumer) and cfg["padding"] == "same")
 
 
 def _per_channel(node, axis):

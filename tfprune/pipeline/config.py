@@ -192,7 +192,9 @@ class PipelineConfig:
                                          "makes compressed.tflite, others "
                                          "compressed_<mode>.tflite.",
                               choices=options.QUANTIZE_MODES)
-    sparse: bool = setting(True, "Use the converter's sparse encoding.")
+    sparse: bool = setting(True, "Use the converter's sparse encoding where it pays: only if "
+                                 "the file is smaller and no op falls back from XNNPACK (the "
+                                 "report says which and why).")
     representative_size: int = setting(500, "Training images used to calibrate int8.",
                                        range=_AT_LEAST_1)
     export_batch_size: int | None = setting(

@@ -255,17 +255,24 @@ def _export(context):
     rep = context.train[0][:config.representative_size]
     files = {}
     for name, (model_name, mode, sparse) in tflite_files(config).items():
-        export.to_tflite(context.model(model_name), context.folder / name, quantize=mode,
-                         sparse=sparse, representative_data=rep,
-                         int8_io=config.int8_io and mode == "int8",
-                         batch_size=config.export_batch_size,
-                         target="tflm" if name in tflm_files(config) else "litert")
+        settings = dict(quantize=mode, representative_data=rep, batch_size=config.export_batch_size,
+                        int8_io=config.int8_io and mode == "int8",
+                        target="tflm" if name in tflm_files(config) else "litert")
+        facts = {}
+        if sparse:  # the sparse encoding only where it pays: smaller, and no op falls back
+            choice = export.to_tflite_where_sparse_pays(context.model(model_name),
+                                                        context.folder / name, **settings)
+            sparse, facts = choice.sparse, {"sparse_reason": choice.reason}
+        else:
+            export.to_tflite(context.model(model_name), context.folder / name, **settings)
         raw, gz = bench.file_sizes(context.folder / name)
         files[name] = {"model": model_name, "quantize": mode, "sparse": sparse, "bytes": raw,
-                       "gzip_bytes": gz}
+                       "gzip_bytes": gz, **facts}
     base, comp = (files[name] for name in _compared(config))
+    encoding = f"; {comp['sparse_reason']}" if "sparse_reason" in comp else ""
     return list(files), {"files": files}, (f"{base['bytes']:,} -> {comp['bytes']:,} bytes "
-                                           f"({base['bytes'] / comp['bytes']:.1f}x smaller)")
+                                           f"({base['bytes'] / comp['bytes']:.1f}x smaller"
+                                           f"{encoding})")
 
 
 EXPORT = Stage(
@@ -315,9 +322,15 @@ def _benchmark(context):
     files = {names[0]: {"latency_us": base.median_us, "delegate": base.delegate_used},
              names[1]: {"latency_us": comp.median_us, "delegate": comp.delegate_used,
                         "speedup": speedup, "speedup_over": names[0], **conditions}}
+    ratio = f"{speedup:.1f}x faster"
+    if speedup < 1:  # reported as slower, with what the files show
+        macs = tuple(context.results.get(s.name, {}).get("macs") for s in (BASELINE, SHRINK))
+        why = bench.slower.reason(base, comp, macs if None not in macs else None)
+        files[names[1]].update(slower=True, slower_reason=why)
+        ratio = f"{1 / speedup:.1f}x SLOWER: {why}"
     return [], {"files": files, "comparison": comparison.to_dict()}, (
         f"latency {base.median_us:.1f} -> {comp.median_us:.1f} us "
-        f"({speedup:.1f}x faster, {config.bench_threads} thread(s), {comp.delegate_used})")
+        f"({ratio}, {config.bench_threads} thread(s), {comp.delegate_used})")
 
 
 BENCHMARK = Stage("benchmark", _benchmark, reads=_compared,
@@ -380,14 +393,17 @@ def _accuracy_text(result):
 
 
 def _layer_table(model):
-    """Per layer with a kernel: its units (last kernel axis), weights and zero fraction."""
+    """Per layer with kernels (its handler's prunable weights: a separable conv has two):
+    its units (output channels), kernel weights and their zero fraction."""
+    from tfprune.handlers import REGISTRY
+
     rows = []
     for layer in model.layers:
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None:
+        kernels = [np.asarray(pw.variable) for pw in REGISTRY.prunable_weights(layer)]
+        if not kernels:
             continue
-        w = np.asarray(kernel.numpy())
+        size = sum(w.size for w in kernels)
         rows.append({"name": layer.name, "class": type(layer).__name__,
-                     "units": int(w.shape[-1]), "weights": int(w.size),
-                     "kernel_zeros": float(np.mean(w == 0))})
+                     "units": int(layer.output.shape[-1]), "weights": int(size),
+                     "kernel_zeros": float(sum(np.sum(w == 0) for w in kernels) / size)})
     return rows

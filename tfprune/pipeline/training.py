@@ -143,6 +143,10 @@ def clone(model):
 def hold_zeros(model):
     """Keeps every zero in the model's kernels at zero while training inside the block.
 
+    The biases (and BatchNorm scales and offsets) of channels pruned whole stay zero too
+    (`tfprune.groups.dead_channel_masks`): such a channel keeps outputting exactly zero,
+    and `shrink` removes it.
+
     It sets a constraint on each kernel variable (the optimizer applies it after each
     update) and restores the previous one on exit, so nothing of it is saved with the model.
 
@@ -168,6 +172,8 @@ def hold_zeros(model):
     """
     import keras
 
+    from tfprune import groups
+
     saved = []
     try:
         for layer in model.layers:
@@ -178,6 +184,9 @@ def hold_zeros(model):
                                                    .astype(var.dtype))
                 saved.append((var, var.constraint))
                 var.constraint = _Mask(mask)
+        for var, keep in groups.dead_channel_masks(model):
+            saved.append((var, var.constraint))
+            var.constraint = _Mask(keras.ops.convert_to_tensor(keep.astype(var.dtype)))
         yield model
     finally:
         for var, constraint in saved:
