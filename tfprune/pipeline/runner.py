@@ -10,22 +10,38 @@ have their recorded SHA-256 is skipped and its recorded result reused, unless a 
 it ran (its inputs may have changed). Otherwise it runs,
 its outputs are checked against its declaration, and it is recorded (atomically) and logged
 as `[tfprune] <stage> <seconds>s <figure>`. The runner knows no stage by name.
+
+A run holds an OS lock on its folder (`flock` on `.tfprune.lock`, released by the OS when
+the process dies, so `--resume` after a kill is never blocked): a second run into the same
+folder fails at once, naming the holder's pid. With the lock held, temporary files a killed
+write left behind are removed. Each stage starts from a random state set by the seed and
+its name, so a resumed run gives the figures an uninterrupted one does. After each stage
+that makes a model, `tfprune.verdict.stage_checks` judges it (finite weights, a baseline
+above chance, a `judged` stage within `max_stage_drop` of the baseline) and a failed check
+stops the run with one line, unless `keep_going` (never for a model that is not finite).
 """
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
+import os
+import random
+import sys
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from tfprune import atomic
+from tfprune import atomic, faults, verdict
 from tfprune.errors import TfpruneError
 
 RECORD = "stages.json"
+LOCK = ".tfprune.lock"
 # Starts the hash chain; bump it when the shape of a recorded result changes, so that
 # records written by an older tfprune are not resumed.
 RECORD_FORMAT = "tfprune-stages-2"
@@ -51,6 +67,10 @@ class Stage:
             A disabled stage neither runs nor enters the hash chain.
         check: Function `check(context)` raising `TfpruneError` on bad input, or `None`;
             called for every stage before the first one runs.
+        judged: Boolean, its model's validation accuracy may fall at most
+            `config.max_stage_drop` points below the baseline's (the first model stage's),
+            else the run stops; defaults to `False` (for stages that recover later, such as
+            an approximate merge before retraining).
 
     Example:
 
@@ -73,6 +93,7 @@ class Stage:
     always: bool = False
     enabled: Callable = None
     check: Callable = None
+    judged: bool = False
 
     @property
     def model_file(self):
@@ -114,31 +135,46 @@ def execute(stages, context):
         TfpruneError: a stage reads a file no earlier stage writes, the run folder cannot
             be written, or a stage's `check` failed; all raised before any stage runs. A
             run that created its folder and fails here removes the folder again.
+        FolderInUseError: another run holds the folder.
+        tfprune.verdict.CheckFailed: a stage's model is not finite, the baseline is at
+            chance level, or a judged stage fell too far (these two: unless `keep_going`).
     """
     config, folder = context.config, Path(context.folder)
     stages = [stage for stage in stages if stage.applies(config)]
     _check_declarations(stages, config)
     context.stages = tuple(stages)
-    with _removed_if_failing(folder):
-        atomic.check_writable(folder)
+    with contextlib.ExitStack() as held:
+        with _removed_if_failing(folder):
+            atomic.check_writable(folder)
+            held.enter_context(folder_lock(folder))
+            atomic.remove_partials(folder)
+            for stage in stages:
+                if stage.check is not None:
+                    stage.check(context)
+        context.records = read_records(folder) if config.resume else {}
+        previous, ran = RECORD_FORMAT, False
         for stage in stages:
-            if stage.check is not None:
-                stage.check(context)
-    context.records = read_records(folder) if config.resume else {}
-    previous, ran = RECORD_FORMAT, False
-    for stage in stages:
-        digest = stage_hash(stage, config, previous)
-        previous = digest
-        record = context.records.get(stage.name)
-        if config.resume and not (ran or stage.always) and _intact(folder, record, digest):
-            context.results[stage.name] = record["result"]
-            _log(stage.name, record["seconds"], "skipped (resumed): " + record["figure"])
-        else:
-            _run(stage, context, digest)
-            ran = ran or not stage.always  # the stages after it would read new inputs
-        if stage.name == config.stop_after:
-            break
+            digest = stage_hash(stage, config, previous)
+            previous = digest
+            record = context.records.get(stage.name)
+            if config.resume and not (ran or stage.always) and _intact(folder, record, digest):
+                context.results[stage.name] = record["result"]
+                _log(stage.name, record["seconds"], "skipped (resumed): " + record["figure"])
+            else:
+                _run(stage, context, digest)
+                ran = ran or not stage.always  # the stages after it would read new inputs
+            _judge(stage, context)
+            if stage.name == config.stop_after:
+                break
     return context.results
+
+
+def running():
+    """The `Stage` being run now (for messages from deep inside it), or `None`."""
+    return _RUNNING[-1] if _RUNNING else None
+
+
+_RUNNING = []
 
 
 def stage_hash(stage, config, previous):
@@ -155,8 +191,13 @@ def _run(stage, context, digest):
     if missing:
         raise TfpruneError(f"Stage {stage.name!r} needs {missing} in {str(folder)!r}, which an "
                            "earlier stage should have written: rerun without --resume.")
+    _seed(context.config.seed, stage.name)
     start = time.perf_counter()
-    outputs, result, figure = stage.run(context)
+    _RUNNING.append(stage)
+    try:
+        outputs, result, figure = stage.run(context)
+    finally:
+        _RUNNING.pop()
     seconds = time.perf_counter() - start
     undeclared = set(outputs) - set(stage.files_written(context.config))
     if undeclared:
@@ -170,8 +211,112 @@ def _run(stage, context, digest):
     if not stage.always:  # only a resumable stage needs its result kept
         record["result"] = result
     context.records[stage.name] = record
+    # The records of the stages after it describe outputs made from its old ones: drop them
+    # in the same write, so that no later kill can leave them looking intact.
+    names = [s.name for s in context.stages]
+    if not stage.always and stage.name in names:
+        for later in names[names.index(stage.name) + 1:]:
+            context.records.pop(later, None)
+    faults.point(f"record:{stage.name}")
     atomic.write_text(folder / RECORD, json.dumps(context.records, indent=1))
     _log(stage.name, seconds, figure)
+
+
+def _seed(seed, name):
+    """Seeds Python, NumPy and (if a stage loaded it) Keras from the run's seed and `name`.
+
+    Each stage then draws the same random numbers whether the stages before it ran in this
+    process or were resumed from their records.
+    """
+    value = zlib.crc32(f"{seed}:{name}".encode())
+    random.seed(value)
+    np.random.seed(value)
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.utils.set_random_seed(value)
+
+
+def _judge(stage, context):
+    """Runs the verdict's checks of a stage's model; stops the run on a failed one."""
+    config, result = context.config, context.results.get(stage.name)
+    if not stage.model or not isinstance(result, dict):
+        return
+    models = [s for s in context.stages if s.model]
+    first = models[0] if models else stage
+    chance = None
+    if stage is first and result.get("val_accuracy") is not None:
+        chance = verdict.chance_bound(context.train[1], len(context.validation[1]))
+    claims = verdict.stage_checks(
+        stage.name, result, config, baseline=None if stage is first else
+        context.results.get(first.name), judged=stage.judged, chance=chance)
+    context.results[stage.name] = {**result, "checks": [claim.to_dict() for claim in claims]}
+    for claim in claims:
+        if claim.met:
+            continue
+        if claim.fatal or not config.keep_going:
+            raise verdict.CheckFailed(verdict.stop_message(stage.name, claim))
+        print(f"[tfprune] {stage.name:<9} going on (--keep_going), but {claim.reason}",
+              flush=True)
+
+
+class FolderInUseError(TfpruneError):
+    """Another run holds the run folder."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Holds an exclusive OS lock on `folder` for the block (one run per folder).
+
+    The lock is `flock` on `folder/.tfprune.lock`, which holds the owner's pid. The OS
+    releases it when the process ends, however it ends, so a killed run never blocks the
+    next one; the file itself stays.
+
+    Raises:
+        FolderInUseError: another process holds the lock.
+    """
+    path = Path(folder) / LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if atomic.is_disk_full(e):
+                raise atomic.disk_full_error(path, e) from e
+            raise TfpruneError(f"Cannot lock the run folder {str(folder)!r} ({e.strerror}): "
+                               "choose a folder you can write to.") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _holder(fd)
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise TfpruneError(f"Cannot lock the run folder {str(folder)!r} "
+                                   f"({e.strerror}): use a local folder.") from e
+            raise FolderInUseError(
+                f"Folder {str(folder)!r} is in use by another tfprune run (pid {holder}): wait "
+                f"for it to finish or stop it (kill {holder}), or choose another --export_dir. "
+                f"Received: export_dir={str(folder)!r}") from None
+        try:  # the lock is on this file: if another run replaced it meanwhile, lock anew
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        with contextlib.suppress(OSError):  # the pid only makes the message helpful
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)
+
+
+def _holder(fd):
+    try:
+        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text if text.isdigit() else "unknown"
 
 
 def _check_declarations(stages, config):
@@ -203,6 +348,9 @@ def _removed_if_failing(folder):
     try:
         yield
     except BaseException:
+        if created:  # the folder is this run's own: its lock file goes with it
+            with contextlib.suppress(OSError):
+                (created[0] / LOCK).unlink()
         for made in created:  # deepest first; rmdir only removes an empty folder
             try:
                 made.rmdir()
