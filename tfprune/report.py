@@ -1,7 +1,10 @@
 """The run's report: `report.json`, `report.md` (a table like the paper's) and PNG plots.
 
 `build` joins the stage results of a run (`tfprune.pipeline`) into one JSON-ready dict;
-`write` renders it into the run folder (every file atomically). The report names no stage:
+`write` renders it into the run folder (every file atomically). Its `verdict`
+(`tfprune.verdict.judge`) says which claims the compressed model earned; one that did not
+is said first, in the headline and at the top of `report.md`, and a model that is not
+finite gets no ratio at all. The report names no stage:
 its table of Keras models lists the stages that declare a `model`, in order (the first is
 the baseline, the last the compressed model), and its table of files joins, by file name,
 the facts that stages report under `result["files"]` (export: size; verify: accuracy;
@@ -13,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from tfprune import atomic
+from tfprune import atomic, verdict
 
 FILES = ("report.json", "report.md")
 PLOTS = ("stages.png", "tflite.png", "layers.png")
@@ -33,8 +36,8 @@ def build(config, stages, results, records):
         Dict with `config`; `stages` (one row per stage that made a Keras model); `files`
         (per file, the facts the stages reported about it); `layers` (per layer of the
         first model: units and weights kept in the last, kernel zeros after each model
-        stage); `summary` (baseline vs compressed, with ratios); `seconds` per stage; and
-        the raw `results`.
+        stage); `summary` (baseline vs compressed, with ratios); `seconds` per stage; the
+        raw `results`; and the `verdict` (`tfprune.verdict.judge`).
 
     Example:
 
@@ -60,11 +63,19 @@ def build(config, stages, results, records):
     for stage in stages:
         for name, facts in ((results.get(stage.name) or {}).get("files") or {}).items():
             files.setdefault(name, {}).update(facts)
-    return {"config": cfg, "stages": rows, "files": files, "layers": _layers(models, results),
-            "summary": _summary(models, results, files),
-            "seconds": {s: r.get("seconds") for s, r in records.items()},
-            "results": {stage.name: results[stage.name] for stage in stages
-                        if stage.name in results}}
+    report = {"config": cfg, "stages": rows, "files": files,
+              "layers": _layers(models, results), "summary": _summary(models, results, files),
+              "seconds": {s: r.get("seconds") for s, r in records.items()},
+              "results": {stage.name: results[stage.name] for stage in stages
+                          if stage.name in results}}
+    report["verdict"] = verdict.judge(report)
+    if not report["verdict"]["finite"]:  # no ratio is ever stated for a broken model
+        report["summary"].update(dict.fromkeys(RATIOS))
+    return report
+
+
+RATIOS = ("params_ratio", "nonzeros_ratio", "macs_ratio", "size_ratio", "gzip_ratio", "speedup",
+          "accuracy_delta")
 
 
 def _summary(models, results, files):
@@ -124,16 +135,22 @@ def _layers(models, results):
 def headline(report):
     """One line: how much smaller, how much faster, and the accuracy change.
 
+    When the verdict finds claims the model did not earn, the line leads with them.
+
     Example:
 
     >>> from tfprune import report
     >>> report.headline({"summary": {"size_ratio": 31.8, "speedup": 12.5,
     ...                              "accuracy_delta": -0.015}})
     '31.8x smaller, 12.5x faster, accuracy -1.50 pp'
+    >>> report.headline({"summary": {"size_ratio": 31.8, "speedup": 0.9,
+    ...                              "accuracy_delta": -0.015},
+    ...                  "verdict": {"earned": False, "unmet": ["slower: 0.90x"]}})
+    'NOT EARNED (slower: 0.90x): 31.8x smaller, 0.9x faster, accuracy -1.50 pp'
     """
     s = report["summary"]
-    return (f"{_x(s.get('size_ratio'))} smaller, {_x(s.get('speedup'))} faster, accuracy "
-            f"{_pp(s.get('accuracy_delta'))}")
+    return verdict.line(report, f"{_x(s.get('size_ratio'))} smaller, {_x(s.get('speedup'))} "
+                                f"faster, accuracy {_pp(s.get('accuracy_delta'))}")
 
 
 def write(folder, report, plots=True):
@@ -191,6 +208,7 @@ def markdown(report):
          _num(c["latency_us"], "{:.1f}"), _x(s["speedup"])),
     ]
     lines = [f"# tfprune run: {cfg.get('model')} on {cfg.get('dataset')}", "",
+             *_verdict_lines(report),
              f"Compressed model: `{c.get('quantize')}` quantization, sparse encoding "
              f"{'on' if c.get('sparse') else 'off'}; merges: {cfg.get('merge')}; "
              f"granularity: `{cfg.get('granularity')}`, sparsity "
@@ -240,6 +258,18 @@ def markdown(report):
                   f"{measured['load_average'][0]:.1f} during the benchmark.")
     lines += ["", notes + " Raw numbers in `report.json`.", ""]
     return "\n".join(lines)
+
+
+def _verdict_lines(report):
+    """The verdict, first thing in `report.md`: earned, or each claim not earned and why."""
+    result = report.get("verdict")
+    if not result:
+        return []
+    if result["earned"]:
+        met = ", ".join(claim["name"] for claim in result["claims"])
+        return [f"**Verdict: earned** (claims checked: {met or 'none'}).", ""]
+    return (["**Verdict: NOT EARNED.** The result falls short of what it would claim:", ""]
+            + [f"- {reason}" for reason in result["unmet"]] + [""])
 
 
 def _plots(folder, report):

@@ -184,7 +184,8 @@ def _retrain(context):
 
 
 RETRAIN = Stage("retrain", _retrain, model="retrained", reads=(MERGE.model_file,),
-                keys=("retrain_epochs", "retrain_batch_size", "retrain_learning_rate"))
+                keys=("retrain_epochs", "retrain_batch_size", "retrain_learning_rate"),
+                judged=True)
 
 # ----------------------------------------------------------------------------- shrink
 
@@ -199,7 +200,7 @@ def _shrink(context):
 
 
 SHRINK = Stage("shrink", _shrink, model="compressed", reads=(RETRAIN.model_file,),
-               keys=("shrink_threshold",))
+               keys=("shrink_threshold",), judged=True)
 
 # ----------------------------------------------------------------------------- export
 
@@ -324,7 +325,8 @@ def _describe(context, model):
     counts = tfprune.bench.count(model)
     return {"val_accuracy": _val_accuracy(context, model),
             "params": int(counts.params), "nonzeros": int(counts.nonzero),
-            "macs": int(counts.macs), "layers": _layer_table(model)}
+            "macs": int(counts.macs), "layers": _layer_table(model),
+            "finite": training.finite(model)}
 
 
 def _val_accuracy(context, model):
