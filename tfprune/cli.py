@@ -127,7 +127,12 @@ def parse_flags(argv):
         return FLAGS(argv)
     except flags.Error as e:
         print(f"tfprune: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
+    except (UnicodeDecodeError, OSError) as e:  # a flag file absl could not read
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"tfprune: error: Cannot read the flags ({reason}): a --flagfile must be UTF-8 "
+              "text you can read.", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
 
 
 def run():

@@ -57,8 +57,8 @@ def point(name):
     import resource
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
-    if action == "fsize":
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Python ignores SIGXFSZ from the start; "xfsz" makes it deadly again, as in C.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN if action == "fsize" else signal.SIG_DFL)
     resource.setrlimit(resource.RLIMIT_FSIZE,
                        (argument, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 

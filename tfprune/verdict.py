@@ -115,7 +115,7 @@ def stage_checks(name, result, config, baseline=None, judged=False, chance=None)
     claims = []
     if result.get("finite") is False:
         claims.append(Claim(
-            "finite", False, f"the {name} stage's model has non-finite weights (nan or inf)",
+            "finite", False, f"the {name} model has non-finite weights (nan or inf)",
             fix="lower the learning rates, or check the model and data; nothing was "
                 "exported", fatal=True))
     accuracy = result.get("val_accuracy")
@@ -125,8 +125,8 @@ def stage_checks(name, result, config, baseline=None, judged=False, chance=None)
         level, bound = chance
         claims.append(Claim(
             "baseline above chance", accuracy > bound,
-            f"the baseline's validation accuracy is {accuracy:.2%}, at chance level (the "
-            f"commonest class alone scores {level:.2%}; it must beat {bound:.2%})",
+            f"baseline val accuracy {accuracy:.2%} is chance level (the commonest class "
+            f"alone: {level:.2%}; it must beat {bound:.2%})",
             fix="it learned nothing: check the data and labels, train it longer or lower "
                 "--baseline_learning_rate (--keep_going goes on anyway)"))
     base = (baseline or {}).get("val_accuracy")
@@ -134,9 +134,8 @@ def stage_checks(name, result, config, baseline=None, judged=False, chance=None)
         drop = 100 * (base - accuracy)
         claims.append(Claim(
             f"{name} within max_stage_drop", drop <= config.max_stage_drop,
-            f"the {name} stage's validation accuracy fell {drop:.2f} pp below the "
-            f"baseline's ({base:.2%} -> {accuracy:.2%}), more than "
-            f"--max_stage_drop={config.max_stage_drop:g} pp",
+            f"{name} val accuracy {accuracy:.2%}, {drop:.2f} pp below the baseline's "
+            f"{base:.2%} (more than --max_stage_drop={config.max_stage_drop:g} pp)",
             fix="prune less, retrain longer (--retrain_epochs), or pass --keep_going to "
                 "finish anyway (the verdict will say so)"))
     return claims
@@ -178,8 +177,8 @@ def smaller(report):
     b, c = s["baseline"].get("bytes"), s["compressed"].get("bytes")
     if b is None or c is None:
         return None
-    return Claim("smaller", c <= b, f"{c:,} bytes for {s['compressed'].get('file')} against "
-                                    f"{b:,} for {s['baseline'].get('file')}")
+    reason = f"{s['compressed'].get('file')} {c:,} bytes, {s['baseline'].get('file')} {b:,}"
+    return Claim("smaller", c <= b, reason if c <= b else f"larger: {reason}")
 
 
 def faster(report):
@@ -206,7 +205,7 @@ def accurate(report):
     met = 100 * delta >= -bound - 1e-9
     return Claim("accuracy", met,
                  f".tflite test accuracy {100 * delta:+.2f} pp" +
-                 ("" if met else f", a larger drop than --max_accuracy_drop={bound:g} pp"))
+                 ("" if met else f" (more than --max_accuracy_drop={bound:g} pp lost)"))
 
 
 CHECKS = [finite_figures, smaller, faster, accurate]
