@@ -50,7 +50,7 @@ OUT = Path(__file__).resolve().parent / "out"
 
 # A whole run in seconds: a few hundred images, one or two epochs. Its compressed model is
 # barely trained, so it goes on past the stage checks and finishes "not earned" (exit 3).
-TINY = ("--train_limit=128", "--test_limit=100", "--baseline_epochs=1", "--prune_epochs=2",
+TINY = ("--train_limit=128", "--test_limit=100", "--baseline_epochs=1", "--prune_epochs=1",
         "--retrain_epochs=1", "--baseline_batch_size=32", "--prune_batch_size=32",
         "--retrain_batch_size=32", "--final_sparsity=0.5", "--frequency=1",
         "--granularity=Conv2D:filter,Dense:filter,ip2:none", "--merge=approximate",
