@@ -42,6 +42,7 @@ from tfprune.errors import TfpruneError
 
 RECORD = "stages.json"
 LOCK = ".tfprune.lock"
+_RUNNING = []  # the stages being run, innermost last (see `running`)
 # Starts the hash chain; bump it when the shape of a recorded result changes, so that
 # records written by an older tfprune are not resumed.
 RECORD_FORMAT = "tfprune-stages-2"
@@ -172,9 +173,6 @@ def execute(stages, context):
 def running():
     """The `Stage` being run now (for messages from deep inside it), or `None`."""
     return _RUNNING[-1] if _RUNNING else None
-
-
-_RUNNING = []
 
 
 def stage_hash(stage, config, previous):
@@ -347,8 +345,8 @@ def _removed_if_failing(folder):
         folder = folder.parent
     try:
         yield
-    except BaseException:
-        if created:  # the folder is this run's own: its lock file goes with it
+    except BaseException as e:
+        if created and not isinstance(e, FolderInUseError):  # its lock file is this run's
             with contextlib.suppress(OSError):
                 (created[0] / LOCK).unlink()
         for made in created:  # deepest first; rmdir only removes an empty folder
