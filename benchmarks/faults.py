@@ -117,7 +117,7 @@ class Run:
         return f"Run(code={self.code}, errors={self.errors}, seconds={self.seconds:.0f})"
 
 
-def tfprune(folder, *flags, fault=None, fsize=None, timeout=900, cwd=None):
+def tfprune(folder, *flags, fault=None, fsize=None, timeout=900, cwd=None, kill_after=None):
     """Runs `python -m tfprune` on the tiny run into `folder`; returns a `Run`.
 
     Args:
@@ -126,6 +126,7 @@ def tfprune(folder, *flags, fault=None, fsize=None, timeout=900, cwd=None):
         fault: A `TFPRUNE_FAULT` value, or `None`.
         fsize: Integer: the file-size limit of the whole process (RLIMIT_FSIZE), or `None`.
         timeout: Seconds before the process is killed (then `TimeoutError`).
+        kill_after: Seconds after which the process gets SIGKILL, wherever it is, or `None`.
     """
     def limit():
         if fsize is not None:
@@ -134,11 +135,18 @@ def tfprune(folder, *flags, fault=None, fsize=None, timeout=900, cwd=None):
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.RLIM_INFINITY))
 
     start = time.perf_counter()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "tfprune", *TINY, f"--export_dir={folder}", *flags],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd or ROOT,
         env=environment(TFPRUNE_FAULT=fault), preexec_fn=limit)
-    return Run(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+    try:
+        out, err = proc.communicate(timeout=kill_after or timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        if kill_after is None:
+            raise TimeoutError(f"tfprune {flags} ran past {timeout} s: {err[-2000:]}") from None
+    return Run(proc.returncode, out, err, time.perf_counter() - start)
 
 
 def figures(folder):
@@ -267,29 +275,23 @@ def tiny_filesystem(megabytes):
 
 
 def enospc_case(reference):
-    """A run into a tmpfs that fills up (a ballast file), then resumed after freeing it."""
-    with tiny_filesystem(14) as fs:
+    """A run into a 32 MB tmpfs that a 20 MB ballast file fills; resumed once it is freed."""
+    with tiny_filesystem(32) as fs:
         if fs is None:
             return None
         ballast = fs / "ballast"
-        ballast.write_bytes(b"\0" * 6_000_000)
+        ballast.write_bytes(b"\0" * 20_000_000)
         folder = fs / "run"
         first = tfprune(folder)
-        problems = audit(folder)
-        kept = recorded(folder)
-        ballast.unlink()
-        # 14 MB still cannot hold every model of the run: move it to a roomier disk, as a
-        # user would after freeing space, and resume there.
-        roomy = Path(tempfile.mkdtemp(prefix="tfprune-enospc-"))
-        shutil.copytree(folder, roomy / "run")
-        second = tfprune(roomy / "run", "--resume")
-        lost = sorted(kept - second.skipped - {"report"})
-        same = figures(roomy / "run") == reference
-        shutil.rmtree(roomy, ignore_errors=True)
-        return {"fault": "ENOSPC on a 14 MB tmpfs", "code": first.code,
+        problems, kept = audit(folder), recorded(folder)
+        ballast.unlink()  # the user frees space
+        second = tfprune(folder, "--resume")
+        return {"fault": "ENOSPC on a 32 MB tmpfs, 20 MB taken", "code": first.code,
                 "error": (first.errors or [""])[-1][:300], "traceback": first.traceback,
-                "problems": problems, "recorded": sorted(kept), "resume_code": second.code,
-                "lost": lost, "partials_left": [], "same_figures": same}
+                "problems": problems + audit(folder), "recorded": sorted(kept),
+                "resume_code": second.code, "lost": sorted(kept - second.skipped - {"report"}),
+                "partials_left": sorted(p.name for p in folder.glob(".*.partial-*")),
+                "same_figures": second.code in (0, 3) and figures(folder) == reference}
 
 
 def lock_case(root):
@@ -785,7 +787,7 @@ def reference_run(root):
     runs = [tfprune(Path(root) / f"reference{i}") for i in (1, 2)]
     assert all(run.code == 3 for run in runs), runs
     first, second = (figures(Path(root) / f"reference{i}") for i in (1, 2))
-    return first, first == second
+    return first, first == second, min(run.seconds for run in runs)
 
 
 def main():
@@ -793,7 +795,9 @@ def main():
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fuzz_cases", type=int, default=1000, help="cases per reader")
     parser.add_argument("--jobs", type=int, default=2, help="fuzz worker processes")
-    parser.add_argument("--kinds", default="kill,fsize,enospc,lock,broken,fuzz")
+    parser.add_argument("--kinds", default="kill,randomkill,fsize,enospc,lock,broken,fuzz")
+    parser.add_argument("--random_kills", type=int, default=8, help="kills at random times")
+    parser.add_argument("--out", default="faults.json", help="file name in benchmarks/out")
     parser.add_argument("--root", default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args()
     if args.worker:
@@ -803,10 +807,18 @@ def main():
     root.mkdir(parents=True, exist_ok=True)
     results, started = {"command": " ".join(sys.argv), "root": str(root)}, time.time()
     sys.path.insert(0, str(ROOT))
-    if kinds & {"kill", "fsize", "enospc"}:
-        reference, repeatable = reference_run(root)
+    if kinds & {"kill", "randomkill", "fsize", "enospc"}:
+        reference, repeatable, seconds = reference_run(root)
         results["reference_repeatable"] = repeatable
         print(f"reference: two uninterrupted runs agree: {repeatable}", flush=True)
+    if "randomkill" in kinds:
+        rng = random.Random(0)
+        results["randomkill"] = []
+        for i in range(args.random_kills):
+            row = random_kill_case(root / f"randomkill{i}", reference,
+                                   rng.uniform(3, 0.95 * seconds))
+            results["randomkill"].append(row)
+            print(_row_line(row), flush=True)
     if "kill" in kinds:
         results["kill"] = []
         for i, fault in enumerate(KILL_POINTS):
@@ -860,9 +872,23 @@ def main():
     OUT.mkdir(exist_ok=True)
     from tfprune import atomic
 
-    atomic.write_text(OUT / "faults.json", json.dumps(results, indent=1, default=str))
+    atomic.write_text(OUT / args.out, json.dumps(results, indent=1, default=str))
     print(table(results))
     return 0
+
+
+def random_kill_case(folder, reference, after):
+    """A run killed (SIGKILL) `after` seconds in, wherever it is; then resumed."""
+    first = tfprune(folder, kill_after=after)
+    problems, kept = audit(folder), recorded(folder)
+    second = tfprune(folder, "--resume")
+    return {"fault": f"SIGKILL after {after:.1f} s", "code": first.code,
+            "error": (first.errors or [""])[-1][:300], "traceback": first.traceback,
+            "problems": problems + audit(folder), "recorded": sorted(kept),
+            "resume_code": second.code, "lost": sorted(kept - second.skipped - {"report"}),
+            "partials_left": sorted(p.name for p in Path(folder).glob(".*.partial-*")),
+            "same_figures": second.code in (0, 3) and figures(folder) == reference,
+            "seconds": round(first.seconds + second.seconds, 1)}
 
 
 def _float16(root):
@@ -885,6 +911,7 @@ def table(results):
     lines = ["| fault | cases | crashes | runs that lost a finished stage | runs that exited 0 "
              "on a broken model | other failures |", "|---|---:|---:|---:|---:|---|"]
     for kind, label in (("kill", "SIGKILL / SIGXFSZ at a named point, then --resume"),
+                        ("randomkill", "SIGKILL at a random time, then --resume"),
                         ("fsize", "file-size limit (EFBIG) at a write, then --resume"),
                         ("enospc", "full tmpfs (ENOSPC), then --resume")):
         rows = results.get(kind)

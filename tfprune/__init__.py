@@ -44,9 +44,9 @@ _NAMES = {
     "register_layer": "tfprune.handlers",
 }
 # Submodules reachable as attributes after `import tfprune`.
-_SUBMODULES = ("atomic", "bench", "callbacks", "cli", "data", "errors", "export", "fusion",
-               "graph", "handlers", "masks", "models", "options", "pipeline", "pruning",
-               "report", "schedules", "shrinking", "tools", "wrapper")
+_SUBMODULES = ("atomic", "bench", "callbacks", "cli", "data", "errors", "export", "faults",
+               "fusion", "graph", "handlers", "masks", "models", "options", "pipeline",
+               "pruning", "report", "schedules", "shrinking", "tools", "verdict", "wrapper")
 
 __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,
            "bench", "data", "export", "fusion", "handlers", "models", "pipeline", "report"]
