@@ -6,7 +6,9 @@ MNIST images), or its pool of fuzzing workers, with a few cases; `python
 benchmarks/faults.py` runs the same functions with many.
 """
 
+import fcntl
 import json
+import os
 import shutil
 import signal
 import sys
@@ -26,12 +28,19 @@ KILLS = ("kill@train:prune#3",               # inside training
          "kill@record:export")               # between a stage's files and its record
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory, mnist_dir):
-    """An uninterrupted tiny run: its folder and figures."""
-    folder = tmp_path_factory.mktemp("reference") / "run"
-    run = harness.tfprune(folder)
-    assert run.code == 3, run  # it finishes; its barely trained model earns nothing
+    """An uninterrupted tiny run, made once per session (the xdist workers share it): its
+    folder, which tests copy and never change, and its figures."""
+    session = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        session = session.parent  # the session's folder, above each worker's
+    folder = session / "faults-reference"
+    with open(session / "faults-reference.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker runs it, the other waits
+        if not (folder / "report.json").is_file():
+            run = harness.tfprune(folder)
+            assert run.code == 3, run  # it finishes; its barely trained model earns nothing
     return folder, harness.figures(folder)
 
 
