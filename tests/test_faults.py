@@ -112,3 +112,48 @@ def test_hostile_files_never_crash_a_reader(tmp_path):
         assert pool.written_outside() == []  # nor did the Lambda layer ever run
     finally:
         pool.close()
+
+
+def _rewritten(source, change, target):
+    """`source` (.tflite) with `change(model)` applied to its flatbuffer objects."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(source.read_bytes()), 0)
+    change(model)
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    target.write_bytes(bytes(builder.Output()))
+    return target
+
+
+def test_what_fuzzing_found_is_refused_before_the_interpreter_sees_it(tmp_path):
+    """A sparse index past its dimension made DENSIFY write out of bounds (a crash of
+    tfprune-bench, sometimes only at exit); a tensor name that is not UTF-8 made the
+    interpreter's Python API raise UnicodeDecodeError."""
+    import numpy as np
+
+    from tfprune import bench, export
+    from tfprune.errors import TfpruneError
+    from tfprune.interpreter import load_interpreter
+
+    sparse = harness.seeds(tmp_path)["tflite"][1]
+
+    def bad_index(model):
+        tensor = next(t for t in model.subgraphs[0].tensors if t.sparsity is not None)
+        indices = tensor.sparsity.dimMetadata[-1].arrayIndices
+        indices.values = np.full_like(indices.values, 255)
+
+    def bad_name(model):
+        model.subgraphs[0].tensors[0].name = b"\xff\xfe"
+
+    readers = (load_interpreter,
+               lambda path: export.evaluate(path, np.zeros((2, 8, 8, 1), "float32"),
+                                            np.zeros(2)),
+               lambda path: bench.compare(path, path, runs=1, warmup=0))
+    for change, words in ((bad_index, "outside its dimension"), (bad_name, "not UTF-8")):
+        path = _rewritten(sparse, change, tmp_path / f"{change.__name__}.tflite")
+        for read in readers:
+            with pytest.raises(TfpruneError, match=words):
+                read(path)
+    load_interpreter(sparse)  # the file as exported loads

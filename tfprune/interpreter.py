@@ -92,7 +92,7 @@ def load_interpreter(path, threads=None, delegate="xnnpack"):
         raise TfpruneError(f"Unknown delegate: use one of {DELEGATES}. Received: "
                            f"delegate={delegate!r}")
     data = read_tflite(path)
-    check_sparse_tensors(data, path)
+    check_tensors(data, path)
     builtin = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     if delegate == "builtin":
         return _allocated(litert, data, path, threads, builtin), "builtin", ""
@@ -110,14 +110,15 @@ def load_interpreter(path, threads=None, delegate="xnnpack"):
 _ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 7: 2, 9: 1, 10: 8, 12: 8, 15: 4, 16: 2, 18: 2}
 
 
-def check_sparse_tensors(data, path="<bytes>"):
-    """Checks the sparse encoding of every sparse tensor of a `.tflite` file's bytes.
+def check_tensors(data, path="<bytes>"):
+    """Checks what the interpreter trusts in a `.tflite` file's tensors before it loads it.
 
-    The interpreter's DENSIFY kernel trusts a tensor's sparsity metadata (traversal order,
-    block map, CSR segments and indices) and writes where the indices say: a corrupt file
-    makes it write past its buffer and crash the process, at once or later. So before a
-    file is loaded, every level must fit the tensor's shape, every index its dimension, and
-    the stored values their count.
+    Every tensor's name must be UTF-8 text (the interpreter's Python API decodes it and
+    fails on anything else). And the interpreter's DENSIFY kernel trusts a sparse tensor's
+    metadata (traversal order, block map, CSR segments and indices) and writes where the
+    indices say: a corrupt file makes it write past its buffer and crash the process, at
+    once or later. So every level must fit the tensor's shape, every index its dimension,
+    and the stored values their count.
 
     Args:
         data: The file's bytes.
@@ -134,23 +135,26 @@ def check_sparse_tensors(data, path="<bytes>"):
             graph = model.Subgraphs(s)
             for t in range(graph.TensorsLength()):
                 tensor = graph.Tensors(t)
+                try:
+                    (tensor.Name() or b"").decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _Corrupt(f"tensor {t}'s name is not UTF-8 text") from None
                 sparsity = tensor.Sparsity()
                 if sparsity is None:
                     continue
                 problem = _sparsity_problem(schema, model, tensor, sparsity)
                 if problem:
-                    raise _Corrupt(f"sparse tensor {tensor.Name().decode(errors='replace')!r}: "
-                                   f"{problem}")
+                    raise _Corrupt(f"sparse tensor {tensor.Name().decode()!r}: {problem}")
     except _Corrupt as e:
-        raise TfpruneError(f"Cannot load {str(path)!r}: its {e}; the file is corrupt: export "
-                           "it again.") from None
+        raise TfpruneError(f"Cannot load {str(path)!r}: {e}; the file is corrupt: export it "
+                           "again.") from None
     except Exception as e:  # flatbuffers reads a corrupt table in many ways
         raise TfpruneError(f"Cannot parse {str(path)!r} as a TFLite model ({first_line(e)}): "
                            "the file is truncated or corrupt; export it again.") from None
 
 
 class _Corrupt(Exception):
-    """A sparse tensor whose metadata does not fit it."""
+    """A tensor whose name or sparse metadata the interpreter cannot take."""
 
 
 def _sparsity_problem(schema, model, tensor, sparsity):
