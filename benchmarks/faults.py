@@ -795,6 +795,8 @@ def main():
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fuzz_cases", type=int, default=1000, help="cases per reader")
     parser.add_argument("--jobs", type=int, default=2, help="fuzz worker processes")
+    parser.add_argument("--timeout", type=float, default=120,
+                        help="seconds a fuzz case may take before it counts as a hang")
     parser.add_argument("--kinds", default="kill,randomkill,fsize,enospc,lock,broken,fuzz")
     parser.add_argument("--random_kills", type=int, default=8, help="kills at random times")
     parser.add_argument("--out", default="faults.json", help="file name in benchmarks/out")
@@ -856,7 +858,7 @@ def main():
         import keras  # noqa: F401  (the seeds are made here)
 
         seed_files = seeds(root / "fuzz")
-        pool = Pool(root / "fuzz", jobs=args.jobs)
+        pool = Pool(root / "fuzz", jobs=args.jobs, timeout=args.timeout)
         try:
             results["fuzz"] = {}
             for reader in READERS:
