@@ -241,3 +241,49 @@ def test_layer_sparsity_naming_a_missing_layer(capsys, tmp_path, mnist_dir):
     out = _main(capsys, "--layer_sparsity=conv9:0.5", f"--export_dir={tmp_path}",
                 f"--data_dir={mnist_dir}")
     _assert_one_line_error(*out, "conv9")
+
+
+def _verdict_run(monkeypatch, capsys, tmp_path, earned):
+    report = {"summary": {"size_ratio": 10.0, "speedup": 0.8 if not earned else 2.0,
+                          "accuracy_delta": 0.0},
+              "verdict": {"earned": earned, "unmet": [] if earned else ["slower: 0.80x"]}}
+    monkeypatch.setattr(pipeline, "run", lambda config: report)
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["tfprune", f"--export_dir={tmp_path}"])
+        code = cli.main(["tfprune"])
+    return code, capsys.readouterr()
+
+
+def test_exit_code_says_whether_the_result_was_earned(monkeypatch, capsys, tmp_path):
+    code, out = _verdict_run(monkeypatch, capsys, tmp_path, earned=True)
+    assert code == cli.EXIT_EARNED == 0
+    assert out.out.splitlines()[-1].startswith("tfprune: earned: 10.0x smaller, 2.0x faster")
+    code, out = _verdict_run(monkeypatch, capsys, tmp_path, earned=False)
+    assert code == cli.EXIT_NOT_EARNED == 3
+    last = out.err.splitlines()[-1]
+    assert last.startswith("tfprune: NOT EARNED (slower: 0.80x): 10.0x smaller, 1.2x SLOWER")
+    assert "report.md" in last
+
+
+def test_a_full_disk_outside_an_atomic_write_is_one_line(monkeypatch, capsys, tmp_path):
+    def full(config):
+        raise OSError(28, "No space left on device", str(tmp_path / "events.out"))
+
+    monkeypatch.setattr(pipeline, "run", full)
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["tfprune", f"--export_dir={tmp_path}"])
+        code = cli.main(["tfprune"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "free there" in err
+
+
+def test_a_flag_file_that_is_not_text_is_one_line(tmp_path):
+    bad = tmp_path / "bad.flags"
+    bad.write_bytes(b"--seed=1\n--model=\xff\xfe\n")
+    proc = subprocess.run([sys.executable, "-m", "tfprune", f"--flagfile={bad}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "UTF-8" in proc.stderr

@@ -401,7 +401,8 @@ def _run(tmp_path, dataset, model, **overrides):
                     retrain_epochs=0, baseline_batch_size=32, prune_batch_size=32,
                     final_sparsity=0.5, frequency=1, granularity="Conv2D:filter,out:none",
                     merge="exact", quantize=("dynamic",), bench_runs=3, bench_warmup=1,
-                    plots=False, export_dir=str(tmp_path / "run"), verbose=0)
+                    plots=False, export_dir=str(tmp_path / "run"), verbose=0,
+                    keep_going=True)  # one epoch on a few images: the data are under test
     settings.update(overrides)
     return pipeline.run(pipeline.PipelineConfig(**settings))
 

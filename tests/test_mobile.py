@@ -44,7 +44,8 @@ def test_a_users_mobile_cnn_runs_end_to_end(mnist_dir, tmp_path):
         baseline_learning_rate=0.01, prune_learning_rate=0.005,
         final_sparsity=0.5, frequency=4, granularity="filter", merge="exact",
         quantize=("int8",), representative_size=32, bench_runs=10, bench_warmup=2,
-        export_dir=str(tmp_path / "run"), verbose=0, plots=False).validate()
+        export_dir=str(tmp_path / "run"), verbose=0, plots=False,
+        keep_going=True).validate()  # one epoch on 432 images: the structure is under test
     context = Context(config)
     (x, y), (xt, yt) = (data.mnist_arrays(split, mnist_dir) for split in ("train", "test"))
     train, validation = data.carve_validation(_as_32x32(x[:480], 3), y[:480], 0.1)

@@ -72,5 +72,7 @@ def test_a_slower_compressed_file_is_reported_as_slower_with_the_reason(
                       "compressed.tflite": {"model": "compressed", "bytes": 1000}}}
     data = report.build(config, stages.STAGES, {**context.results, "export": made,
                                                  "benchmark": result}, {})
-    assert report.headline(data).startswith("4.0x smaller, 2.2x SLOWER (XNNPACK refused it")
+    line = report.headline(data)
+    assert line.startswith("NOT EARNED (slower: 0.45x the baseline's speed (XNNPACK refused it")
+    assert line.endswith("4.0x smaller, 2.2x SLOWER, accuracy —")
     assert "**The compressed file is slower than the baseline**" in report.markdown(data)

@@ -92,3 +92,63 @@ def test_write_files(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "report.json").read_text())["summary"]["size_ratio"] == 10.0
+
+
+# ----------------------------------------------------------------------------- the verdict
+
+
+def _build(results, **settings):
+    return report.build(PipelineConfig(**settings), STAGES, results, {})
+
+
+def test_an_earned_result_says_so():
+    data = _build(_results())
+    assert data["verdict"]["earned"] and data["verdict"]["unmet"] == []
+    assert {c["name"] for c in data["verdict"]["claims"]} == {
+        "finite", "smaller", "faster", "accuracy"}
+    assert report.headline(data) == "10.0x smaller, 9.5x faster, accuracy -0.05 pp"
+    assert report.markdown(data).splitlines()[2].startswith("**Verdict: earned**")
+
+
+def test_slower_larger_or_less_accurate_is_not_earned_and_says_why():
+    results = _results()
+    results["benchmark"]["files"]["compressed.tflite"].update(
+        speedup=0.8, slower_reason="sparse kernels are slower than dense ones at this size")
+    results["export"]["files"]["compressed.tflite"]["bytes"] = 6000
+    results["verify"]["files"]["compressed.tflite"]["accuracy"] = 0.97
+    data = _build(results)
+    unmet = data["verdict"]["unmet"]
+    assert not data["verdict"]["earned"] and len(unmet) == 3
+    line = report.headline(data)
+    assert line.startswith("NOT EARNED (")
+    assert "larger: compressed.tflite 6,000 bytes, baseline.tflite 5,000" in line
+    assert "slower: 0.80x the baseline's speed (sparse kernels are slower" in line
+    assert "-2.00 pp (more than --max_accuracy_drop=0.5 pp lost)" in line
+    md = report.markdown(data)
+    assert "**Verdict: NOT EARNED.**" in md.split("| |")[0]  # before the table
+    assert _build(results, max_accuracy_drop=3.0)["verdict"]["unmet"] == unmet[:2]
+
+
+def test_claims_from_the_stages_join_the_verdict():
+    """The stage checks the runner keeps, and claims any stage makes (a search's targets)."""
+    results = _results()
+    results["retrain"]["checks"] = [{"name": "retrain within max_stage_drop", "met": False,
+                                     "reason": "retrain val accuracy -30 pp"}]
+    results["shrink"]["claims"] = [{"name": "target size 50x", "met": True, "reason": "52x"}]
+    data = _build(results)
+    assert data["verdict"]["unmet"] == ["retrain val accuracy -30 pp"]
+    assert "target size 50x" in {c["name"] for c in data["verdict"]["claims"]}
+
+
+def test_no_ratio_is_stated_for_a_model_that_is_not_finite():
+    results = _results()
+    results["shrink"]["finite"] = False
+    data = _build(results)
+    assert not data["verdict"]["finite"] and not data["verdict"]["earned"]
+    assert all(data["summary"][key] is None for key in report.RATIOS)
+    assert "x smaller" not in report.headline(data).split("): ")[-1].replace("—", "")
+    md = report.markdown(data)
+    assert "10.0x" not in md and "9.5x" not in md
+    results = _results()
+    results["verify"]["files"]["compressed.tflite"]["accuracy"] = float("nan")
+    assert not _build(results)["verdict"]["finite"]

@@ -1,12 +1,16 @@
 """The runner on stub stages: hash chain, resume, records, checks. No MNIST, no training."""
 
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from tfprune import verdict
+from tfprune.data import Splits
 from tfprune.errors import TfpruneError
-from tfprune.pipeline import RECORD, STAGES, Context, PipelineConfig, Stage, execute, stages
+from tfprune.pipeline import RECORD, STAGES, Context, PipelineConfig, Stage, execute, runner, stages
 from tfprune.pipeline.runner import stage_hash
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,3 +278,105 @@ def test_added_stage_needs_no_edit_to_runner_or_report(calls, tmp_path):
     assert results["report"] == data
     assert "| distill | `distilled.keras` |" in (tmp_path / "report.md").read_text()
 
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_one_run_per_folder(tmp_path):
+    """flock is per open file: a second holder, even in this process, is refused."""
+    with runner.folder_lock(tmp_path) as path:
+        assert path.read_text().strip() == str(os.getpid())
+        with pytest.raises(runner.FolderInUseError) as e:
+            go([Stage("a", lambda context: ([], {}, ""))], tmp_path)
+        message = str(e.value)
+        assert f"pid {os.getpid()}" in message and "--export_dir" in message
+        assert "\n" not in message
+    go([Stage("a", lambda context: ([], {}, ""))], tmp_path)  # released: a run may start
+
+
+def test_killed_writes_are_swept_and_a_rerun_drops_the_records_after_it(chain, calls,
+                                                                       tmp_path):
+    go(chain, tmp_path)
+    (tmp_path / ".b.txt.partial-x1y2z3.txt").write_text("a write killed midway")
+    (tmp_path / "a.txt").write_text("damaged")
+
+    def killed(context):
+        raise KeyboardInterrupt
+
+    broken = [chain[0], Stage("b", killed, keys=("retrain_epochs",), reads=("a.txt",),
+                              writes=("b.txt",)), chain[2]]
+    with pytest.raises(KeyboardInterrupt):
+        go(broken, tmp_path, resume=True)
+    assert not (tmp_path / ".b.txt.partial-x1y2z3.txt").exists()
+    # a ran again; the records of b and c described outputs made from the old a.txt
+    assert list(json.loads((tmp_path / RECORD).read_text())) == ["a"]
+    calls.clear()
+    go(chain, tmp_path, resume=True)
+    assert calls == ["b", "c"]
+
+
+def test_each_stage_draws_the_same_random_numbers_resumed_or_not(tmp_path):
+    def draw(name):
+        def run(context):
+            value = float(np.random.random())
+            (context.folder / f"{name}.txt").write_text(str(value))
+            return [f"{name}.txt"], {"value": value, "running": runner.running().name}, ""
+        return Stage(name, run, writes=(f"{name}.txt",))
+
+    chain = [draw("a"), draw("b")]
+    whole, _ = go(chain, tmp_path / "whole")
+    go(chain, tmp_path / "parts", stop_after="a")
+    np.random.random()  # whatever happened in between
+    resumed, _ = go(chain, tmp_path / "parts", resume=True)
+    assert resumed == whole and whole["a"]["value"] != whole["b"]["value"]
+    assert whole["b"]["running"] == "b" and runner.running() is None
+
+
+def model_stub(name, val_accuracy, judged=False, finite=True):
+    def run(context):
+        (context.folder / f"{name}.keras").write_text(name)
+        return [f"{name}.keras"], {"val_accuracy": val_accuracy, "finite": finite}, name
+
+    return Stage(name, run, model=name, judged=judged)
+
+
+def judged_run(folder, chain, **settings):
+    """Runs `chain` with balanced labels: chance is 10%, the bound 15% on 1,000 images."""
+    context = Context(PipelineConfig(export_dir=str(folder), **settings))
+    labels = np.arange(10_000) % 10
+    context.data = Splits((None, labels[:9000]), (None, labels[:1000]), (None, labels[:10]))
+    return execute(chain, context)
+
+
+def test_a_baseline_at_chance_stops_the_run(tmp_path):
+    chain = [model_stub("baseline", 0.12), model_stub("retrain", 0.12, judged=True)]
+    with pytest.raises(verdict.CheckFailed) as e:
+        judged_run(tmp_path, chain)
+    message = str(e.value)
+    assert "chance level" in message and "12.00%" in message and "--keep_going" in message
+    assert list(json.loads((tmp_path / RECORD).read_text())) == ["baseline"]  # kept
+    results = judged_run(tmp_path, chain, keep_going=True, resume=True)
+    assert results["baseline"]["checks"][0]["met"] is False  # recorded for the verdict
+    assert judged_run(tmp_path, [model_stub("baseline", 0.9)])["baseline"]["checks"][0]["met"]
+
+
+def test_a_judged_stage_that_falls_too_far_stops_the_run(tmp_path, capsys):
+    chain = [model_stub("baseline", 0.95), model_stub("merge", 0.30),
+             model_stub("retrain", 0.70, judged=True)]
+    with pytest.raises(verdict.CheckFailed) as e:
+        judged_run(tmp_path, chain)  # the merge is not judged: it recovers in retraining
+    assert "retrain val accuracy 70.00%, 25.00 pp below" in str(e.value)
+    assert "--max_stage_drop=20" in str(e.value)
+    results = judged_run(tmp_path, chain, max_stage_drop=30)
+    assert [c["met"] for c in results["retrain"]["checks"]] == [True]
+    results = judged_run(tmp_path, chain, keep_going=True)
+    assert "going on (--keep_going)" in capsys.readouterr().out
+    assert not results["retrain"]["checks"][0]["met"]
+
+
+def test_a_model_that_is_not_finite_stops_the_run_even_with_keep_going(tmp_path):
+    chain = [model_stub("baseline", 0.95), model_stub("merge", 0.9, finite=False),
+             Stage("export", lambda context: ([], {}, ""))]
+    with pytest.raises(verdict.CheckFailed, match="non-finite weights"):
+        judged_run(tmp_path, chain, keep_going=True)

@@ -45,9 +45,9 @@ _NAMES = {
 }
 # Submodules reachable as attributes after `import tfprune`.
 _SUBMODULES = ("atomic", "backup", "bench", "callbacks", "cli", "csource", "data", "distribute",
-               "errors", "export", "fusion", "graph", "groups", "handlers", "interpreter",
-               "masks", "models", "options", "pipeline", "pruning", "report", "schedules",
-               "shrinking", "tflm", "tools", "wrapper")
+               "errors", "export", "faults", "fusion", "graph", "groups", "handlers",
+               "interpreter", "masks", "models", "options", "pipeline", "pruning", "report",
+               "schedules", "shrinking", "tflm", "tools", "verdict", "wrapper")
 
 __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,
            "bench", "data", "export", "fusion", "handlers", "models", "pipeline", "report",

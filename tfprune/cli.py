@@ -9,6 +9,17 @@ so they cannot disagree with `PipelineConfig.validate()`. `main(argv)` reads the
 the config, and calls `tfprune.pipeline.run`, which tests call directly. Nothing here
 imports TensorFlow: a bad flag or setting ends the command in a second with one line on
 stderr and exit code 1.
+
+The last line of a finished run is its verdict (`tfprune.verdict`), and the exit code says
+the same:
+
+    0    finished, and the result earned every claim (smaller, faster, accurate, ...)
+    1    error, one line on stderr: bad input, divergence, a failed check (chance level,
+         --max_stage_drop), a full disk, a folder in use. Nothing more was exported; the
+         finished stages are kept for --resume
+    3    finished, files written, but the result did not earn its claims: the last line
+         (stderr) and report.md say which and why
+    130  interrupted (Ctrl-C); the finished stages are kept for --resume
 """
 
 import dataclasses
@@ -16,11 +27,13 @@ import sys
 
 from absl import app, flags
 
-from tfprune import pipeline
+from tfprune import atomic, pipeline
 from tfprune.errors import TfpruneError
 from tfprune.pipeline.config import PipelineConfig, value_type
 
 FLAGS = flags.FLAGS
+
+EXIT_EARNED, EXIT_ERROR, EXIT_NOT_EARNED, EXIT_INTERRUPTED = 0, 1, 3, 130
 
 
 def _define(field):
@@ -67,7 +80,7 @@ def config_from_flags(values=FLAGS):
 
 
 def main(argv):
-    """Runs the pipeline with the flags' settings; returns the exit code.
+    """Runs the pipeline with the flags' settings; returns the exit code (see above).
 
     Raises:
         app.UsageError: positional arguments were given (flags look like `--name=value`).
@@ -77,15 +90,35 @@ def main(argv):
                              "like --name=value.")
     try:
         config = config_from_flags().validate()  # before any stage loads TensorFlow
-        pipeline.run(config)
+        report = pipeline.run(config)
     except TfpruneError as e:
         print(f"tfprune: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    except OSError as e:
+        if not atomic.is_disk_full(e):  # a bug or an unexpected system error: the traceback
+            raise
+        print(f"tfprune: error: {atomic.disk_full_error(e.filename or '?', e)}",
+              file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("tfprune: interrupted: finished stages are kept; rerun with --resume.",
               file=sys.stderr)
-        return 130
-    return 0
+        return EXIT_INTERRUPTED
+    if report is None:  # stopped early by --stop_after: nothing was claimed
+        return EXIT_EARNED
+    return print_verdict(report, config)
+
+
+def print_verdict(report, config):
+    """Prints the run's verdict as the last line; returns 0 if earned, else 3."""
+    from tfprune import report as reports
+
+    line = f"{reports.headline(report)}; report: {config.export_dir}/report.md"
+    if report.get("verdict", {}).get("earned", True):
+        print(f"tfprune: earned: {line}", flush=True)
+        return EXIT_EARNED
+    print(f"tfprune: {line} (exit {EXIT_NOT_EARNED})", file=sys.stderr, flush=True)
+    return EXIT_NOT_EARNED
 
 
 def parse_flags(argv):
@@ -94,7 +127,12 @@ def parse_flags(argv):
         return FLAGS(argv)
     except flags.Error as e:
         print(f"tfprune: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
+    except (UnicodeDecodeError, OSError) as e:  # a flag file absl could not read
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"tfprune: error: Cannot read the flags ({reason}): a --flagfile must be UTF-8 "
+              "text you can read.", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
 
 
 def run():

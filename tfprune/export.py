@@ -25,6 +25,7 @@ from tfprune.interpreter import (
     classes,
     data_sizes,
     dequantize,
+    first_line,
     format_table,
     load_interpreter,
     parse,
@@ -286,7 +287,12 @@ def _as_model(model):
         if model_path.suffix != ".keras" or not model_path.is_file():
             raise TfpruneError(f"Expected a Keras model or an existing .keras file. Received: "
                                f"model={str(model)!r}")
-        return keras.saving.load_model(model_path, compile=False)
+        try:  # in Keras' safe mode: a file's Lambda code never runs
+            return keras.saving.load_model(model_path, compile=False)
+        except Exception as e:  # zip, JSON and deserialisation errors all mean "not a model"
+            raise TfpruneError(f"Cannot load {str(model)!r} as a Keras model "
+                               f"({first_line(e)[:200]}): pass a file written by "
+                               "model.save('name.keras').") from e
     if not isinstance(model, keras.Model):
         raise TfpruneError(f"Expected a Keras model or a .keras path. Received: "
                            f"model={type(model).__name__}")

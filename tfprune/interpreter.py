@@ -166,6 +166,7 @@ def load_interpreter(path, threads=None, delegate="xnnpack"):
         raise TfpruneError(f"Unknown delegate: use one of {DELEGATES}. Received: "
                            f"delegate={delegate!r}")
     data = read_tflite(path)
+    check_tensors(data, path)
     builtin = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     if delegate == "builtin":
         return _allocated(litert, data, path, threads, builtin), "builtin", ""
@@ -177,6 +178,118 @@ def load_interpreter(path, threads=None, delegate="xnnpack"):
     if not _delegated(interpreter):
         return interpreter, "builtin", "XNNPACK took no ops; ran builtin kernels"
     return interpreter, "xnnpack", ""
+
+
+# Bytes per value of each TFLite tensor type (schema TensorType) a sparse tensor may hold.
+_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 7: 2, 9: 1, 10: 8, 12: 8, 15: 4, 16: 2, 18: 2}
+
+
+def check_tensors(data, path="<bytes>"):
+    """Checks what the interpreter trusts in a `.tflite` file's tensors before it loads it.
+
+    Every tensor's name must be UTF-8 text (the interpreter's Python API decodes it and
+    fails on anything else). And the interpreter's DENSIFY kernel trusts a sparse tensor's
+    metadata (traversal order, block map, CSR segments and indices) and writes where the
+    indices say: a corrupt file makes it write past its buffer and crash the process, at
+    once or later. So every level must fit the tensor's shape, every index its dimension,
+    and the stored values their count.
+
+    Args:
+        data: The file's bytes.
+        path: The file's name, for the message.
+
+    Raises:
+        TfpruneError: a sparse tensor's metadata does not fit it, or the file cannot be read.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        for s in range(model.SubgraphsLength()):
+            graph = model.Subgraphs(s)
+            for t in range(graph.TensorsLength()):
+                tensor = graph.Tensors(t)
+                try:
+                    (tensor.Name() or b"").decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _Corrupt(f"tensor {t}'s name is not UTF-8 text") from None
+                sparsity = tensor.Sparsity()
+                if sparsity is None:
+                    continue
+                problem = _sparsity_problem(schema, model, tensor, sparsity)
+                if problem:
+                    raise _Corrupt(f"sparse tensor {tensor.Name().decode()!r}: {problem}")
+    except _Corrupt as e:
+        raise TfpruneError(f"Cannot load {str(path)!r}: {e}; the file is corrupt: export it "
+                           "again.") from None
+    except Exception as e:  # flatbuffers reads a corrupt table in many ways
+        raise TfpruneError(f"Cannot parse {str(path)!r} as a TFLite model ({first_line(e)}): "
+                           "the file is truncated or corrupt; export it again.") from None
+
+
+class _Corrupt(Exception):
+    """A tensor whose name or sparse metadata the interpreter cannot take."""
+
+
+def _sparsity_problem(schema, model, tensor, sparsity):
+    """What is wrong with one tensor's sparsity metadata, or `""`."""
+    shape = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+    order = ([int(d) for d in sparsity.TraversalOrderAsNumpy()]
+             if sparsity.TraversalOrderLength() else [])
+    blocks = [int(d) for d in sparsity.BlockMapAsNumpy()] if sparsity.BlockMapLength() else []
+    rank = len(shape)
+    if not rank or any(d <= 0 for d in shape):
+        return f"shape {shape} cannot be sparse"
+    if sorted(order) != list(range(rank + len(blocks))):
+        return f"traversal order {order} is no order of {rank + len(blocks)} dimensions"
+    if sparsity.DimMetadataLength() != len(order):
+        return f"{sparsity.DimMetadataLength()} dimension records for {len(order)} dimensions"
+    if len(set(blocks)) != len(blocks) or any(not 0 <= b < rank for b in blocks):
+        return f"block map {blocks} does not fit shape {shape}"
+    levels = [sparsity.DimMetadata(i) for i in range(len(order))]
+    sizes = dict(enumerate(shape))
+    for j, dim in enumerate(blocks):
+        block = levels[order.index(rank + j)]
+        size = block.DenseSize()
+        if block.Format() != schema.DimensionType.DENSE or size <= 0 or shape[dim] % size:
+            return f"block {j} of size {size} does not divide dimension {dim} ({shape[dim]})"
+        sizes[rank + j], sizes[dim] = size, shape[dim] // size
+    count = 1
+    for level, dim in zip(levels, order, strict=True):
+        size = sizes[dim]
+        if level.Format() == schema.DimensionType.DENSE:
+            if level.DenseSize() != size:
+                return f"dense size {level.DenseSize()} for a dimension of {size}"
+            count *= size
+            continue
+        segments = _index_vector(schema, level.ArraySegmentsType(), level.ArraySegments())
+        indices = _index_vector(schema, level.ArrayIndicesType(), level.ArrayIndices())
+        if (segments is None or indices is None or len(segments) != count + 1
+                or segments[0] != 0 or np.any(np.diff(segments) < 0)
+                or segments[-1] != len(indices)):
+            return "its segments do not fit its indices"
+        if len(indices) and (indices.min() < 0 or indices.max() >= size):
+            return f"an index is outside its dimension of {size}"
+        count = len(indices)
+    if not 0 <= tensor.Buffer() < model.BuffersLength():
+        return f"buffer {tensor.Buffer()} does not exist"
+    buffer = model.Buffers(tensor.Buffer())
+    stored = buffer.DataLength() or int(buffer.Size())
+    itemsize = _ITEMSIZE.get(tensor.Type())
+    if itemsize and stored != count * itemsize:
+        return f"{stored} bytes stored for {count} values"
+    return ""
+
+
+def _index_vector(schema, kind, table):
+    """The values of a sparse index vector (int32, uint16 or uint8), or `None`."""
+    vector = {1: schema.Int32Vector, 2: schema.Uint16Vector, 3: schema.Uint8Vector}.get(kind)
+    if vector is None or table is None:
+        return None
+    values = vector()
+    values.Init(table.Bytes, table.Pos)
+    array = values.ValuesAsNumpy()
+    return np.asarray(array if not isinstance(array, int) else [], dtype=np.int64)
 
 
 class _DelegateFailure(Exception):

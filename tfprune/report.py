@@ -1,7 +1,10 @@
 """The run's report: `report.json`, `report.md` (a table like the paper's) and PNG plots.
 
 `build` joins the stage results of a run (`tfprune.pipeline`) into one JSON-ready dict;
-`write` renders it into the run folder (every file atomically). The report names no stage:
+`write` renders it into the run folder (every file atomically). Its `verdict`
+(`tfprune.verdict.judge`) says which claims the compressed model earned; one that did not
+is said first, in the headline and at the top of `report.md`, and a model that is not
+finite gets no ratio at all. The report names no stage:
 its table of Keras models lists the stages that declare a `model`, in order (the first is
 the baseline, the last the compressed model), and its table of files joins, by file name,
 the facts that stages report under `result["files"]` (export: size; verify: accuracy;
@@ -13,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from tfprune import atomic
+from tfprune import atomic, verdict
 
 FILES = ("report.json", "report.md")
 PLOTS = ("stages.png", "tflite.png", "layers.png")
@@ -36,8 +39,9 @@ def build(config, stages, results, records, data=None):
         Dict with `config`; `stages` (one row per stage that made a Keras model); `files`
         (per file, the facts the stages reported about it); `layers` (per layer of the
         first model: units and weights kept in the last, kernel zeros after each model
-        stage); `summary` (baseline vs compressed, with ratios); `seconds` per stage; and
-        the raw `results`; with `data`, a `data` section.
+        stage); `summary` (baseline vs compressed, with ratios); `seconds` per stage; the
+        raw `results`; the `verdict` (`tfprune.verdict.judge`); with `data`, a `data`
+        section.
 
     Example:
 
@@ -63,11 +67,20 @@ def build(config, stages, results, records, data=None):
     for stage in stages:
         for name, facts in ((results.get(stage.name) or {}).get("files") or {}).items():
             files.setdefault(name, {}).update(facts)
-    return {"config": cfg, "stages": rows, "files": files, "layers": _layers(models, results),
-            "summary": _summary(models, results, files), "tflm": _tflm(models, files),
-            "seconds": {s: r.get("seconds") for s, r in records.items()},
-            "results": {stage.name: results[stage.name] for stage in stages
-                        if stage.name in results}, **({"data": data} if data else {})}
+    report = {"config": cfg, "stages": rows, "files": files,
+              "layers": _layers(models, results), "summary": _summary(models, results, files),
+              "tflm": _tflm(models, files),
+              "seconds": {s: r.get("seconds") for s, r in records.items()},
+              "results": {stage.name: results[stage.name] for stage in stages
+                          if stage.name in results}, **({"data": data} if data else {})}
+    report["verdict"] = verdict.judge(report)
+    if not report["verdict"]["finite"]:  # no ratio is ever stated for a broken model
+        report["summary"].update(dict.fromkeys(RATIOS))
+    return report
+
+
+RATIOS = ("params_ratio", "nonzeros_ratio", "macs_ratio", "size_ratio", "gzip_ratio", "speedup",
+          "accuracy_delta")
 
 
 def _summary(models, results, files):
@@ -162,6 +175,8 @@ def _layers(models, results):
 def headline(report):
     """One line: how much smaller, how much faster, and the accuracy change.
 
+    When the verdict finds claims the model did not earn, the line leads with them.
+
     Example:
 
     >>> from tfprune import report
@@ -171,14 +186,18 @@ def headline(report):
     >>> report.headline({"summary": {"size_ratio": 4.3, "speedup": 0.45, "accuracy_delta": 0.0,
     ...                              "slower_reason": "its sparse encoding adds 1 DENSIFY op"}})
     '4.3x smaller, 2.2x SLOWER (its sparse encoding adds 1 DENSIFY op), accuracy +0.00 pp'
+    >>> report.headline({"summary": {"size_ratio": 31.8, "speedup": 1.2,
+    ...                              "accuracy_delta": -0.015},
+    ...                  "verdict": {"earned": False, "unmet": ["accuracy: -1.50 pp"]}})
+    'NOT EARNED (accuracy: -1.50 pp): 31.8x smaller, 1.2x faster, accuracy -1.50 pp'
     """
     s = report["summary"]
     speed = f"{_x(s.get('speedup'))} faster"
     if s.get("speedup") is not None and s["speedup"] < 1:  # never "0.4x faster"
-        speed = f"{_x(1 / s['speedup'])} SLOWER" + (f" ({s['slower_reason']})"
-                                                    if s.get("slower_reason") else "")
-    return (f"{_x(s.get('size_ratio'))} smaller, {speed}, accuracy "
-            f"{_pp(s.get('accuracy_delta'))}")
+        why = s.get("slower_reason") if not report.get("verdict") else None  # it says why
+        speed = f"{_x(1 / s['speedup'])} SLOWER" + (f" ({why})" if why else "")
+    return verdict.line(report, f"{_x(s.get('size_ratio'))} smaller, {speed}, accuracy "
+                                f"{_pp(s.get('accuracy_delta'))}")
 
 
 def write(folder, report, plots=True):
@@ -237,6 +256,7 @@ def markdown(report):
     ]
     rows += _tflm_rows(report)
     lines = [f"# tfprune run: {cfg.get('model')} on {cfg.get('dataset')}", "",
+             *_verdict_lines(report),
              f"Compressed model: `{c.get('quantize')}` quantization, sparse encoding "
              f"{'on' if c.get('sparse') else 'off'}; merges: {cfg.get('merge')}; "
              f"granularity: `{cfg.get('granularity')}`, sparsity "
@@ -369,6 +389,17 @@ def _tflm_section(report):
               "Latency: host CPU, TFLM's reference kernels, the two int8 files interleaved: "
               "a host figure, not a microcontroller's."]
     return lines
+
+def _verdict_lines(report):
+    """The verdict, first thing in `report.md`: earned, or each claim not earned and why."""
+    result = report.get("verdict")
+    if not result:
+        return []
+    if result["earned"]:
+        met = ", ".join(claim["name"] for claim in result["claims"])
+        return [f"**Verdict: earned** (claims checked: {met or 'none'}).", ""]
+    return (["**Verdict: NOT EARNED.** The result falls short of what it would claim:", ""]
+            + [f"- {reason}" for reason in result["unmet"]] + [""])
 
 
 def _plots(folder, report):

@@ -238,6 +238,16 @@ class PipelineConfig:
     verbose: int = setting(1, "Keras fit verbosity: 0 silent, 1 bars, 2 lines.",
                            range=Range(0, 2))
     plots: bool = setting(True, "Draw the PNG plots.")
+    # What the run must earn (tfprune.verdict): a run that falls short says so, exit 3.
+    max_accuracy_drop: float = setting(
+        0.5, "Percentage points of .tflite test accuracy the compressed file may lose "
+             "against the baseline's and still be reported as earned.", range=Range(0.0))
+    max_stage_drop: float = setting(
+        20.0, "Percentage points of validation accuracy a retrained or shrunk model may "
+              "lose against the baseline's before the run stops.", range=Range(0.0))
+    keep_going: bool = setting(False, "Go on after a baseline at chance level or a stage "
+                                      "that lost more than max_stage_drop (the verdict "
+                                      "still says so); never after a non-finite model.")
 
     def __post_init__(self):
         if isinstance(self.quantize, str):

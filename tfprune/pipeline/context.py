@@ -137,12 +137,15 @@ class Context:
     def save(self, name, model):
         """Saves `model` atomically as `<name>.keras` in the run folder.
 
+        The stages after it load the model from the file, as a resumed run does, so that
+        a run gives the same files and figures whether it was interrupted or not.
+
         Returns:
             The file name, for the stage's list of outputs.
         """
         with atomic.atomic_path(self.folder / f"{name}.keras") as tmp:
             model.save(tmp)
-        self._models[name] = model
+        self._models.pop(name, None)
         return f"{name}.keras"
 
 

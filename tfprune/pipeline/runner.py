@@ -17,24 +17,41 @@ strategy, if any). Every stage gets a backup folder for its state while it runs
 there, so that a `--resume` after a kill goes on from its last epoch. The folder is kept when
 the stage fails, ignored and replaced when its settings change or the run does not resume,
 and removed once the stage is recorded.
+
+A run holds an OS lock on its folder (`flock` on `.tfprune.lock`, released by the OS when
+the process dies, so `--resume` after a kill is never blocked): a second run into the same
+folder fails at once, naming the holder's pid. With the lock held, temporary files a killed
+write left behind are removed. Each stage starts from a random state set by the seed and
+its name, so a resumed run gives the figures an uninterrupted one does. After each stage
+that makes a model, `tfprune.verdict.stage_checks` judges it (finite weights, a baseline
+above chance, a `judged` stage within `max_stage_drop` of the baseline) and a failed check
+stops the run with one line, unless `keep_going` (never for a model that is not finite).
 """
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
+import os
+import random
 import shutil
+import sys
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from tfprune import atomic
+from tfprune import atomic, faults, verdict
 from tfprune.errors import TfpruneError
 
 RECORD = "stages.json"
 BACKUP = "backup"  # the running stages' own backups, one folder each
+LOCK = ".tfprune.lock"
+_RUNNING = []  # the stages being run, innermost last (see `running`)
 # Starts the hash chain; bump it when the shape of a recorded result changes, so that
 # records written by an older tfprune are not resumed.
 RECORD_FORMAT = "tfprune-stages-2"
@@ -63,6 +80,10 @@ class Stage:
         trains: Boolean, the stage trains a model: it runs in `context.training_scope()`
             (under the run's `tf.distribute` strategy), and in a multi-worker run every
             worker runs it; defaults to `False`.
+        judged: Boolean, its model's validation accuracy may fall at most
+            `config.max_stage_drop` points below the baseline's (the first model stage's),
+            else the run stops; defaults to `False` (for stages that recover later, such as
+            an approximate merge before retraining).
 
     Example:
 
@@ -86,6 +107,7 @@ class Stage:
     enabled: Callable = None
     check: Callable = None
     trains: bool = False
+    judged: bool = False
 
     @property
     def model_file(self):
@@ -127,30 +149,42 @@ def execute(stages, context):
         TfpruneError: a stage reads a file no earlier stage writes, the run folder cannot
             be written, or a stage's `check` failed; all raised before any stage runs. A
             run that created its folder and fails here removes the folder again.
+        FolderInUseError: another run holds the folder.
+        tfprune.verdict.CheckFailed: a stage's model is not finite, the baseline is at
+            chance level, or a judged stage fell too far (these two: unless `keep_going`).
     """
     config, folder = context.config, Path(context.folder)
     stages = [stage for stage in stages if stage.applies(config)]
     _check_declarations(stages, config)
     context.stages = tuple(stages)
-    with _removed_if_failing(folder):
-        atomic.check_writable(folder)
-        for stage in stages:
-            if stage.check is not None:
-                stage.check(context)
-    context.records = read_records(folder) if config.resume else {}
-    digests = _chain(stages, config)
-    # The workers of a distributed run agree on the first stage to run, to train in step.
-    first = context.first_to_run(_first_to_run(stages, digests, context), digests)
-    for i, (stage, digest) in enumerate(zip(stages, digests, strict=True)):
-        if i < first and not stage.always:
-            record = context.records[stage.name]
-            context.results[stage.name] = record["result"]
-            _log(stage.name, record["seconds"], "skipped (resumed): " + record["figure"])
-        else:
-            _run(stage, context, digest)
-        if stage.name == config.stop_after:
-            break
+    with contextlib.ExitStack() as held:
+        with _removed_if_failing(folder):
+            atomic.check_writable(folder)
+            held.enter_context(folder_lock(folder))
+            atomic.remove_partials(folder)
+            for stage in stages:
+                if stage.check is not None:
+                    stage.check(context)
+        context.records = read_records(folder) if config.resume else {}
+        digests = _chain(stages, config)
+        # The workers of a distributed run agree on the first stage to run, to train in step.
+        first = context.first_to_run(_first_to_run(stages, digests, context), digests)
+        for i, (stage, digest) in enumerate(zip(stages, digests, strict=True)):
+            if i < first and not stage.always:
+                record = context.records[stage.name]
+                context.results[stage.name] = record["result"]
+                _log(stage.name, record["seconds"], "skipped (resumed): " + record["figure"])
+            else:
+                _run(stage, context, digest)
+            _judge(stage, context)
+            if stage.name == config.stop_after:
+                break
     return context.results
+
+
+def running():
+    """The `Stage` being run now (for messages from deep inside it), or `None`."""
+    return _RUNNING[-1] if _RUNNING else None
 
 
 def _first_to_run(stages, digests, context):
@@ -188,9 +222,14 @@ def _run(stage, context, digest):
         raise TfpruneError(f"Stage {stage.name!r} needs {missing} in {str(folder)!r}, which an "
                            "earlier stage should have written: rerun without --resume.")
     context.backup_dir = _backup_dir(folder, stage.name, digest, context.config.resume)
+    _seed(context.config.seed, stage.name)
     start = time.perf_counter()
-    with context.training_scope() if stage.trains else contextlib.nullcontext():
-        outputs, result, figure = stage.run(context)
+    _RUNNING.append(stage)
+    try:
+        with context.training_scope() if stage.trains else contextlib.nullcontext():
+            outputs, result, figure = stage.run(context)
+    finally:
+        _RUNNING.pop()
     seconds = time.perf_counter() - start
     undeclared = set(outputs) - set(stage.files_written(context.config))
     if undeclared:
@@ -204,6 +243,13 @@ def _run(stage, context, digest):
     if not stage.always:  # only a resumable stage needs its result kept
         record["result"] = result
     context.records[stage.name] = record
+    # The records of the stages after it describe outputs made from its old ones: drop them
+    # in the same write, so that no later kill can leave them looking intact.
+    names = [s.name for s in context.stages]
+    if not stage.always and stage.name in names:
+        for later in names[names.index(stage.name) + 1:]:
+            context.records.pop(later, None)
+    faults.point(f"record:{stage.name}")
     atomic.write_text(folder / RECORD, json.dumps(context.records, indent=1))
     _remove_backup(context.backup_dir)
     _log(stage.name, seconds, figure)
@@ -223,6 +269,102 @@ def _remove_backup(path):
     shutil.rmtree(path, ignore_errors=True)
     with contextlib.suppress(OSError):  # the parent goes with its last stage folder
         path.parent.rmdir()
+
+def _seed(seed, name):
+    """Seeds Python, NumPy and (if a stage loaded it) Keras from the run's seed and `name`.
+
+    Each stage then draws the same random numbers whether the stages before it ran in this
+    process or were resumed from their records.
+    """
+    value = zlib.crc32(f"{seed}:{name}".encode())
+    random.seed(value)
+    np.random.seed(value)
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.utils.set_random_seed(value)
+
+
+def _judge(stage, context):
+    """Runs the verdict's checks of a stage's model; stops the run on a failed one."""
+    config, result = context.config, context.results.get(stage.name)
+    if not stage.model or not isinstance(result, dict):
+        return
+    models = [s for s in context.stages if s.model]
+    first = models[0] if models else stage
+    chance = None
+    if stage is first and result.get("val_accuracy") is not None:
+        chance = verdict.chance_bound(context.train[1], len(context.validation[1]))
+    claims = verdict.stage_checks(
+        stage.name, result, config, baseline=None if stage is first else
+        context.results.get(first.name), judged=stage.judged, chance=chance)
+    context.results[stage.name] = {**result, "checks": [claim.to_dict() for claim in claims]}
+    for claim in claims:
+        if claim.met:
+            continue
+        if claim.fatal or not config.keep_going:
+            raise verdict.CheckFailed(verdict.stop_message(stage.name, claim))
+        print(f"[tfprune] {stage.name:<9} going on (--keep_going), but {claim.reason}",
+              flush=True)
+
+
+class FolderInUseError(TfpruneError):
+    """Another run holds the run folder."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Holds an exclusive OS lock on `folder` for the block (one run per folder).
+
+    The lock is `flock` on `folder/.tfprune.lock`, which holds the owner's pid. The OS
+    releases it when the process ends, however it ends, so a killed run never blocks the
+    next one; the file itself stays.
+
+    Raises:
+        FolderInUseError: another process holds the lock.
+    """
+    path = Path(folder) / LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if atomic.is_disk_full(e):
+                raise atomic.disk_full_error(path, e) from e
+            raise TfpruneError(f"Cannot lock the run folder {str(folder)!r} ({e.strerror}): "
+                               "choose a folder you can write to.") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _holder(fd)
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise TfpruneError(f"Cannot lock the run folder {str(folder)!r} "
+                                   f"({e.strerror}): use a local folder.") from e
+            raise FolderInUseError(
+                f"Folder {str(folder)!r} is in use by another tfprune run (pid {holder}): wait "
+                f"for it to finish or stop it (kill {holder}), or choose another --export_dir. "
+                f"Received: export_dir={str(folder)!r}") from None
+        try:  # the lock is on this file: if another run replaced it meanwhile, lock anew
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        with contextlib.suppress(OSError):  # the pid only makes the message helpful
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)
+
+
+def _holder(fd):
+    try:
+        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text if text.isdigit() else "unknown"
 
 
 def _check_declarations(stages, config):
@@ -253,7 +395,10 @@ def _removed_if_failing(folder):
         folder = folder.parent
     try:
         yield
-    except BaseException:
+    except BaseException as e:
+        if created and not isinstance(e, FolderInUseError):  # its lock file is this run's
+            with contextlib.suppress(OSError):
+                (created[0] / LOCK).unlink()
         for made in created:  # deepest first; rmdir only removes an empty folder
             try:
                 made.rmdir()

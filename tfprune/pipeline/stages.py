@@ -198,7 +198,8 @@ def _retrain(context):
 
 
 RETRAIN = Stage("retrain", _retrain, model="retrained", reads=(MERGE.model_file,), trains=True,
-                keys=("retrain_epochs", "retrain_batch_size", "retrain_learning_rate"))
+                keys=("retrain_epochs", "retrain_batch_size", "retrain_learning_rate"),
+                judged=True)
 
 # ----------------------------------------------------------------------------- shrink
 
@@ -213,7 +214,7 @@ def _shrink(context):
 
 
 SHRINK = Stage("shrink", _shrink, model="compressed", reads=(RETRAIN.model_file,),
-               keys=("shrink_threshold",))
+               keys=("shrink_threshold",), judged=True)
 
 # ----------------------------------------------------------------------------- export
 
@@ -379,7 +380,8 @@ def _describe(context, model):
     counts = tfprune.bench.count(model)
     return {"val_accuracy": _val_accuracy(context, model),
             "params": int(counts.params), "nonzeros": int(counts.nonzero),
-            "macs": int(counts.macs), "layers": _layer_table(model)}
+            "macs": int(counts.macs), "layers": _layer_table(model),
+            "finite": training.finite(model)}
 
 
 def _val_accuracy(context, model):

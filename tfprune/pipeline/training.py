@@ -5,14 +5,26 @@ enters it, see `tfprune.pipeline.distributed`): `in_scope` gives them a model wh
 variables the strategy made, and `fit` trains with the global batch size and backs up
 each epoch.
 
+`fit` stops a stage the moment its loss or weights stop being finite numbers
+(`DivergedError`, naming the stage, the epoch and the learning rate): a diverged model is
+never saved, so nothing is exported from it and the finished stages stay for `--resume`.
+
 Keras is imported inside the functions, when a stage first trains: importing the
 pipeline (the command line does, to check its flags) stays free of TensorFlow.
 """
 
 import contextlib
+import functools
 import math
 
 import numpy as np
+
+from tfprune import faults
+from tfprune.errors import TfpruneError
+
+
+class DivergedError(TfpruneError):
+    """Training diverged: the loss or a weight became nan or infinite."""
 
 
 def optimizer(config, learning_rate, steps):
@@ -93,10 +105,13 @@ def fit(model, train, epochs, batch_size, config, callbacks=(), backup=None):
 
     Returns:
         Integer, the epoch training started from: 0, or the one restored from `backup`.
+
+    Raises:
+        DivergedError: the loss or a weight became nan or infinite (see `stop_on_divergence`).
     """
     from tfprune import distribute
 
-    callbacks = list(callbacks)
+    callbacks = [*callbacks, stop_on_divergence(config)]  # before a backup of a diverged epoch
     if backup is not None:
         from tfprune.backup import EpochBackup
 
@@ -105,6 +120,105 @@ def fit(model, train, epochs, batch_size, config, callbacks=(), backup=None):
     distribute.fit(model, x, y, batch_size=batch_size, epochs=epochs, shuffle=True,
                    callbacks=callbacks, verbose=config.verbose)
     return callbacks[-1].restored_epoch if backup is not None else 0
+
+
+def stop_on_divergence(config, stage=None):
+    """A Keras callback that stops training at once when it diverges.
+
+    After every batch it checks the loss, after every epoch the weights; a nan or an
+    infinity raises `DivergedError`, whose one line names the stage, the epoch and the
+    learning rate and suggests a lower one.
+
+    Args:
+        config: The run's `PipelineConfig` (the stage's learning rate is read from it).
+        stage: The `Stage` that trains, defaults to the one the runner is running.
+
+    Returns:
+        A `keras.callbacks.Callback`.
+
+    Example:
+
+    >>> import keras
+    >>> from tfprune.pipeline import PipelineConfig, training
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(keras.optimizers.SGD(1e30), "mse")
+    >>> model.fit(np.ones((8, 2)), np.ones((8, 1)), epochs=3, verbose=0,
+    ...           callbacks=[training.stop_on_divergence(PipelineConfig())])
+    Traceback (most recent call last):
+    ...
+    tfprune.pipeline.training.DivergedError: Training diverged: the loss is inf in epoch 2 ...
+    """
+    from tfprune.pipeline.runner import running
+
+    return _divergence_callback_class()(config, stage or running())
+
+
+@functools.cache
+def _divergence_callback_class():
+    import keras
+
+    class StopOnDivergence(keras.callbacks.Callback):
+        """Raises `DivergedError` on a non-finite loss (each batch) or weight (each epoch)."""
+
+        def __init__(self, config, stage):
+            super().__init__()
+            self.config, self.stage, self.epoch = config, stage, 0
+            self.point = f"train:{stage.name if stage else None}"
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise self._diverged(f"the loss is {float(loss)} in epoch {self.epoch + 1} "
+                                     f"(batch {batch + 1})")
+            faults.point(self.point)
+
+        def on_epoch_end(self, epoch, logs=None):
+            for weight in self.model.weights:
+                if not np.all(np.isfinite(np.asarray(weight.numpy(), dtype=np.float64))):
+                    raise self._diverged(f"the weight {weight.path!r} holds nan or inf after "
+                                         f"epoch {epoch + 1}")
+
+        def _diverged(self, what):
+            return DivergedError(_diverged_message(self.config, self.stage, self.model, what))
+
+    return StopOnDivergence
+
+
+def _diverged_message(config, stage, model, what):
+    """The one line of a divergence: stage, epoch, learning rate, and a lower one to try."""
+    keys = [key for key in (stage.keys if stage else ()) if key.endswith("learning_rate")]
+    if keys:
+        key, rate = keys[0], getattr(config, keys[0])
+        fix = f"lower --{key} (try {rate / 10:g})"
+        received = f"{key}={rate:g}"
+    else:
+        rate = float(np.asarray(model.optimizer.learning_rate))
+        fix = "lower the learning rate"
+        received = f"learning_rate={rate:g}"
+    where = f"Stage {stage.name!r} diverged" if stage else "Training diverged"
+    return (f"{where}: {what} at learning rate {rate:g}: {fix}. Nothing of this stage was "
+            f"saved; the finished stages are kept (--resume). Received: {received}")
+
+
+def finite(model):
+    """Whether every weight of `model` is a finite number (no nan, no infinity).
+
+    Example:
+
+    >>> import keras
+    >>> from tfprune.pipeline.training import finite
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> finite(model)
+    True
+    >>> _ = model.layers[0].bias.assign([float("nan")])
+    >>> finite(model)
+    False
+    """
+    return all(np.all(np.isfinite(np.asarray(w, dtype=np.float64)))
+               for w in model.get_weights())
 
 
 def accuracy(model, test, batch_size=1000):
