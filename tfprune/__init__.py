@@ -44,12 +44,13 @@ _NAMES = {
     "register_layer": "tfprune.handlers",
 }
 # Submodules reachable as attributes after `import tfprune`.
-_SUBMODULES = ("atomic", "bench", "callbacks", "cli", "data", "errors", "export", "fusion",
-               "graph", "handlers", "masks", "models", "options", "pipeline", "pruning",
-               "report", "schedules", "shrinking", "tools", "wrapper")
+_SUBMODULES = ("atomic", "bench", "callbacks", "cli", "data", "distill", "errors", "export",
+               "fusion", "graph", "handlers", "masks", "models", "options", "pipeline",
+               "pruning", "report", "schedules", "search", "shrinking", "tools", "wrapper")
 
 __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,
-           "bench", "data", "export", "fusion", "handlers", "models", "pipeline", "report"]
+           "bench", "data", "distill", "export", "fusion", "handlers", "models", "pipeline",
+           "report", "search"]
 
 
 def __getattr__(name):

@@ -1,5 +1,7 @@
 """Training for the stages: optimizer, loss, compile, fit, evaluate, and `hold_zeros`.
 
+`learner` wraps what a stage trains in a `tfprune.distill.Distiller` when the run distils.
+
 Keras is imported inside the functions, when a stage first trains: importing the
 pipeline (the command line does, to check its flags) stays free of TensorFlow.
 """
@@ -58,7 +60,8 @@ def compile_model(model, config, learning_rate, steps):
     """Compiles `model` for classification with integer labels and an accuracy metric."""
     import keras
 
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not ends_in_softmax(model))
+    student = getattr(model, "student", model)  # a Distiller's loss is its student's
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not ends_in_softmax(student))
     model.compile(optimizer=optimizer(config, learning_rate, steps), loss=loss,
                   metrics=["accuracy"])
 
@@ -68,8 +71,32 @@ def steps(train, batch_size, epochs):
     return math.ceil(len(train[1]) / batch_size) * epochs
 
 
+def learner(model, teacher, config):
+    """What a stage trains: `model`, or a `tfprune.distill.Distiller` of it and `teacher`
+    when the run distils (`config.distill`; by default, when a target is set).
+
+    Compile and fit what it returns; the trained weights are `model`'s either way.
+    """
+    from tfprune.pipeline.config import distills
+
+    if teacher is None or not distills(config):
+        return model
+    from tfprune.distill import Distiller
+
+    return Distiller(model, teacher, temperature=config.distill_temperature,
+                     weight=config.distill_weight, from_logits=not ends_in_softmax(model))
+
+
 def fit(model, train, epochs, batch_size, config, callbacks=()):
-    """Trains `model` on `train = (x, y)`, shuffled, with `config.verbose` output."""
+    """Trains `model` on `train = (x, y)`, shuffled, with `config.verbose` output.
+
+    The random state is reset to `config.seed` first, so that a stage trains the same way
+    whatever ran before it (a resumed run, or the search training a candidate to check it,
+    gives the same weights as a full run).
+    """
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
     x, y = train
     model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True,
               callbacks=list(callbacks), verbose=config.verbose)
