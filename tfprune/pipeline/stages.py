@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from tfprune.pipeline.config import (
     parse_layer_sparsity,
     search_target,
 )
-from tfprune.pipeline.context import Context, is_path
+from tfprune.pipeline.context import is_path
 from tfprune.pipeline.runner import Stage, file_sha256, jsonable
 
 # ----------------------------------------------------------------------------- baseline
@@ -413,14 +414,17 @@ def _train_candidate(context, sparsities):
     """Trains a candidate as the run will: its prune, merge, retrain and shrink stages, in a
     scratch folder. Each stage seeds its training, so the run's own stages, given the
     chosen plan, make the same model again."""
+    import copy
     import shutil
     import tempfile
 
     folder = tempfile.mkdtemp(prefix=".search-", dir=context.folder)
     try:
-        scratch = Context(dataclasses.replace(context.config, export_dir=folder))
-        scratch.data = context.data  # the same splits, loaded once
-        scratch._models[BASELINE.model] = context.model(BASELINE.model)
+        context.data  # loaded once, shared with the scratch context  # noqa: B018
+        scratch = copy.copy(context)  # the same splits and source, another folder
+        scratch.config = dataclasses.replace(context.config, export_dir=folder)
+        scratch.folder = Path(folder)
+        scratch._models = {BASELINE.model: context.model(BASELINE.model)}
         scratch.results = {BASELINE.name: context.results.get(BASELINE.name),
                            SEARCH.name: {"sparsities": dict(sparsities)}}
         for stage in (PRUNE, MERGE, RETRAIN, SHRINK):
