@@ -240,3 +240,18 @@ def test_search_stage_decides_on_validation_and_the_run_follows_its_plan(mnist_d
     assert targets["size"]["met"] and targets["size"]["value"] == search["figures"]["bytes"]
     report = (run / "report.md").read_text()
     assert "## Search" in report and "## Targets" in report and "(chosen)" in report
+
+
+def test_search_stage_is_in_the_chain_only_with_a_target_and_covers_what_it_trains_with():
+    from tfprune.pipeline.runner import stage_hash
+    from tfprune.pipeline.stages import SEARCH
+
+    assert not SEARCH.applies(PipelineConfig())
+    searched = PipelineConfig(target_size="50x")
+    assert SEARCH.applies(searched)
+    # It trains candidates with the later stages' settings: they decide its result too.
+    for change in ({"retrain_epochs": 9}, {"quantize": ("dynamic",)}, {"bench_runs": 7},
+                   {"distill_weight": 0.9}, {"max_accuracy_drop": 0.2}):
+        assert stage_hash(SEARCH, dataclasses.replace(searched, **change), "") != stage_hash(
+            SEARCH, searched, ""), change
+    assert "layer_sparsity" not in SEARCH.keys
