@@ -320,13 +320,16 @@ def _search_markdown(report):
               + ", ".join(f"{k} ({v})" for k, v in search["units"].items())
               + f"; {len(search['candidates'])} candidates measured (each a real `.tflite` "
               f"file), {sum(c['role'] == 'checked' for c in search['candidates'])} trained to "
-              f"check them, in {search['seconds']:.0f} s. Accuracy: validation split; "
-              f"*predicted* from each layer's sensitivity, *trained* by the run's own "
-              f"stages. Baseline: {b['bytes']:,} bytes, validation accuracy "
+              f"check them, in {search['seconds']:.0f} s. Accuracy on the validation split: "
+              f"*predicted* from each layer's sensitivity; *fine-tuned along the path*: the "
+              f"greedy's steps, each cut from the one before and briefly fine-tuned; "
+              f"*trained* by the run's own stages. Baseline: {b['bytes']:,} bytes, "
+              f"validation accuracy "
               f"{b['val_accuracy']:.2%}.", "",
               "| candidate | role | bytes | smaller | speedup | latency (µs) | MACs | "
-              "predicted drop (pp) | trained validation accuracy |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "predicted drop (pp) | validation, fine-tuned along the path | "
+              "validation, trained |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in search["candidates"]:
         f = c["figures"]
         name = f"**{c['name']}** (chosen)" if c["name"] == search["name"] else c["name"]
@@ -334,6 +337,7 @@ def _search_markdown(report):
             f"| {name} | {c['role']} | {f['bytes']:,} | {b['bytes'] / f['bytes']:.1f}x | "
             f"{_num(f.get('speedup'), '{:.1f}x')} | {_num(f.get('latency_us'), '{:.1f}')} | "
             f"{f['macs']:,} | {c['predicted_drop_pp']:.2f} | "
+            f"{_num(c.get('tuned_val_accuracy'), '{:.2%}')} | "
             f"{_num(f.get('val_accuracy'), '{:.2%}')} |")
     return lines + [""]
 
@@ -417,14 +421,20 @@ def _search_figure(plt, search):
     panels = [("bytes", ".tflite size (KB)", 1e-3)] + (
         [("speedup", "speedup over the baseline (x)", 1)] if timed else [])
     for ax, (figure, label, scale) in zip(axes[0], panels, strict=True):
-        for trained in (False, True):
-            rows = [c for c in search["candidates"]
-                    if (c["figures"].get("val_accuracy") is not None) == trained]
-            xs = [c["figures"][figure] * scale for c in rows]
-            ys = [100 * c["figures"]["val_accuracy"] if trained
-                  else accuracy - c["predicted_drop_pp"] for c in rows]
-            ax.scatter(xs, ys, marker="o" if trained else ".",
-                       label="trained" if trained else "predicted", zorder=3 if trained else 2)
+        series = (("predicted (sensitivity)", ".", lambda c: (
+                       None if c.get("tuned_val_accuracy") is not None
+                       else accuracy - c["predicted_drop_pp"])),
+                  ("fine-tuned along the path", "x", lambda c: (
+                      None if c.get("tuned_val_accuracy") is None
+                      else 100 * c["tuned_val_accuracy"])),
+                  ("trained (check)", "o", lambda c: (
+                      None if c["figures"].get("val_accuracy") is None
+                      else 100 * c["figures"]["val_accuracy"])))
+        for label_, marker, value in series:
+            points = [(c["figures"][figure] * scale, value(c)) for c in search["candidates"]
+                      if value(c) is not None and c["figures"].get(figure) is not None]
+            if points:
+                ax.scatter(*zip(*points, strict=True), marker=marker, label=label_)
         chosen = next(c for c in search["candidates"] if c["name"] == search["name"])
         if chosen["figures"].get("val_accuracy") is not None:
             ax.scatter([chosen["figures"][figure] * scale],

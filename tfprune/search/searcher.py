@@ -1,21 +1,27 @@
-"""`widths`: per-layer widths that meet every target with the least predicted accuracy loss.
+"""`widths`: per-layer widths that meet every target with the least accuracy lost.
 
-The search, in the steps of NetAdapt (Yang et al. 2018) with a sensitivity model in place of
-its per-proposal fine-tuning:
+The search follows NetAdapt (Yang et al. 2018), with a sensitivity analysis for what it
+cannot measure cheaply:
 
 1. **Sensitivity**: each searched layer cut alone to a few widths, briefly fine-tuned,
-   measured on the validation split (`sensitivity.measure`).
-2. **Greedy**: from the full model, each step narrows one layer by one grid step (about
-   15%): the proposal that closes most of the gap to the unmet cost targets per point of
-   predicted accuracy loss. Every proposal's cost is measured on its real `.tflite` file
-   (`candidates.Costs`). It stops when every size, speed and MAC target is met.
-3. **Fill**: the last grid step overshoots; the layers are widened back, one unit count at
-   a time by bisection, where the predicted loss falls most, while every target stays met.
+   measured on the validation split (`sensitivity.measure`): recorded, and the model of
+   the accuracy each layer's width costs (`Sensitivity`).
+2. **Greedy**: from the full model, each step cuts each layer in turn one grid step
+   (about 15%) narrower than the current candidate, fine-tunes each proposal briefly from
+   the current candidate's weights (so the path is pruned gradually, as training will
+   prune it: `sensitivity.Path`), and takes the proposal that closes most of the gap to
+   the unmet cost targets per point of validation accuracy lost. Costs are those of real
+   `.tflite` files (`candidates.Costs`): every proposal is exported and timed while a
+   latency target is unmet; after that, proposals are ranked on estimated bytes and
+   counted MACs, and each step taken is measured. It stops when every size, speed and MAC
+   target is met, by measurement.
+3. **Fill**: the last grid step overshoots; the layers are widened back, where the
+   sensitivity model predicts the most accuracy back, as far as every target stays met
+   (bisection on measured files).
 4. **Check and back off**: the candidate is trained for real (`check`) and its validation
    accuracy compared with the baseline's. If it loses more than `max_accuracy_drop`, the
-   layer it cut most harmfully (largest predicted loss, then smallest fraction kept) gets
-   one grid step wider and may not go below that; steps 2-4 run again, within the time
-   limit.
+   layer the sensitivity model blames most (then the one cut hardest) gets one grid step
+   wider and may not go below that; steps 2-4 run again, within the time limit.
 
 Every decision uses the validation split; the caller measures the test set once, at the
 end. Every measurement goes into a `Trace`, so an interrupted search resumes from the last
@@ -164,8 +170,8 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
             `{"threads": 1, "batch_size": 1, "runs": 1000, "warmup": 100}`.
         other_sparsity: Float, the sparsity of pruned layers that are not searched (not
             `"filter"` granularity), defaults to `0.0`.
-        finetune_steps: Integer, fine-tuning steps after each sensitivity cut, defaults to
-            `100`.
+        finetune_steps: Integer, fine-tuning steps after each cut (of the sensitivity
+            analysis and of each greedy proposal), defaults to `100`.
         epochs: Integer, epochs of each phase of the default `check`, defaults to `2`.
         batch_size: Integer, defaults to `128`.
         learning_rate: Float, of the default optimizer (Adam), defaults to `5e-4`.
@@ -191,19 +197,23 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
 
     Example:
 
-    >>> x = np.random.default_rng(0).random((256, 6, 6, 1), dtype="float32")
-    >>> y = (x.mean(axis=(1, 2, 3)) > 0.5).astype("int32")
+    >>> x = np.random.default_rng(0).random((256, 8, 8, 1), dtype="float32")
+    >>> y = (x[:, :4].mean(axis=(1, 2, 3)) > x[:, 4:].mean(axis=(1, 2, 3))).astype("int32")
     >>> model = keras.Sequential([
-    ...     keras.Input((6, 6, 1)), keras.layers.Conv2D(8, 3, name="conv"),
+    ...     keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, name="conv"),
     ...     keras.layers.Flatten(), keras.layers.Dense(16, activation="relu", name="fc"),
     ...     keras.layers.Dense(2, activation="softmax", name="out")])
-    >>> plan = tfprune.search.widths(model, (x[:192], y[:192]), (x[192:], y[192:]),
-    ...                              target={"size": "3x", "max_accuracy_drop": 100},
-    ...                              finetune_steps=0, epochs=1, log=None)
-    >>> plan.all_met, plan.figures["bytes"] * 3 <= plan.baseline["bytes"]
+    >>> model.compile("adam", "sparse_categorical_crossentropy")
+    >>> _ = model.fit(x[:192], y[:192], epochs=5, verbose=0)
+    >>> plan = tfprune.search.widths(
+    ...     model, (x[:192], y[:192]), (x[192:], y[192:]),
+    ...     target={"size": "1.8x", "max_accuracy_drop": 100}, finetune_steps=0,
+    ...     epochs=1, grid_step=0.5, export={"quantize": "none"}, log=None)
+    >>> plan.all_met, plan.figures["bytes"] * 1.8 <= plan.baseline["bytes"]
     (True, True)
-    >>> sorted(plan.widths), plan.widths["conv"] <= 8
-    (['conv', 'fc'], True)
+    >>> plan.widths != plan.units, plan.layer_sparsity == ",".join(
+    ...     f"{layer}:{s:g}" for layer, s in plan.sparsities.items())
+    (True, True)
     """
     import keras
 
@@ -244,20 +254,21 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
         base["val_accuracy"] = sensitivity.accuracy(model, validation)
         say(f"baseline: {base['bytes']:,} bytes, validation accuracy "
             f"{base['val_accuracy']:.2%}; searching {dict(layers.units)}")
-        memo = sensitivity.measure(
-            model, layers, train, validation, record.section("sensitivity"),
-            steps=finetune_steps, batch_size=batch_size, optimizer=optimizer, loss=loss,
-            teacher=teacher, temperature=temperature, weight=distill_weight,
-            from_logits=from_logits, seed=seed, time_left=time_left, log=say)
+        tuner = sensitivity.Tuner(
+            model, layers, train, validation, steps=finetune_steps, batch_size=batch_size,
+            optimizer=optimizer, loss=loss, teacher=teacher, temperature=temperature,
+            weight=distill_weight, from_logits=from_logits, seed=seed)
+        memo = sensitivity.measure(tuner, record.section("sensitivity"), time_left, say)
         predictor = sensitivity.Sensitivity(layers, base["val_accuracy"], memo)
+        path = sensitivity.Path(tuner, base["val_accuracy"], record.section("path"))
         if check is None:
             def check(sparsities):
                 return _default_check(model, sparsities, granularity, other_sparsity, train,
                                       validation, compress, epochs, batch_size, optimizer,
                                       loss, teacher, temperature, distill_weight,
                                       from_logits, seed)
-        search = _Search(layers, costs, cost_goals, goals, predictor, base, check, record,
-                         time_left, say)
+        search = _Search(layers, costs, cost_goals, goals, predictor, path, base, check,
+                         record, time_left, say)
         plan = search.run()
     finally:
         costs.close()
@@ -298,9 +309,9 @@ def check_target(model, target, *, granularity="filter", compress=None, export=N
 class _Search:
     """The greedy, fill, check and back-off loop of `widths` (see the module docstring)."""
 
-    def __init__(self, layers, costs, cost_goals, goals, predictor, base, check, record,
-                 time_left, log):
-        self.layers, self.costs, self.predictor = layers, costs, predictor
+    def __init__(self, layers, costs, cost_goals, goals, predictor, path, base, check,
+                 record, time_left, log):
+        self.layers, self.costs, self.predictor, self.path = layers, costs, predictor, path
         self.cost_goals, self.goals, self.base = cost_goals, goals, base
         self.check, self.record, self.time_left, self.log = check, record, time_left, log
         self.seen = {}  # candidate name -> its row in Plan.candidates
@@ -321,41 +332,48 @@ class _Search:
         return row
 
     def greedy(self, floors):
-        """Narrows from the full model until the cost goals are met; `(widths, status)`."""
-        current = self.layers.full
+        """Narrows from the full model until the cost goals are met; `(widths, status)`.
+
+        Each step cuts each layer in turn one grid step below the current candidate,
+        fine-tunes each proposal from the current candidate's weights (`Path`), and takes
+        the one that closes most of the gap to the unmet cost goals per point of
+        validation accuracy it loses.
+        """
+        current, chain = self.layers.full, [self.layers.full]
         while True:
             figures = self.figures(current)
-            self.note(current, figures, "step")
+            self.note(current, figures, "step")["tuned_val_accuracy"] = self.path.accuracy(
+                current)
             unmet = [g for g in self.cost_goals if not g.met(figures)]
             if not unmet:
                 return current, "met"
             if self.time_left() <= 0:
                 return current, "time"
-            proposals = []
-            for layer in self.layers.units:
-                width = self.layers.narrower(current, layer, floors[layer])
-                if width is not None:
-                    proposals.append({**current, layer: width})
-            if not proposals:
+            cuts = [(layer, self.layers.narrower(current, layer, floors[layer]))
+                    for layer in self.layers.units]
+            cuts = [(layer, width) for layer, width in cuts if width is not None]
+            if not cuts:
                 return current, "exhausted"
+            proposals = [{**current, layer: width} for layer, width in cuts]
             # Latency is only known by timing the files; bytes and MACs rank well estimated
             # (the step taken is measured when the loop comes round).
             timed = any(g.figure in _TIMED for g in unmet)
             measured = (self.costs.measure if timed else self.costs.estimate)(proposals)
-            loss_now = self.predictor.predict(current)
-
-            def score(item, figures=figures, unmet=unmet, loss_now=loss_now):
-                proposal, after = item
+            before = self.path.accuracy(current)
+            scores = []
+            for (layer, width), after in zip(cuts, measured, strict=True):
                 gained = sum(g.shortfall(figures) - g.shortfall(after) for g in unmet)
                 # Ties (e.g. a latency already at the interpreter's floor) go to the
                 # proposal that saves most MACs and bytes.
                 gained += 1e-3 * (math.log(figures["macs"] / max(after["macs"], 1))
                                   + math.log(figures["bytes"] / after["bytes"]))
-                lost = max(self.predictor.predict(proposal) - loss_now, 0.0)
-                return gained / (lost + _LOSS_FLOOR)
-
-            current = max(zip(proposals, measured, strict=True), key=score)[0]
-            self.log(f"step -> {candidates.name(current)}: "
+                lost = max(100.0 * (before - self.path.step(current, layer, width)), 0.0)
+                scores.append(gained / (lost + _LOSS_FLOOR))
+            current = proposals[int(np.argmax(scores))]
+            chain.append(current)
+            self.path.keep(chain)
+            self.log(f"step -> {candidates.name(current)} (validation "
+                     f"{self.path.accuracy(current):.2%} after fine-tuning): "
                      + ", ".join(g.describe(self.figures(current)) for g in unmet))
 
     def fill(self, widths, floors):
@@ -454,7 +472,13 @@ class _Search:
             row = self.note(widths, self.train(widths), "checked")
             row["role"] = "checked"
             checked.append({**row, "seconds": self.record.section("checks")[name]["seconds"]})
-            if all(g.met(row["figures"]) for g in self.goals):
+            missed = [g for g in self.goals if not g.met(row["figures"])]
+            if not missed:
+                break
+            if any(g.figure != "drop_pp" for g in missed):
+                status = "cost"  # widening cannot mend it
+                self.log(f"trained {name} misses {missed[0].describe(row['figures'])}, which "
+                         "its plan met")
                 break
             layer = self._most_sensitive(widths)
             if layer is None:
@@ -486,6 +510,8 @@ class _Search:
         widths = chosen["widths"]
         figures = {**self.figures(widths), **chosen.get("figures", {}),
                    "predicted_drop_pp": self.predictor.predict(widths)}
+        if chosen.get("tuned_val_accuracy") is not None:
+            figures["tuned_val_accuracy"] = chosen["tuned_val_accuracy"]
         met = {g.name: g.met(figures) for g in self.goals}
         all_met = all(met.values())
         if all_met:
@@ -494,7 +520,9 @@ class _Search:
             missed = [g.describe(figures) for g in self.goals if not g.met(figures)]
             unknown = [g.name for g in self.goals if g.met(figures) is None]
             why = {"time": "the search time ran out", "exhausted": "no width is left to try",
-                   "met": "no trained candidate met the accuracy bound"}[status]
+                   "met": "no trained candidate met the accuracy bound",
+                   "cost": "the trained candidate did not keep its planned widths: its "
+                           "pruning schedule ended short of its final sparsity"}[status]
             note = (f"No candidate meets all targets ({why}): the best found is "
                     f"{chosen['name']}" + (f"; missed: {'; '.join(missed)}" if missed else "")
                     + (f"; not measured: {', '.join(unknown)}" if unknown else ""))

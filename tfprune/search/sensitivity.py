@@ -1,12 +1,20 @@
-"""Sensitivity: the validation accuracy each layer keeps when it alone is cut to a width.
+"""Accuracy under cuts: the sensitivity of each layer, and the greedy's carried model.
 
-For each searched layer and a few widths, the baseline's filters of least L2 norm in that
-layer are masked (the prune stage's criterion), the model is fine-tuned for a few steps
-(the rest of the network adapts, as it will in the real training; the teacher distils if
-there is one) and its accuracy is measured on the validation split. `Sensitivity` turns
-these points into a predicted accuracy loss for any candidate: per layer, the loss at its
-width (linear between measured widths, never less for a narrower width), summed over the
-layers, as in the sensitivity analyses of Han et al. and Distiller.
+A `Tuner` holds one copy of the baseline with its searched layers wrapped in pruning masks.
+Cutting a layer to a width masks its filters of least L2 norm (the prune stage's
+criterion); the model is then fine-tuned for a few steps (the rest of the network adapts,
+as it will in the real training; the teacher distils if there is one) and its accuracy is
+measured on the validation split. One compiled copy serves every cut (weights reset,
+masks set, optimizer state zeroed), so Keras traces its training step once.
+
+- `measure`, the sensitivity analysis: each layer alone cut to a few widths, from the
+  baseline. `Sensitivity` turns these points into a predicted accuracy loss for any
+  candidate (per layer, linear between measured widths, never less for a narrower width,
+  summed over the layers, as in the sensitivity analyses of Han et al. and Distiller).
+- `Path`, the greedy's model, NetAdapt's way (Yang et al. 2018): each step's proposals
+  start from the weights of the step before, so a candidate many steps down has been cut
+  gradually and fine-tuned at every step, as gradual pruning trains it, and its accuracy
+  is measured, not summed.
 """
 
 import numpy as np
@@ -20,73 +28,160 @@ def points(units, fractions=FRACTIONS):
     return sorted({max(1, round(units * f)) for f in fractions} - {units}, reverse=True)
 
 
-def measure(model, layers, train, validation, memo, *, steps, batch_size, optimizer, loss,
-            teacher=None, temperature=4.0, weight=0.5, from_logits=False, seed=0,
-            time_left=None, log=None):
-    """Measures every layer at its `points` into `memo` (`"layer:width"` -> accuracy).
+class Tuner:
+    """One wrapped, compiled copy of the baseline that cuts layers and fine-tunes.
 
     Args:
         model: The baseline Keras model (not changed).
         layers: Its `tfprune.search.candidates.Layers`.
-        train: `(x, y)` arrays; the fine-tuning draws `steps * batch_size` of them (seeded).
+        train: `(x, y)` arrays to fine-tune on: a seeded permutation, read in slices of
+            `steps * batch_size` (slice `depth` for a cut `depth` steps from the baseline).
         validation: `(x, y)` arrays the accuracy is measured on.
-        memo: Dict-like; points already in it are not measured again.
-        steps: Integer, fine-tuning steps after the cut (0: none).
+        steps: Integer, fine-tuning steps after a cut (0: none).
         batch_size: Integer.
         optimizer: Function returning a new Keras optimizer.
         loss: A Keras loss on the labels.
         teacher: A Keras model to distil from, or `None`.
-        temperature: Float, the distillation temperature.
-        weight: Float, the distillation term's share of the loss.
-        from_logits: Boolean, whether the models output logits.
-        seed: Integer, seeds the draw and the training.
+        temperature: Float, the distillation temperature, defaults to `4.0`.
+        weight: Float, the distillation term's share of the loss, defaults to `0.5`.
+        from_logits: Boolean, whether the models output logits, defaults to `False`.
+        seed: Integer, seeds the permutation and each fine-tuning, defaults to `0`.
+    """
+
+    def __init__(self, model, layers, train, validation, *, steps, batch_size, optimizer,
+                 loss, teacher=None, temperature=4.0, weight=0.5, from_logits=False, seed=0):
+        import tfprune
+        from tfprune.distill import Distiller
+
+        self.layers, self.validation, self.steps, self.seed = layers, validation, steps, seed
+        self.batch_size = batch_size
+        self.x, self.y = train
+        self.order = np.random.default_rng(seed).permutation(len(self.y))
+        self.wrapped = tfprune.prune(model, tfprune.ConstantSparsity(0.0, begin_step=0),
+                                     granularity={layer: "filter" for layer in layers.units},
+                                     layers=list(layers.units))
+        self.wrappers = {w.layer.name: w for w in self.wrapped.layers
+                         if isinstance(w, tfprune.PruneLowMagnitude)}
+        self.start = self.wrapped.get_weights()
+        self.trainer = self.wrapped if teacher is None else Distiller(
+            self.wrapped, teacher, temperature=temperature, weight=weight,
+            from_logits=from_logits)
+        self.trainer.compile(optimizer=optimizer(), loss=loss)
+        self.trainer.optimizer.build(self.trainer.trainable_variables)
+        self._fresh = [np.asarray(v) for v in self.trainer.optimizer.variables]
+
+    def cut(self, state, cuts, depth=0):
+        """Cuts layers from `state` and fine-tunes; `(validation accuracy, new state)`.
+
+        Args:
+            state: Weights of the wrapped model (`start`, or a state this returned).
+            cuts: Dict of layer name -> width to cut it to (within the filters kept).
+            depth: Integer, which slice of the training data fine-tunes.
+        """
+        self.wrapped.set_weights(state)
+        for layer, width in cuts.items():  # masks fixed from here: no UpdatePruningStep
+            self.wrappers[layer].update_masks(self.layers.sparsities({layer: width})[layer])
+        if self.steps:
+            for variable, value in zip(self.trainer.optimizer.variables, self._fresh,
+                                       strict=True):
+                variable.assign(value)
+            size = self.steps * self.batch_size
+            start = (depth * size) % len(self.y)
+            pick = np.take(self.order, range(start, start + size), mode="wrap")
+            _seed(self.seed + depth)
+            self.trainer.fit(self.x[pick], self.y[pick], batch_size=self.batch_size,
+                             epochs=1, shuffle=True, verbose=0)
+        return accuracy(self.wrapped, self.validation), self.wrapped.get_weights()
+
+
+def measure(tuner, memo, time_left=None, log=None):
+    """Measures every searched layer alone at its `points` into `memo`.
+
+    Args:
+        tuner: A `Tuner`.
+        memo: Dict-like of `"layer:width"` -> validation accuracy; points already in it
+            are not measured again.
         time_left: Function returning the seconds left, or `None`; measuring stops at 0.
         log: Function taking a line of progress, or `None`.
 
     Returns:
         `memo`.
     """
-    import tfprune
-    from tfprune.distill import Distiller
-
-    todo = [(layer, width) for layer, units in layers.units.items() for width in points(units)
-            if f"{layer}:{width}" not in memo]
-    if not todo:
-        return memo
-    x, y = train
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(y), size=min(len(y), max(1, steps) * batch_size), replace=False)
-    # One wrapped copy serves every point: weights reset, masks set, optimizer state zeroed,
-    # so Keras traces its training step once (a new model per point would retrace each time).
-    wrapped = tfprune.prune(model, tfprune.ConstantSparsity(0.0, begin_step=0),
-                            granularity={layer: "filter" for layer in layers.units},
-                            layers=list(layers.units))
-    wrappers = {w.layer.name: w for w in wrapped.layers
-                if isinstance(w, tfprune.PruneLowMagnitude)}
-    start = wrapped.get_weights()
-    trainer = wrapped if teacher is None else Distiller(
-        wrapped, teacher, temperature=temperature, weight=weight, from_logits=from_logits)
-    trainer.compile(optimizer=optimizer(), loss=loss)
-    trainer.optimizer.build(trainer.trainable_variables)
-    fresh = [np.asarray(v) for v in trainer.optimizer.variables]  # step 0, zero moments
-    for layer, width in todo:
-        if time_left is not None and time_left() <= 0:
-            return memo
-        wrapped.set_weights(start)
-        for name, wrapper in wrappers.items():  # the masks are fixed: no UpdatePruningStep
-            wrapper.update_masks(layers.sparsities({layer: width})[layer] if name == layer
-                                 else 0.0)
-        if steps:
-            for variable, value in zip(trainer.optimizer.variables, fresh, strict=True):
-                variable.assign(value)
-            _seed(seed)
-            trainer.fit(x[pick], y[pick], batch_size=batch_size, epochs=1, shuffle=True,
-                        verbose=0)
-        memo[f"{layer}:{width}"] = accuracy(wrapped, validation)
-        if log:
-            log(f"sensitivity {layer} {layers.units[layer]} -> {width}: validation accuracy "
-                f"{memo[f'{layer}:{width}']:.2%}")
+    layers = tuner.layers
+    for layer, units in layers.units.items():
+        for width in points(units):
+            key = f"{layer}:{width}"
+            if key in memo:
+                continue
+            if time_left is not None and time_left() <= 0:
+                return memo
+            memo[key] = tuner.cut(tuner.start, {layer: width})[0]
+            if log:
+                log(f"sensitivity {layer} {units} -> {width}: validation accuracy "
+                    f"{memo[key]:.2%}")
     return memo
+
+
+class Path:
+    """The greedy's carried model: a candidate is its parent with one layer cut, fine-tuned.
+
+    Each candidate's accuracy is kept in `memo` (name -> `val_accuracy`, `parent`,
+    `layer`, `depth`), so that a resumed search reads it back; the weights along the path
+    are kept in memory and, after a resume, made again from the parent's (each cut is
+    seeded, so they come out the same).
+
+    Args:
+        tuner: A `Tuner`.
+        baseline_accuracy: Float, the uncut model's validation accuracy.
+        memo: Dict-like, see above.
+    """
+
+    def __init__(self, tuner, baseline_accuracy, memo):
+        from tfprune.search.candidates import name
+
+        self.tuner, self.memo, self._name = tuner, memo, name
+        full = tuner.layers.full
+        self.states = {name(full): tuner.start}
+        self.full, self.baseline_accuracy = name(full), baseline_accuracy
+
+    def accuracy(self, widths):
+        """The validation accuracy of `widths` reached along the path (uncut: baseline)."""
+        key = self._name(widths)
+        return self.baseline_accuracy if key == self.full else self.memo[key]["val_accuracy"]
+
+    def step(self, parent, layer, width):
+        """The accuracy of `parent` with `layer` cut to `width`, fine-tuned from `parent`."""
+        widths = {**parent, layer: width}
+        key = self._name(widths)
+        if key not in self.memo:
+            self._make(parent, layer, width)
+        return self.memo[key]["val_accuracy"]
+
+    def keep(self, path):
+        """Forgets the weights of candidates not on `path` (a list of width dicts)."""
+        names = {self._name(widths) for widths in path} | {self.full}
+        self.states = {k: v for k, v in self.states.items() if k in names}
+
+    def _state(self, widths):
+        key = self._name(widths)
+        if key not in self.states:  # after a resume: made again from its parent's
+            info = self.memo[key]
+            parent = {**widths, info["layer"]: info["from"]}
+            self._make(parent, info["layer"], widths[info["layer"]])
+        return self.states[key]
+
+    def _make(self, parent, layer, width):
+        widths = {**parent, layer: width}
+        key, depth = self._name(widths), self._depth(parent) + 1
+        value, state = self.tuner.cut(self._state(parent), {layer: width}, depth)
+        self.states[key] = state
+        if key not in self.memo:
+            self.memo[key] = {"val_accuracy": value, "parent": self._name(parent),
+                              "layer": layer, "from": parent[layer], "depth": depth}
+
+    def _depth(self, widths):
+        key = self._name(widths)
+        return 0 if key == self.full else self.memo[key]["depth"]
 
 
 def _seed(seed):
