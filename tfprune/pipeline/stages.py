@@ -344,6 +344,8 @@ REPORT = Stage("report", _report, always=True, writes=_report_files)
 # and placed before prune in STAGES.
 
 SEARCH_FILES = ("search.json", "search_trace.json")
+_TARGET_KEYS = ("target_size", "target_speedup", "target_latency", "target_macs",
+                "max_accuracy_drop", "search_time")
 
 
 def _search_inputs(config, train):
@@ -377,7 +379,8 @@ def _search(context):
 
     config = context.config
     baseline = context.model(BASELINE.model)
-    key = {k: v for k, v in SEARCH.settings(config).items() if k != "search_time"}
+    # The trace holds measurements, whatever the targets: another target resumes from it.
+    key = {k: v for k, v in SEARCH.settings(config).items() if k not in _TARGET_KEYS}
     plan = search.widths(
         baseline, context.train, context.validation, search_target(config),
         check=lambda sparsities: _train_candidate(context, sparsities),

@@ -233,9 +233,11 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
     optimizer = optimizer or (lambda: keras.optimizers.Adam(learning_rate))
     say = log or (lambda line: None)
     exported = {k: v for k, v in export.items() if k != "representative_data"}
-    key = _key(model, _VERSION, target, layers.grid, granularity, exported, bench, other_sparsity,
-               finetune_steps, epochs, batch_size, learning_rate, seed, teacher is not None,
-               temperature, distill_weight, trace_key)
+    # Not the targets: every measurement holds whatever is asked of it, so a search for
+    # another target resumes from this one's trace and measures only what is new.
+    key = _key(model, _VERSION, _timed(target), layers.grid, granularity, exported, bench,
+               other_sparsity, finetune_steps, epochs, batch_size, learning_rate, seed,
+               teacher is not None, temperature, distill_weight, trace_key)
     record = Trace(trace, key=key, resume=resume)
     if record.resumed:
         say(f"resuming the search recorded in {trace} ({record.elapsed():.0f} s so far)")
