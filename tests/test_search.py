@@ -115,6 +115,16 @@ def test_unreachable_target_is_refused_before_any_training():
         tfprune.search.check_target(model, {"size": "1000x"}, export={"quantize": "none"})
 
 
+def test_unreachable_target_stops_the_run_before_training(mnist_dir, tmp_path):
+    config = PipelineConfig(data_dir=mnist_dir, train_limit=256, target_size="100000x",
+                            granularity="Conv2D:filter,Dense:filter,ip2:none",
+                            quantize=("dynamic",), export_dir=str(tmp_path / "run"))
+    with pytest.raises(tfprune.TfpruneError, match=r"No width can reach size 100000x .*"
+                       r"smallest model \(\{'conv1': 1, 'conv2': 1, 'ip1': 1\} units\)"):
+        pipeline.run(config)
+    assert not (tmp_path / "run").exists()  # nothing trained, the folder it made removed
+
+
 def _scripted_check(accuracies, interrupt_at=None):
     """A stand-in for training: the n-th candidate checked gets `accuracies[n]`."""
     calls = []
