@@ -318,8 +318,10 @@ def _search_markdown(report):
     lines += ["", "## Search", "",
               f"{search['note']}. Searched layers (units): "
               + ", ".join(f"{k} ({v})" for k, v in search["units"].items())
-              + f"; {len(search['candidates'])} candidates measured (each a real `.tflite` "
-              f"file), {sum(c['role'] == 'checked' for c in search['candidates'])} trained to "
+              + f"; {search.get('measured') or len(search['candidates'])} candidates "
+              f"measured (each a real `.tflite` file, exported and timed), the "
+              f"{len(search['candidates'])} below on the path taken, "
+              f"{sum(c['role'] == 'checked' for c in search['candidates'])} trained to "
               f"check them, in {search['seconds']:.0f} s. Accuracy on the validation split: "
               f"*predicted* from each layer's sensitivity; *fine-tuned along the path*: the "
               f"greedy's steps, each cut from the one before and briefly fine-tuned; "
@@ -448,10 +450,15 @@ def _search_figure(plt, search):
                        linestyle=":", label=f"max drop {goals['drop_pp']['text']}")
         ax.axhline(accuracy, color="black", linewidth=0.8, label="baseline")
         if figure == "bytes":
+            from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(max(accuracy - 2.0, min(ax.get_ylim()[0], accuracy - 0.5)), accuracy + 0.3)
         ax.set_xlabel(label)
         ax.set_ylabel("validation accuracy (%)")
         ax.legend(fontsize="small")
-    fig.suptitle("search: candidates (predicted accuracy) and trained checks")
+    fig.suptitle("search: the candidates on its path, and those trained to check them")
     return fig

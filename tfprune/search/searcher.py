@@ -75,6 +75,8 @@ class Plan:
         sensitivity: Dict of `"layer:width"` -> validation accuracy.
         note: String, one line on how the search ended.
         seconds: Float, the time the search took (over resumed runs too).
+        measured: Integer, how many candidates' files were exported (and timed) in all,
+            the proposals not taken included.
     """
 
     widths: dict
@@ -91,6 +93,7 @@ class Plan:
     sensitivity: dict = dataclasses.field(default_factory=dict)
     note: str = ""
     seconds: float = 0.0
+    measured: int = 0
 
     @property
     def name(self):
@@ -533,7 +536,9 @@ class _Search:
                     baseline=dict(self.base), goals=self.goals, met=met, all_met=all_met,
                     checked=chosen["name"] in self.record.section("checks"),
                     model=self.trained.get(chosen["name"]),
-                    candidates=list(self.seen.values()), note=note)
+                    candidates=list(self.seen.values()), note=note,
+                    measured=sum(key != "baseline" and "@" not in key
+                                 for key in self.costs.memo))
 
 
 def _refuse_unreachable(goals, smallest, layers):
