@@ -15,13 +15,14 @@ cannot measure cheaply:
    latency target is unmet; after that, proposals are ranked on estimated bytes and
    counted MACs, and each step taken is measured. It stops when every size, speed and MAC
    target is met, by measurement.
-3. **Fill**: the last grid step overshoots; the layers are widened back, where the
-   sensitivity model predicts the most accuracy back, as far as every target stays met
-   (bisection on measured files).
+3. **Fill**: the last grid step overshoots; the layers are widened back as far as every
+   target stays met (bisection on measured files), first the layer whose last cut on the
+   path lost most accuracy.
 4. **Check and back off**: the candidate is trained for real (`check`) and its validation
    accuracy compared with the baseline's. If it loses more than `max_accuracy_drop`, the
-   layer the sensitivity model blames most (then the one cut hardest) gets one grid step
-   wider and may not go below that; steps 2-4 run again, within the time limit.
+   layer whose cuts lost most accuracy along the path (then the one the sensitivity model
+   blames most) gets one grid step wider and may not go below that; steps 2-4 run again,
+   within the time limit.
 
 Every decision uses the validation split; the caller measures the test set once, at the
 end. Every measurement goes into a `Trace`, so an interrupted search resumes from the last
@@ -382,7 +383,10 @@ class _Search:
                      + ", ".join(g.describe(self.figures(current)) for g in unmet))
 
     def fill(self, widths, floors):
-        """Widens layers back where the predicted loss falls most, costs still met."""
+        """Widens layers back, costs still met: first the layer whose last cut on the path
+        lost most, then where the sensitivity model predicts most back."""
+        last_cut = {layer: cuts[0][2] if cuts else 0.0
+                    for layer, cuts in self.path.losses(widths).items()}
         widths = dict(widths)
         while self.time_left() > 0:
             best = None
@@ -395,7 +399,7 @@ class _Search:
                     continue
                 option = {**widths, layer: wide}
                 gain = self.predictor.predict(widths) - self.predictor.predict(option)
-                rank = (gain, -wide / units)  # else widen the layer cut hardest
+                rank = (last_cut[layer], gain, -wide / units)
                 if best is None or rank > best[0]:
                     best = (rank, option)
             if best is None:
@@ -463,9 +467,8 @@ class _Search:
         floors = {layer: 1 for layer in self.layers.units}
         checked, status = [], "met"
         while True:
-            widths, status = self.greedy(floors)
-            if status == "met":
-                widths = self.fill(widths, floors)
+            end, status = self.greedy(floors)
+            widths = self.fill(end, floors) if status == "met" else end
             name = candidates.name(widths)
             if status != "met" or name in [c["name"] for c in checked]:
                 break
@@ -485,7 +488,7 @@ class _Search:
                 self.log(f"trained {name} misses {missed[0].describe(row['figures'])}, which "
                          "its plan met")
                 break
-            layer = self._most_sensitive(widths)
+            layer = self._most_sensitive(widths, end)
             if layer is None:
                 status = "exhausted"
                 break
@@ -495,13 +498,17 @@ class _Search:
                      f"{floors[layer]} and searching again")
         return self._plan(checked, widths, status)
 
-    def _most_sensitive(self, widths):
-        """The layer with the largest predicted loss (then the smallest fraction kept) that
-        can still widen."""
-        options = [(self.predictor.loss(layer, width), -width / self.layers.units[layer],
-                    layer) for layer, width in widths.items()
+    def _most_sensitive(self, widths, end):
+        """The layer to widen: the one whose cuts lost most along the path to `end` (the
+        greedy's last step), then the largest predicted loss, then the smallest fraction
+        kept; among those that can still widen."""
+        lost = {layer: sum(loss for _, _, loss in cuts)
+                for layer, cuts in self.path.losses(end).items()}
+        options = [(lost[layer], self.predictor.loss(layer, width),
+                    -width / self.layers.units[layer], layer)
+                   for layer, width in widths.items()
                    if self.layers.wider(widths, layer) is not None]
-        return max(options)[2] if options else None
+        return max(options)[-1] if options else None
 
     def _plan(self, checked, last, status):
         met_all = [c for c in checked if all(g.met(c["figures"]) for g in self.goals)]

@@ -157,6 +157,30 @@ class Path:
             self._make(parent, layer, width)
         return self.memo[key]["val_accuracy"]
 
+    def losses(self, widths):
+        """The accuracy each layer's cuts lost on the way to `widths`, in points.
+
+        Walks back from `widths` (a candidate on the path) to the full model: each step
+        cut one layer, and lost what its parent's accuracy exceeds its own (a gain counts
+        as nothing lost).
+
+        Returns:
+            A dict of layer name -> list of `(from width, to width, points lost)`, the
+            last cut first.
+        """
+        result = {layer: [] for layer in self.tuner.layers.units}
+        key = self._name(widths)
+        while key != self.full and key in self.memo:
+            info = self.memo[key]
+            lost = 100.0 * (self._accuracy_of(info["parent"]) - info["val_accuracy"])
+            width = int(key.split("-")[list(result).index(info["layer"])])
+            result[info["layer"]].append((info["from"], width, max(lost, 0.0)))
+            key = info["parent"]
+        return result
+
+    def _accuracy_of(self, key):
+        return self.baseline_accuracy if key == self.full else self.memo[key]["val_accuracy"]
+
     def keep(self, path):
         """Forgets the weights of candidates not on `path` (a list of width dicts)."""
         names = {self._name(widths) for widths in path} | {self.full}
