@@ -274,9 +274,10 @@ class Costs:
         MACs and parameters are counted on the compressed Keras model; bytes are read off
         the least-squares line through the files measured so far (parameters -> bytes: the
         file holds each parameter at the export's width plus fixed structure). A candidate
-        already measured gets its measured figures; with fewer than two files measured,
-        candidates are measured. The search ranks its proposals with these, and decides
-        that a target is met only on measured figures.
+        already measured gets its measured figures, unless it was estimated first (an
+        estimate stays, so that a resumed search ranks as the first run did); with fewer
+        than two files measured, candidates are measured. The search ranks its proposals
+        with these, and decides that a target is met only on measured figures.
 
         Returns:
             A list of dicts: `bytes`, `macs`, `params`, and `estimated: True` for those
@@ -292,10 +293,10 @@ class Costs:
         result = []
         for widths in candidates:
             key = name(widths)
-            if key in self.memo:
+            if key in self.memo and key not in self.estimates:
                 result.append(dict(self.memo[key]))
                 continue
-            if key not in self.estimates:
+            if key not in self.estimates:  # once made, an estimate stays: a replay agrees
                 counts = bench.count(self.build(widths))
                 self.estimates[key] = {
                     "bytes": float(intercept + slope * counts.params),
