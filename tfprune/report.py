@@ -240,7 +240,7 @@ def markdown(report):
              f"Compressed model: `{c.get('quantize')}` quantization, sparse encoding "
              f"{'on' if c.get('sparse') else 'off'}; merges: {cfg.get('merge')}; "
              f"granularity: `{cfg.get('granularity')}`, sparsity "
-             f"{cfg.get('layer_sparsity') or cfg.get('final_sparsity')}.", "",
+             f"{_sparsity_text(report)}.", "",
              "Ratios are baseline / compressed: for latency, the speedup.", "",
              "| | baseline | compressed | ratio |", "|---|---:|---:|---:|"]
     lines += [f"| {a} | {b_} | {c_} | {r} |" for a, b_, c_, r in rows]
@@ -287,6 +287,14 @@ def markdown(report):
     lines += ["", notes + " Raw numbers in `report.json`.", ""]
     lines += _search_markdown(report)
     return "\n".join(lines)
+
+
+def _sparsity_text(report):
+    """The per-layer sparsities: searched (with the widths), given, or the one for all."""
+    cfg, search = report["config"], (report.get("results") or {}).get("search")
+    if search:
+        return f"{search['layer_sparsity']} (searched: {search['name']} units)"
+    return cfg.get("layer_sparsity") or cfg.get("final_sparsity")
 
 
 def _search_markdown(report):
