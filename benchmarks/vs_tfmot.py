@@ -2,6 +2,8 @@
 
     python benchmarks/vs_tfmot.py --tfprune_run=export/lenet5_paper   # reuse a finished run
     python benchmarks/vs_tfmot.py [--baseline=FILE.keras]             # run tfprune here too
+    python benchmarks/vs_tfmot.py --tfprune_run=export/lenet5_paper \
+        --searched_run=export/lenet5_auto       # + the searched widths (lenet5_auto.flags)
 
 The baseline (a `.keras` file, or the cached `benchmarks/common.trained_lenet5()`) goes:
 - through tfmot, in a subprocess with TF_USE_LEGACY_KERAS=1 (tfmot needs tf_keras and must
@@ -14,7 +16,11 @@ The baseline (a `.keras` file, or the cached `benchmarks/common.trained_lenet5()
 - through tfprune, with `flags/lenet5_paper.flags` and the baseline as `--model`; or, with
   `--tfprune_run`, a finished `tfprune --flagfile=flags/lenet5_paper.flags` run folder
   supplies the baseline and both `.tflite` files.
-Then all three `.tflite` files are evaluated on the 10,000 test images and timed together
+With `--searched_run`, a finished `tfprune --flagfile=flags/lenet5_auto.flags` run folder adds
+the compressed file of the searched widths as a row beside the hand-tuned one (the table
+says whether its baseline file is the same, byte for byte: both flagfiles train the same
+baseline with the same seed).
+Then all the `.tflite` files are evaluated on the 10,000 test images and timed together
 (interleaved rounds, XNNPACK, 1 thread, batch 1), and one table is printed.
 """
 
@@ -105,6 +111,8 @@ def main():
                         "cached benchmarks/common.trained_lenet5()).")
     parser.add_argument("--tfprune_run", help="A finished tfprune run folder: its "
                         "baseline.keras is the baseline, its .tflite files are tfprune's.")
+    parser.add_argument("--searched_run", help="A finished run of flags/lenet5_auto.flags: "
+                        "its compressed.tflite (searched widths) is added as a row.")
     parser.add_argument("--flagfile", default=str(ROOT / "flags" / "lenet5_paper.flags"))
     parser.add_argument("--tfmot_sparsity", type=float, default=0.9)
     parser.add_argument("--tfmot_epochs", type=int, default=4,
@@ -192,6 +200,17 @@ def main():
              "tfmot dynamic + sparse": tfmot_path.with_name("tfmot_dynamic.tflite"),
              "tfmot int8, dense encoding": tfmot_path.with_name("tfmot_int8_dense.tflite"),
              "tfprune": run / "compressed.tflite"}
+    searched_note = ""
+    if args.searched_run:
+        from tfprune.pipeline.runner import file_sha256
+
+        searched = Path(args.searched_run)
+        plan = json.loads((searched / "search.json").read_text())
+        files["tfprune, hand-tuned"] = files.pop("tfprune")
+        files[f"tfprune, searched {plan['name']}"] = searched / "compressed.tflite"
+        same = file_sha256(searched / "baseline.tflite") == file_sha256(run / "baseline.tflite")
+        searched_note = (f"searched: {searched} ({plan['note']}); its baseline.tflite is "
+                         f"{'the same file' if same else 'ANOTHER file'} as {run}'s")
     comparison = tfprune.bench.compare(*[str(p) for p in files.values()], threads=1,
                                        batch_size=1, runs=args.runs, warmup=50,
                                        delegates=("xnnpack",))
@@ -215,6 +234,8 @@ def main():
           f"(kernels {tfmot_info['kernel_sparsity']:.1%} zero), strip_pruning, int8 + sparse; "
           f"{tfmot_info['seconds']:.0f} s")
     print(f"tfprune: {tfprune_note}")
+    if searched_note:
+        print(searched_note)
     print(f"latency: LiteRT, XNNPACK, 1 thread, batch 1, {args.runs} interleaved rounds "
           f"(medians; speedup = median per-round baseline time / this one's); "
           f"machine: {common.machine()}")

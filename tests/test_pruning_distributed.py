@@ -30,7 +30,7 @@ SETTINGS = dict(
     baseline_batch_size=32, prune_batch_size=32, retrain_batch_size=32, final_sparsity=0.5,
     frequency=1, granularity="Conv2D:filter,Dense:filter,ip2:none", merge="exact",
     quantize=["int8"], representative_size=32, bench_runs=10, bench_warmup=2, plots=False,
-    verbose=0)
+    verbose=0, keep_going=True)  # 320 images: the distribution is under test, not accuracy
 
 SCRIPT = textwrap.dedent(
     """

@@ -217,12 +217,13 @@ def test_hash_chain_of_the_real_declarations():
     def hashes(config):
         previous, out = "", {}
         for stage in STAGES:
-            out[stage.name] = previous = stage_hash(stage, config, previous)
+            if stage.applies(config):  # as the runner chains them
+                out[stage.name] = previous = stage_hash(stage, config, previous)
         return out
 
     base = hashes(PipelineConfig())
     changed = hashes(PipelineConfig(retrain_epochs=9))
-    names = [s.name for s in STAGES]
+    names = [s.name for s in STAGES if s.applies(PipelineConfig())]
     cut = names.index("retrain")
     assert all(base[n] == changed[n] for n in names[:cut])
     assert all(base[n] != changed[n] for n in names[cut:])

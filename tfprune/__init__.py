@@ -44,14 +44,15 @@ _NAMES = {
     "register_layer": "tfprune.handlers",
 }
 # Submodules reachable as attributes after `import tfprune`.
-_SUBMODULES = ("atomic", "backup", "bench", "callbacks", "cli", "csource", "data", "distribute",
-               "errors", "export", "faults", "fusion", "graph", "groups", "handlers",
-               "interpreter", "masks", "models", "options", "pipeline", "pruning", "report",
-               "schedules", "shrinking", "tflm", "tools", "verdict", "wrapper")
+_SUBMODULES = ("atomic", "backup", "bench", "callbacks", "cli", "csource", "data", "distill",
+               "distribute", "errors", "export", "faults", "fusion", "graph", "groups",
+               "handlers", "interpreter", "masks", "models", "options", "pipeline", "pruning",
+               "report", "schedules", "search", "shrinking", "tflm", "tools", "verdict",
+               "wrapper")
 
 __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,
-           "bench", "data", "export", "fusion", "handlers", "models", "pipeline", "report",
-           "tflm", "csource"]
+           "bench", "data", "distill", "export", "fusion", "handlers", "models", "pipeline",
+           "report", "search", "tflm", "csource"]
 
 
 def __getattr__(name):

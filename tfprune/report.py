@@ -21,6 +21,7 @@ from tfprune import atomic, verdict
 FILES = ("report.json", "report.md")
 PLOTS = ("stages.png", "tflite.png", "layers.png")
 MEMORY_PLOT = "memory.png"  # flash and arena, when files were measured on TFLite Micro
+SEARCH_PLOT = "search.png"  # runs with a search only: candidates' size and speed vs accuracy
 
 
 def build(config, stages, results, records, data=None):
@@ -39,9 +40,10 @@ def build(config, stages, results, records, data=None):
         Dict with `config`; `stages` (one row per stage that made a Keras model); `files`
         (per file, the facts the stages reported about it); `layers` (per layer of the
         first model: units and weights kept in the last, kernel zeros after each model
-        stage); `summary` (baseline vs compressed, with ratios); `seconds` per stage; the
-        raw `results`; the `verdict` (`tfprune.verdict.judge`); with `data`, a `data`
-        section.
+        stage); `summary` (baseline vs compressed, with ratios); `targets` (with a
+        search: each target, its bound, the final figure and whether it was met, see
+        `targets`); `seconds` per stage; the raw `results`; the `verdict`
+        (`tfprune.verdict.judge`); with `data`, a `data` section.
 
     Example:
 
@@ -67,9 +69,10 @@ def build(config, stages, results, records, data=None):
     for stage in stages:
         for name, facts in ((results.get(stage.name) or {}).get("files") or {}).items():
             files.setdefault(name, {}).update(facts)
+    summary = _summary(models, results, files)
     report = {"config": cfg, "stages": rows, "files": files,
-              "layers": _layers(models, results), "summary": _summary(models, results, files),
-              "tflm": _tflm(models, files),
+              "layers": _layers(models, results), "summary": summary,
+              "targets": targets(cfg, summary), "tflm": _tflm(models, files),
               "seconds": {s: r.get("seconds") for s, r in records.items()},
               "results": {stage.name: results[stage.name] for stage in stages
                           if stage.name in results}, **({"data": data} if data else {})}
@@ -145,6 +148,49 @@ def _tflm(models, files):
             **{f"class_mismatches_{kind}": (b.get(f"tflm_{kind}_class_mismatches", 0)
                                             + c.get(f"tflm_{kind}_class_mismatches", 0))
                for kind in ("builtin", "xnnpack")}}
+
+
+def targets(config, summary):
+    """Each target of the run, judged on the final figures: never met unless measured so.
+
+    Size comes from the export (the compressed file's bytes), speed from the benchmark,
+    MACs from the compressed Keras model, and the accuracy drop from the `.tflite` files'
+    test accuracies (baseline - compressed, percentage points). The search decided on the
+    validation split; this is the verdict on the test set, measured once, at the end.
+
+    Args:
+        config: Dict of the run's settings.
+        summary: The report's `summary`.
+
+    Returns:
+        A list of dicts (`name`, `text`, `figure`, `bound`, `at_least`, `value`, `met`:
+        `True`, `False` or `None` when not measured), empty when no target is set.
+
+    Example:
+
+    >>> from tfprune import report
+    >>> summary = {"baseline": {"bytes": 1000, "macs": 80}, "speedup": 9.0,
+    ...            "compressed": {"bytes": 20, "macs": 10, "latency_us": 5.0},
+    ...            "accuracy_delta": -0.0004}
+    >>> config = {"target_size": "50x", "target_speedup": "10x", "max_accuracy_drop": 0.1}
+    >>> [(t["name"], t["met"]) for t in report.targets(config, summary)]
+    [('size', True), ('speedup', False), ('accuracy', True)]
+    """
+    from tfprune.search.targets import Target
+
+    target = Target.parse(size=config.get("target_size"), speedup=config.get("target_speedup"),
+                          latency=config.get("target_latency"), macs=config.get("target_macs"),
+                          max_accuracy_drop=config.get("max_accuracy_drop", 0.5))
+    base, comp = summary.get("baseline") or {}, summary.get("compressed") or {}
+    if not target or base.get("bytes") is None:
+        return []
+    delta = summary.get("accuracy_delta")
+    figures = {"bytes": comp.get("bytes"), "macs": comp.get("macs"),
+               "speedup": summary.get("speedup"), "latency_us": comp.get("latency_us"),
+               "drop_pp": None if delta is None else -100.0 * delta}
+    goals = target.goals({"bytes": base["bytes"], "macs": base.get("macs") or 0})
+    return [{**goal.to_dict(), "value": figures.get(goal.figure), "met": goal.met(figures)}
+            for goal in goals]
 
 
 def _file_of(files, model):
@@ -260,7 +306,7 @@ def markdown(report):
              f"Compressed model: `{c.get('quantize')}` quantization, sparse encoding "
              f"{'on' if c.get('sparse') else 'off'}; merges: {cfg.get('merge')}; "
              f"granularity: `{cfg.get('granularity')}`, sparsity "
-             f"{cfg.get('layer_sparsity') or cfg.get('final_sparsity')}.", "",
+             f"{_sparsity_text(report)}.", "",
              "Ratios are baseline / compressed: for latency, the speedup.", "",
              *([f"**The compressed file is slower than the baseline**: {s['slower_reason']}.",
                 ""] if s.get("slower_reason") else []),
@@ -309,7 +355,9 @@ def markdown(report):
     if measured.get("load_average"):
         notes += (f" Machine: {measured.get('cpu_count')} CPUs, load average "
                   f"{measured['load_average'][0]:.1f} during the benchmark.")
-    lines += ["", notes + " Raw numbers in `report.json`."] + _data_lines(report.get("data"))
+    lines += ["", notes + " Raw numbers in `report.json`.", ""]
+    lines += _search_markdown(report)
+    lines += _data_lines(report.get("data"))
     lines += [""]
     return "\n".join(lines)
 
@@ -402,6 +450,69 @@ def _verdict_lines(report):
             + [f"- {reason}" for reason in result["unmet"]] + [""])
 
 
+def _sparsity_text(report):
+    """The per-layer sparsities: searched (with the widths), given, or the one for all."""
+    cfg, search = report["config"], (report.get("results") or {}).get("search")
+    if search:
+        return f"{search['layer_sparsity']} (searched: {search['name']} units)"
+    return cfg.get("layer_sparsity") or cfg.get("final_sparsity")
+
+
+def _search_markdown(report):
+    """The targets verdict and the search's candidates, for a run with a search."""
+    rows, search = report.get("targets") or [], (report.get("results") or {}).get("search")
+    if not rows and not search:
+        return []
+    units = {"bytes": "bytes", "speedup": "x", "latency_us": "µs", "macs": "MACs",
+             "drop_pp": "pp"}
+
+    def shown(value, figure):
+        if value is None:
+            return "—"
+        return f"{value:.2f}" if figure in ("speedup", "drop_pp", "latency_us") else f"{value:,.0f}"
+
+    lines = ["## Targets", "",
+             "Judged on the final figures above: size from the export, speed from the "
+             "benchmark, MACs from the compressed model, accuracy drop on the test set "
+             "(`.tflite` files, measured once, at the end).", "",
+             "| target | asked | bound | measured | met |", "|---|---|---:|---:|---|"]
+    for t in rows:
+        op = ">=" if t["at_least"] else "<="
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| {t['name']} | {t['text']} | {op} {shown(t['bound'], t['figure'])} "
+                     f"{units[t['figure']]} | {shown(t['value'], t['figure'])} | {met} |")
+    if not search:
+        return lines + [""]
+    b = search["baseline"]
+    lines += ["", "## Search", "",
+              f"{search['note']}. Searched layers (units): "
+              + ", ".join(f"{k} ({v})" for k, v in search["units"].items())
+              + f"; {search.get('measured') or len(search['candidates'])} candidates "
+              f"measured (each a real `.tflite` file, exported and timed), the "
+              f"{len(search['candidates'])} below on the path taken, "
+              f"{sum(c['role'] == 'checked' for c in search['candidates'])} trained to "
+              f"check them, in {search['seconds']:.0f} s. Accuracy on the validation split: "
+              f"*predicted* from each layer's sensitivity; *fine-tuned along the path*: the "
+              f"greedy's steps, each cut from the one before and briefly fine-tuned; "
+              f"*trained* by the run's own stages. Baseline: {b['bytes']:,} bytes, "
+              f"validation accuracy "
+              f"{b['val_accuracy']:.2%}.", "",
+              "| candidate | role | bytes | smaller | speedup | latency (µs) | MACs | "
+              "predicted drop (pp) | validation, fine-tuned along the path | "
+              "validation, trained |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in search["candidates"]:
+        f = c["figures"]
+        name = f"**{c['name']}** (chosen)" if c["name"] == search["name"] else c["name"]
+        lines.append(
+            f"| {name} | {c['role']} | {f['bytes']:,} | {b['bytes'] / f['bytes']:.1f}x | "
+            f"{_num(f.get('speedup'), '{:.1f}x')} | {_num(f.get('latency_us'), '{:.1f}')} | "
+            f"{f['macs']:,} | {c['predicted_drop_pp']:.2f} | "
+            f"{_num(c.get('tuned_val_accuracy'), '{:.2%}')} | "
+            f"{_num(f.get('val_accuracy'), '{:.2%}')} |")
+    return lines + [""]
+
+
 def _plots(folder, report):
     import matplotlib
 
@@ -466,6 +577,9 @@ def _plots(folder, report):
         save(fig, layers_png)
     if report.get("tflm"):
         _memory_plot(plt, save, report)
+    search = (report.get("results") or {}).get("search")
+    if search:
+        save(_search_figure(plt, search), SEARCH_PLOT)
     return written
 
 
@@ -486,3 +600,55 @@ def _memory_plot(plt, save, report):
         ax.set_yscale("log")
         ax.set_title(title)
     save(fig, MEMORY_PLOT)
+
+
+def _search_figure(plt, search):
+    """Size (and speedup) of each candidate against its validation accuracy, targets drawn."""
+    base = search["baseline"]
+    goals = {g["figure"]: g for g in search["goals"]}
+    timed = any(c["figures"].get("speedup") is not None for c in search["candidates"])
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(10 if timed else 5.5, 4),
+                             squeeze=False)
+    accuracy = 100 * base["val_accuracy"]
+    panels = [("bytes", ".tflite size (KB)", 1e-3)] + (
+        [("speedup", "speedup over the baseline (x)", 1)] if timed else [])
+    for ax, (figure, label, scale) in zip(axes[0], panels, strict=True):
+        series = (("predicted (sensitivity)", ".", lambda c: (
+                       None if c.get("tuned_val_accuracy") is not None
+                       else accuracy - c["predicted_drop_pp"])),
+                  ("fine-tuned along the path", "x", lambda c: (
+                      None if c.get("tuned_val_accuracy") is None
+                      else 100 * c["tuned_val_accuracy"])),
+                  ("trained (check)", "o", lambda c: (
+                      None if c["figures"].get("val_accuracy") is None
+                      else 100 * c["figures"]["val_accuracy"])))
+        for label_, marker, value in series:
+            points = [(c["figures"][figure] * scale, value(c)) for c in search["candidates"]
+                      if value(c) is not None and c["figures"].get(figure) is not None]
+            if points:
+                ax.scatter(*zip(*points, strict=True), marker=marker, label=label_)
+        chosen = next(c for c in search["candidates"] if c["name"] == search["name"])
+        if chosen["figures"].get("val_accuracy") is not None:
+            ax.scatter([chosen["figures"][figure] * scale],
+                       [100 * chosen["figures"]["val_accuracy"]], marker="*", s=200,
+                       color="tab:red", label=f"chosen {chosen['name']}", zorder=4)
+        if figure in goals:
+            ax.axvline(goals[figure]["bound"] * scale, color="tab:gray", linestyle="--",
+                       label=f"target {goals[figure]['text']}")
+        if "drop_pp" in goals:
+            ax.axhline(accuracy - goals["drop_pp"]["bound"], color="tab:green",
+                       linestyle=":", label=f"max drop {goals['drop_pp']['text']}")
+        ax.axhline(accuracy, color="black", linewidth=0.8, label="baseline")
+        if figure == "bytes":
+            from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(max(accuracy - 2.0, min(ax.get_ylim()[0], accuracy - 0.5)), accuracy + 0.3)
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation accuracy (%)")
+        ax.legend(fontsize="small")
+    fig.suptitle("search: the candidates on its path, and those trained to check them")
+    return fig

@@ -208,7 +208,19 @@ def accurate(report):
                  ("" if met else f" (more than --max_accuracy_drop={bound:g} pp lost)"))
 
 
-CHECKS = [finite_figures, smaller, faster, accurate]
+def targets(report):
+    """The run's targets (`--target_size` and the like, `tfprune.report.targets`), each met
+    on the final figures; the accuracy target is the `accurate` claim already."""
+    rows = [t for t in report.get("targets") or () if t.get("figure") != "drop_pp"]
+    if not rows:
+        return None
+    missed = [f"{t['name']} {t['text']} missed" + (" (not measured)" if t["met"] is None else "")
+              for t in rows if not t["met"]]
+    return Claim("targets", not missed, "; ".join(missed) if missed else
+                 "every target met: " + ", ".join(f"{t['name']} {t['text']}" for t in rows))
+
+
+CHECKS = [finite_figures, smaller, faster, accurate, targets]
 
 
 def judge(report):

@@ -222,6 +222,36 @@ class PipelineConfig:
                               range=_AT_LEAST_1)
     bench_warmup: int = setting(30, "Untimed rounds first.", range=_AT_LEAST_0)
     bench_batch_size: int = setting(1, "Batch size of the timed runs.", range=_AT_LEAST_1)
+    # Search: any target turns on the search stage, which finds per-layer widths (see
+    # tfprune.search); the accuracy bound also judges the run.
+    target_size: str = setting(
+        "", "Size target of compressed.tflite: a ratio of the baseline file ('50x') or bytes "
+            "('40KB'; KiB for 1024s).")
+    target_speedup: str = setting(
+        "", "Speed target: the baseline's LiteRT latency / compressed.tflite's ('10x'), "
+            "measured with the bench_* settings.")
+    target_latency: float | None = setting(
+        None, "Latency target of compressed.tflite in µs (median, bench_* settings).",
+        range=_POSITIVE)
+    target_macs: str = setting("", "MAC target of the compressed model: a ratio ('8x') or "
+                                   "a count ('300K').")
+    max_accuracy_drop: float = setting(
+        0.5, "Percentage points of accuracy the compressed model may lose: the search's "
+             "bound on the validation split, and on the test set (the .tflite files) what "
+             "the run must keep to be reported as earned.", range=Range(0.0))
+    search_time: float = setting(30.0, "Minutes the search may take (sensitivity, costs, "
+                                       "training candidates to check them).", range=_POSITIVE)
+    search_step: float = setting(0.85, "Search grid: each width at most this fraction of the "
+                                       "one above.", range=Range(0.0, 1.0, True, True))
+    search_finetune_steps: int = setting(
+        100, "Training steps after each single-layer cut of the search's sensitivity "
+             "analysis (batch and rate of the prune stage; 0: none).", range=_AT_LEAST_0)
+    distill: bool | None = setting(
+        None, "Train the prune and retrain stages to match the baseline too (knowledge "
+              "distillation; default: on when a target is set).")
+    distill_temperature: float = setting(4.0, "Distillation temperature.", range=_POSITIVE)
+    distill_weight: float = setting(0.5, "The distillation term's share of the loss.",
+                                    range=Range(0.0, 1.0))
     # The run.
     export_dir: str | None = setting(None, "The run folder (default: export/<model name>).")
     seed: int = setting(0, "Random seed (Python, NumPy and the backend).")
@@ -238,10 +268,8 @@ class PipelineConfig:
     verbose: int = setting(1, "Keras fit verbosity: 0 silent, 1 bars, 2 lines.",
                            range=Range(0, 2))
     plots: bool = setting(True, "Draw the PNG plots.")
-    # What the run must earn (tfprune.verdict): a run that falls short says so, exit 3.
-    max_accuracy_drop: float = setting(
-        0.5, "Percentage points of .tflite test accuracy the compressed file may lose "
-             "against the baseline's and still be reported as earned.", range=Range(0.0))
+    # What the run must earn (tfprune.verdict, with max_accuracy_drop above): a run that
+    # falls short says so, exit 3.
     max_stage_drop: float = setting(
         20.0, "Percentage points of validation accuracy a retrained or shrunk model may "
               "lose against the baseline's before the run stops.", range=Range(0.0))
@@ -271,6 +299,14 @@ class PipelineConfig:
         parse_layer_sparsity(self.layer_sparsity)
         parse_spec(self.dataset)
         check_splits(self.dataset, self.train_split, self.test_split)
+        if search_target(self) and parse_layer_sparsity(self.layer_sparsity):
+            raise TfpruneError(
+                "layer_sparsity and a target both decide the layers' widths, so which one "
+                "wins would be ambiguous: drop layer_sparsity (the search finds them) or the "
+                f"targets. Received: layer_sparsity={self.layer_sparsity!r}")
+        if search_target(self) and self.validation_split == 0:
+            raise TfpruneError("A search decides on the validation split: set "
+                               "validation_split above 0. Received: validation_split=0")
         if self.export_batch_size is not None and self.bench_batch_size != self.export_batch_size:
             raise TfpruneError(
                 "The benchmark batch must be the exported files' fixed batch. Received: "
@@ -339,6 +375,33 @@ def _one_of(name, value, allowed):
     if value not in allowed:
         raise TfpruneError(f"Unknown {name}. Expected one of {list(allowed)}. "
                            f"Received: {name}={value!r}")
+
+
+def search_target(config):
+    """The run's `tfprune.search.Target` (false when no size, speed or MAC target is set).
+
+    Raises:
+        TfpruneError: a target that cannot be read, or a ratio not above 1x.
+
+    Example:
+
+    >>> from tfprune.pipeline import PipelineConfig
+    >>> from tfprune.pipeline.config import search_target
+    >>> target = search_target(PipelineConfig(target_size="50x", max_accuracy_drop=0.1))
+    >>> bool(target), target.size_ratio, bool(search_target(PipelineConfig()))
+    (True, 50.0, False)
+    """
+    from tfprune.search.targets import Target
+
+    return Target.parse(size=config.target_size, speedup=config.target_speedup,
+                        latency=config.target_latency, macs=config.target_macs,
+                        max_accuracy_drop=config.max_accuracy_drop)
+
+
+def distills(config):
+    """Whether the prune and retrain stages distil from the baseline: `config.distill`, or,
+    left unset, whether a target is set."""
+    return bool(search_target(config)) if config.distill is None else bool(config.distill)
 
 
 def parse_granularity(spec):

@@ -1,18 +1,23 @@
 """The stages of a run, declared, in order in `STAGES`.
 
-A run is baseline, prune, merge, retrain, shrink, export, verify, benchmark, report, and
-tflm before the report with `--target=tflm`. Each `Stage` (see `tfprune.pipeline.runner`)
-names the settings that decide it, the files it reads and writes, the Keras model it makes,
-and its `run(context)`. The runner and the report take everything they need from these
-declarations: adding a stage (a search for per-layer widths, a TFLite Micro measurement) is
-one declaration here, placed in `STAGES`, plus its code; a stage that only some runs need
-declares `enabled(config)`.
+A run is baseline, (search,) prune, merge, retrain, shrink, export, verify, benchmark,
+(tflm,) report: the search runs when a target is set, tflm with `--target=tflm`. Each
+`Stage` (see `tfprune.pipeline.runner`) names the settings that decide it, the files it
+reads and writes, the Keras model it makes, and its `run(context)`. The runner and the
+report take everything they need from these declarations: adding a stage (a search for
+per-layer widths, a TFLite Micro measurement) is one declaration here, placed in `STAGES`,
+plus its code; a stage that only some runs need declares `enabled(config)`.
 
 This module stays light to import (the command line reads the stage names to check
 `--stop_after`): Keras and TensorFlow load inside the stage functions.
 """
 
+import contextlib
+import dataclasses
+import json
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -21,9 +26,14 @@ from tfprune import atomic
 from tfprune.data import fingerprint
 from tfprune.errors import TfpruneError
 from tfprune.pipeline import micro, training
-from tfprune.pipeline.config import parse_granularity, parse_layer_sparsity
+from tfprune.pipeline.config import (
+    distills,
+    parse_granularity,
+    parse_layer_sparsity,
+    search_target,
+)
 from tfprune.pipeline.context import is_path
-from tfprune.pipeline.runner import Stage, file_sha256
+from tfprune.pipeline.runner import Stage, file_sha256, jsonable
 
 # ----------------------------------------------------------------------------- baseline
 
@@ -124,24 +134,26 @@ def _prune(context):
 
     granularity = parse_granularity(config.granularity)
     wrapped = tfprune.prune(model, schedule(config.final_sparsity), granularity=granularity)
-    overrides = parse_layer_sparsity(config.layer_sparsity)
+    overrides = _layer_sparsities(context)
     for layer in wrapped.layers:  # per-layer targets: the wrapper reads its own schedule
         if isinstance(layer, tfprune.PruneLowMagnitude) and layer.layer.name in overrides:
             layer.schedule = schedule(overrides[layer.layer.name])
-    training.compile_model(wrapped, config, config.prune_learning_rate, steps)
+    learner = training.learner(wrapped, model, config)  # the baseline teaches, if distilling
+    training.compile_model(learner, config, config.prune_learning_rate, steps)
     callbacks = [tfprune.UpdatePruningStep()]
     if config.tensorboard_dir:
         callbacks.append(tfprune.PruningSummaries(config.tensorboard_dir))
     resumed = 0
     if config.prune_epochs:
-        resumed = training.fit(wrapped, context.train, config.prune_epochs,
+        resumed = training.fit(learner, context.train, config.prune_epochs,
                                config.prune_batch_size, config, callbacks=callbacks,
                                backup=context.backup_dir)
     pruned = tfprune.strip(wrapped)
     outputs = [context.save(PRUNE.model, pruned)]
     result = _describe(context, pruned)
     result.update(end_step=end_step, steps=steps, granularity=granularity,
-                  resumed_from_epoch=resumed)
+                  resumed_from_epoch=resumed, layer_sparsity=overrides,
+                  distilled=learner is not wrapped)
     return outputs, result, (f"{_accuracy_text(result)}, "
                              f"{result['nonzeros']:,}/{result['params']:,} non-zero")
 
@@ -151,7 +163,15 @@ PRUNE = Stage(
     trains=True,
     keys=("prune_epochs", "prune_batch_size", "prune_learning_rate", "schedule",
           "initial_sparsity", "final_sparsity", "begin_step", "end_step", "power", "frequency",
-          "granularity", "layer_sparsity"))
+          "granularity", "layer_sparsity", "distill", "distill_temperature", "distill_weight"))
+
+
+def _layer_sparsities(context):
+    """Per-layer final sparsities: the search's plan when it ran, else `--layer_sparsity`."""
+    searched = context.results.get(SEARCH.name)
+    if searched is not None:
+        return dict(searched["sparsities"])
+    return parse_layer_sparsity(context.config.layer_sparsity)
 
 # ----------------------------------------------------------------------------- merge
 
@@ -159,18 +179,20 @@ PRUNE = Stage(
 def _merge(context):
     config = context.config
     model = context.model(PRUNE.model)
-    if config.merge == "none":
-        merged = training.clone(model)
-    else:
-        merged = tfprune.fuse(model, approximate=config.merge == "approximate",
-                              pool_kernel=config.pool_kernel,
-                              pool_activation=None if config.pool_activation == "none"
-                              else config.pool_activation)
+    merged = training.clone(model) if config.merge == "none" else _fuse(model, config)
     outputs = [context.save(MERGE.model, merged)]
     result = _describe(context, merged)
     result["layer_count"] = len(merged.layers)
     return outputs, result, (f"{len(model.layers)} -> {len(merged.layers)} layers, "
                              f"{_accuracy_text(result)}")
+
+
+def _fuse(model, config):
+    """`model` merged as `config` says (`merge` is not `"none"`)."""
+    return tfprune.fuse(model, approximate=config.merge == "approximate",
+                        pool_kernel=config.pool_kernel,
+                        pool_activation=None if config.pool_activation == "none"
+                        else config.pool_activation)
 
 
 MERGE = Stage("merge", _merge, model="merged", reads=(PRUNE.model_file,),
@@ -184,10 +206,11 @@ def _retrain(context):
     model, resumed = training.clone(context.model(MERGE.model)), 0
     if config.retrain_epochs:
         with training.hold_zeros(model):
-            training.compile_model(model, config, config.retrain_learning_rate,
+            learner = training.learner(model, context.model(BASELINE.model), config)
+            training.compile_model(learner, config, config.retrain_learning_rate,
                                    training.steps(context.train, config.retrain_batch_size,
                                                   config.retrain_epochs))
-            resumed = training.fit(model, context.train, config.retrain_epochs,
+            resumed = training.fit(learner, context.train, config.retrain_epochs,
                                    config.retrain_batch_size, config,
                                    backup=context.backup_dir)
     outputs = [context.save(RETRAIN.model, model)]
@@ -198,7 +221,8 @@ def _retrain(context):
 
 
 RETRAIN = Stage("retrain", _retrain, model="retrained", reads=(MERGE.model_file,), trains=True,
-                keys=("retrain_epochs", "retrain_batch_size", "retrain_learning_rate"),
+                keys=("retrain_epochs", "retrain_batch_size", "retrain_learning_rate", "distill",
+                      "distill_temperature", "distill_weight"),
                 judged=True)
 
 # ----------------------------------------------------------------------------- shrink
@@ -355,8 +379,9 @@ TFLM = Stage("tflm", _tflm, check=micro.check, enabled=micro.enabled, writes=mic
 def _report_files(config):
     from tfprune import report
 
-    memory = (report.MEMORY_PLOT,) if config.plots and micro.enabled(config) else ()
-    return report.FILES + (report.PLOTS + memory if config.plots else ())
+    memory = (report.MEMORY_PLOT,) if micro.enabled(config) else ()
+    searched = (report.SEARCH_PLOT,) if SEARCH.applies(config) else ()
+    return report.FILES + ((*report.PLOTS, *memory, *searched) if config.plots else ())
 
 
 def _report(context):
@@ -370,7 +395,119 @@ def _report(context):
 
 REPORT = Stage("report", _report, always=True, writes=_report_files)
 
-STAGES = (BASELINE, PRUNE, MERGE, RETRAIN, SHRINK, EXPORT, VERIFY, BENCHMARK, TFLM, REPORT)
+# ----------------------------------------------------------------------------- search
+# Declared after the stages whose settings it depends on (it trains candidates with them),
+# and placed before prune in STAGES.
+
+SEARCH_FILES = ("search.json", "search_trace.json")
+_TARGET_KEYS = ("target_size", "target_speedup", "target_latency", "target_macs",
+                "max_accuracy_drop", "search_time")
+
+
+def _search_inputs(config, train):
+    """What `tfprune.search` needs to cost candidates as this run will make them."""
+    mode = config.quantize[0]
+
+    def compress(model):  # the merge stage, then the shrink stage
+        merged = model if config.merge == "none" else _fuse(model, config)
+        return tfprune.shrink(merged, threshold=config.shrink_threshold)
+
+    return dict(
+        granularity=parse_granularity(config.granularity), compress=compress,
+        other_sparsity=config.final_sparsity, grid_step=config.search_step,
+        export={"quantize": mode, "sparse": config.sparse and config.target != "tflm",
+                "batch_size": config.export_batch_size, "target": config.target,
+                "int8_io": config.int8_io and mode == "int8",
+                "representative_data": train[0][:config.representative_size]},
+        bench={"threads": config.bench_threads, "batch_size": config.bench_batch_size,
+               "runs": config.bench_runs, "warmup": config.bench_warmup})
+
+
+def _check_search(context):
+    """Targets no width can reach (the smallest model misses them) fail before training."""
+    from tfprune import search
+
+    search.check_target(context.source_model, search_target(context.config),
+                        **_search_inputs(context.config, context.train))
+
+
+def _search(context):
+    from tfprune import search
+
+    config = context.config
+    baseline = context.model(BASELINE.model)
+    # The trace holds measurements, whatever the targets: another target resumes from it.
+    key = {k: v for k, v in SEARCH.settings(config).items() if k not in _TARGET_KEYS}
+    plan = search.widths(
+        baseline, context.train, context.validation, search_target(config),
+        check=lambda sparsities: _train_candidate(context, sparsities),
+        teacher=baseline if distills(config) else None,
+        temperature=config.distill_temperature, distill_weight=config.distill_weight,
+        finetune_steps=config.search_finetune_steps, batch_size=config.prune_batch_size,
+        optimizer=lambda: training.optimizer(config, config.prune_learning_rate, 0),
+        time_limit=60 * config.search_time, trace=context.folder / SEARCH_FILES[1],
+        resume=config.resume, trace_key=json.dumps(key, sort_keys=True, default=jsonable),
+        seed=config.seed, log=_search_log(config), **_search_inputs(config, context.train))
+    data = plan.to_dict()
+    atomic.write_text(context.folder / SEARCH_FILES[0],
+                      json.dumps(data, indent=1, default=jsonable))
+    if not plan.all_met:
+        print(f"tfprune: warning: {plan.note}", file=sys.stderr, flush=True)
+    f, b = plan.figures, plan.baseline
+    full = "-".join(str(units) for units in plan.units.values())
+    figure = f"{plan.name} of {full}: {b['bytes'] / f['bytes']:.1f}x smaller"
+    if f.get("speedup") is not None:
+        figure += f", {f['speedup']:.1f}x faster"
+    if f.get("drop_pp") is not None:
+        figure += f", validation {-f['drop_pp']:+.2f} pp"
+    figure += "; every target met" if plan.all_met else "; NOT every target met"
+    return list(SEARCH_FILES), data, figure
+
+
+def _search_log(config):
+    if not config.verbose:
+        return None
+    return lambda line: print(f"[tfprune] search    {line}", flush=True)
+
+
+def _train_candidate(context, sparsities):
+    """Trains a candidate as the run will: its prune, merge, retrain and shrink stages, in a
+    scratch folder. Each stage seeds its training, so the run's own stages, given the
+    chosen plan, make the same model again."""
+    import copy
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix=".search-", dir=context.folder)
+    try:
+        context.data  # loaded once, shared with the scratch context  # noqa: B018
+        scratch = copy.copy(context)  # the same splits and source, another folder
+        scratch.config = dataclasses.replace(context.config, export_dir=folder)
+        scratch.folder = Path(folder)
+        scratch._models = {BASELINE.model: context.model(BASELINE.model)}
+        scratch.backup_dir = None  # each candidate trains from the start
+        scratch.results = {BASELINE.name: context.results.get(BASELINE.name),
+                           SEARCH.name: {"sparsities": dict(sparsities)}}
+        for stage in (PRUNE, MERGE, RETRAIN, SHRINK):
+            with scratch.training_scope() if stage.trains else contextlib.nullcontext():
+                scratch.results[stage.name] = stage.run(scratch)[1]
+        return scratch.model(SHRINK.model), scratch.results[SHRINK.name]["val_accuracy"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+SEARCH = Stage(
+    "search", _search, reads=(BASELINE.model_file,), writes=SEARCH_FILES, check=_check_search,
+    enabled=lambda config: bool(search_target(config)),
+    keys=tuple(dict.fromkeys((
+        "target_size", "target_speedup", "target_latency", "target_macs", "max_accuracy_drop",
+        "search_time", "search_step", "search_finetune_steps", "distill",
+        "distill_temperature", "distill_weight", "validation_split",
+        *(key for stage in (PRUNE, MERGE, RETRAIN, SHRINK, EXPORT, BENCHMARK)
+          for key in stage.keys if key != "layer_sparsity")))))
+
+STAGES = (BASELINE, SEARCH, PRUNE, MERGE, RETRAIN, SHRINK, EXPORT, VERIFY, BENCHMARK, TFLM,
+          REPORT)
 
 # ----------------------------------------------------------------------------- helpers
 

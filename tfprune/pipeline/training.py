@@ -9,6 +9,8 @@ each epoch.
 (`DivergedError`, naming the stage, the epoch and the learning rate): a diverged model is
 never saved, so nothing is exported from it and the finished stages stay for `--resume`.
 
+`learner` wraps what a stage trains in a `tfprune.distill.Distiller` when the run distils.
+
 Keras is imported inside the functions, when a stage first trains: importing the
 pipeline (the command line does, to check its flags) stays free of TensorFlow.
 """
@@ -75,7 +77,8 @@ def compile_model(model, config, learning_rate, steps):
     """Compiles `model` for classification with integer labels and an accuracy metric."""
     import keras
 
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not ends_in_softmax(model))
+    student = getattr(model, "student", model)  # a Distiller's loss is its student's
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not ends_in_softmax(student))
     model.compile(optimizer=optimizer(config, learning_rate, steps), loss=loss,
                   metrics=["accuracy"])
 
@@ -85,11 +88,30 @@ def steps(train, batch_size, epochs):
     return math.ceil(len(train[1]) / batch_size) * epochs
 
 
+def learner(model, teacher, config):
+    """What a stage trains: `model`, or a `tfprune.distill.Distiller` of it and `teacher`
+    when the run distils (`config.distill`; by default, when a target is set).
+
+    Compile and fit what it returns; the trained weights are `model`'s either way.
+    """
+    from tfprune.pipeline.config import distills
+
+    if teacher is None or not distills(config):
+        return model
+    from tfprune.distill import Distiller
+
+    return Distiller(model, teacher, temperature=config.distill_temperature,
+                     weight=config.distill_weight, from_logits=not ends_in_softmax(model))
+
+
 def fit(model, train, epochs, batch_size, config, callbacks=(), backup=None):
     """Trains `model` on `train = (x, y)`, shuffled, with `config.verbose` output.
 
-    Under a `tf.distribute` strategy `batch_size` is the global batch, split over the
-    replicas, so an epoch has the same steps as on one device.
+    The random state is reset to `config.seed` first, so that a stage trains the same way
+    whatever ran before it (a resumed run, or the search training a candidate to check it,
+    gives the same weights as a full run). Under a `tf.distribute` strategy `batch_size` is
+    the global batch, split over the replicas, so an epoch has the same steps as on one
+    device.
 
     Args:
         model: A compiled Keras model.
@@ -109,8 +131,11 @@ def fit(model, train, epochs, batch_size, config, callbacks=(), backup=None):
     Raises:
         DivergedError: the loss or a weight became nan or infinite (see `stop_on_divergence`).
     """
+    import keras
+
     from tfprune import distribute
 
+    keras.utils.set_random_seed(config.seed)
     callbacks = [*callbacks, stop_on_divergence(config)]  # before a backup of a diverged epoch
     if backup is not None:
         from tfprune.backup import EpochBackup

@@ -1,0 +1,268 @@
+"""The search: targets read and refused, a target met on a tiny model, resume after an
+interruption, and, in the pipeline, the search stage deciding on validation only."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tfprune
+from tfprune import pipeline
+from tfprune.pipeline import Context, PipelineConfig, execute
+from tfprune.search import Target
+from tfprune.search.sensitivity import accuracy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def test_targets_read_ratios_bytes_and_counts():
+    target = Target.parse(size="40KB", speedup="12.5x", latency=800, macs="300K",
+                          max_accuracy_drop=0.1)
+    assert (target.size_bytes, target.speedup, target.latency_us, target.macs) == (
+        40_000, 12.5, 800.0, 300_000)
+    assert Target.parse(size="1.5 KiB").size_bytes == 1536
+    assert Target.parse(size="50x", macs="8x").macs_ratio == 8.0
+    assert not Target.parse(max_accuracy_drop=0.1)  # the bound alone is no search
+    goals = {g.name: g for g in Target.parse(size="50x", speedup="10").goals(
+        {"bytes": 1_000_000, "macs": 10})}
+    assert goals["size"].met({"bytes": 20_000}) and not goals["size"].met({"bytes": 20_001})
+    assert goals["speedup"].met({"speedup": 10.0}) and goals["speedup"].met({}) is None
+    assert goals["accuracy"].met({"drop_pp": 0.5}) and not goals["accuracy"].met(
+        {"drop_pp": 0.51})
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"target_size": "0.5x"}, "ratio above 1x"),
+    ({"target_size": "tiny"}, "Cannot read target_size"),
+    ({"target_size": "40QB"}, "Unknown unit"),
+    ({"target_speedup": "0.9x"}, "ratio above 1x"),
+    ({"target_macs": "-3"}, "Cannot read target_macs"),
+    ({"target_size": "50x", "max_accuracy_drop": -0.1}, "max_accuracy_drop >= 0"),
+    ({"target_size": "50x", "layer_sparsity": "conv1:0.5"}, "ambiguous"),
+    ({"target_size": "50x", "validation_split": 0.0}, "validation split"),
+])
+def test_bad_targets_are_refused_by_the_config(settings, words):
+    with pytest.raises(tfprune.TfpruneError, match=words):
+        PipelineConfig(**settings).validate()
+
+
+def test_bad_target_is_one_line_before_tensorflow_loads():
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from tfprune import cli; from absl import flags; "
+         "flags.FLAGS(['tfprune', '--target_size=0.5x']); code = cli.main(['tfprune']); "
+         "assert not {'tensorflow', 'keras'} & set(sys.modules); sys.exit(code)"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "tfprune: error: A size target is a reduction: expected a ratio above 1x (like 50x) "
+        "or bytes (like 40KB). Received: target_size='0.5x'"]
+
+
+# ----------------------------------------------------------------------------- library
+
+
+def _problem():
+    """A tiny conv net (2 filters, 16 neurons: few candidates to export, but weights enough
+    to outweigh the file's fixed bytes) and a learnable two-class problem on 12x12 images."""
+    rng = np.random.default_rng(0)
+    x = rng.random((320, 12, 12, 1), dtype="float32")
+    y = (x[:, :6].mean(axis=(1, 2, 3)) > x[:, 6:].mean(axis=(1, 2, 3))).astype("int32")
+    model = keras.Sequential([
+        keras.Input((12, 12, 1)), keras.layers.Conv2D(2, 3, name="conv"),
+        keras.layers.Flatten(), keras.layers.Dense(16, activation="relu", name="fc"),
+        keras.layers.Dense(2, activation="softmax", name="out")])
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(x[:256], y[:256], batch_size=32, epochs=10, verbose=0)
+    return model, (x[:256], y[:256]), (x[256:], y[256:])
+
+
+FAST = dict(finetune_steps=0, grid_step=0.5, export={"quantize": "none"}, log=None)
+
+
+def test_a_size_target_is_met_and_prune_consumes_the_plan(tmp_path):
+    model, train, validation = _problem()
+    plan = tfprune.search.widths(model, train, validation,
+                                 {"size": "1.8x", "max_accuracy_drop": 100}, epochs=1, **FAST)
+    assert plan.all_met and plan.checked and plan.met == {"size": True, "accuracy": True}
+    assert plan.figures["bytes"] * 1.8 <= plan.baseline["bytes"]
+    assert plan.widths != plan.units  # something had to go
+    # The cost is the real file's: the trained model exports to exactly the bytes measured.
+    path = tfprune.export.to_tflite(plan.model, tmp_path / "chosen.tflite", batch_size=1)
+    assert os.path.getsize(path) == plan.figures["bytes"]
+    assert {row["name"]: row["role"] for row in plan.candidates}[plan.name] == "checked"
+    # The plan as prune takes it: each searched layer ends at exactly its width.
+    pruned = plan.prune(model, lambda s: tfprune.ConstantSparsity(s, begin_step=0))
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    pruned.fit(*train, batch_size=64, epochs=1, verbose=0,
+               callbacks=[tfprune.UpdatePruningStep()])
+    small = tfprune.shrink(tfprune.strip(pruned))
+    assert {layer.name: layer.kernel.shape[-1] for layer in small.layers
+            if layer.name in plan.widths} == plan.widths
+    assert plan.layer_sparsity == ",".join(f"{k}:{v:g}" for k, v in plan.sparsities.items())
+
+
+def test_unreachable_target_is_refused_before_any_training():
+    model, _, _ = _problem()
+    with pytest.raises(tfprune.TfpruneError, match="No width can reach size 1000x.*smallest"):
+        tfprune.search.check_target(model, {"size": "1000x"}, export={"quantize": "none"})
+
+
+def test_unreachable_target_stops_the_run_before_training(mnist_dir, tmp_path):
+    config = PipelineConfig(data_dir=mnist_dir, train_limit=256, target_size="100000x",
+                            granularity="Conv2D:filter,Dense:filter,ip2:none",
+                            quantize=("dynamic",), export_dir=str(tmp_path / "run"))
+    with pytest.raises(tfprune.TfpruneError, match=r"No width can reach size 100000x .*"
+                       r"smallest model \(\{'conv1': 1, 'conv2': 1, 'ip1': 1\} units\)"):
+        pipeline.run(config)
+    assert not (tmp_path / "run").exists()  # nothing trained, the folder it made removed
+
+
+def _scripted_check(accuracies, interrupt_at=None):
+    """A stand-in for training: the n-th candidate checked gets `accuracies[n]`."""
+    calls = []
+
+    def check(sparsities):
+        calls.append(dict(sparsities))
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return None, accuracies[min(len(calls), len(accuracies)) - 1]
+
+    return check, calls
+
+
+def test_interrupted_search_resumes_from_its_last_finished_candidate(tmp_path, monkeypatch):
+    model, train, validation = _problem()
+    target = {"size": "1.8x", "max_accuracy_drop": 0.1}
+    trace = tmp_path / "trace.json"
+    lost = accuracy(model, validation) - 0.2  # a candidate that loses 20 points
+    # The first candidate trained misses the accuracy bound, so the search backs off and
+    # trains a second; the run is killed while training that second one.
+    check, calls = _scripted_check([lost, lost], interrupt_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        tfprune.search.widths(model, train, validation, target, check=check, trace=trace,
+                              **FAST)
+    recorded = json.loads(trace.read_text())
+    assert len(recorded["checks"]) == 1 and len(calls) == 2
+    measured_before = set(recorded["costs"])
+
+    exports = []
+    real_export = tfprune.export.to_tflite
+    monkeypatch.setattr(tfprune.export, "to_tflite",
+                        lambda *a, **k: exports.append(a[1]) or real_export(*a, **k))
+    check, resumed_calls = _scripted_check([lost])  # every candidate misses the bound
+    plan = tfprune.search.widths(model, train, validation, target, check=check, trace=trace,
+                                 resume=True, **FAST)
+    assert resumed_calls[0] == calls[1]  # the unfinished candidate is the first trained
+    assert calls[0] not in resumed_calls  # the finished one is read back, not trained again
+    measured_after = set(json.loads(trace.read_text())["costs"])
+    assert len(exports) == len(measured_after - measured_before)  # nothing measured twice
+
+    # No candidate met every target: the plan says so, and keeps the best one trained.
+    assert len(resumed_calls) >= 1 and not plan.all_met
+    assert plan.met["accuracy"] is False and plan.met["size"] is True
+    assert plan.note.startswith("No candidate meets all targets") and "accuracy" in plan.note
+    assert plan.figures["drop_pp"] == pytest.approx(20.0) and plan.checked
+    trained = [c for c in plan.candidates if c["role"] == "checked"]
+    assert len(trained) == 1 + len(resumed_calls) and plan.name in [c["name"] for c in trained]
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def _tiny_model(path):
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 5, name="c1"),
+        keras.layers.MaxPooling2D(2, name="p1"), keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(16, activation="relu", name="fc"),
+        keras.layers.Dense(10, activation="softmax", name="out")])
+    model.save(path)
+    return str(path)
+
+
+def _watched(stages, seen, current):
+    """The stages, each noting itself as the one running (for the data accesses)."""
+
+    def wrap(stage):
+        def run(context):
+            current[0] = stage.name
+            return stage.run(context)
+
+        return dataclasses.replace(stage, run=run)
+
+    return [wrap(stage) for stage in stages]
+
+
+class _Watching(Context):
+    """A context that records which stage reads the test and validation splits."""
+
+    def __init__(self, config, seen, current):
+        super().__init__(config)
+        self.seen, self.current = seen, current
+
+    @property
+    def test(self):
+        self.seen.append(("test", self.current[0]))
+        return super().test
+
+    @property
+    def validation(self):
+        self.seen.append(("validation", self.current[0]))
+        return super().validation
+
+
+def test_search_stage_decides_on_validation_and_the_run_follows_its_plan(mnist_dir, tmp_path):
+    model = _tiny_model(tmp_path / "tiny.keras")
+    config = PipelineConfig(
+        model=model, data_dir=mnist_dir, train_limit=600, validation_split=0.2,
+        test_limit=200, baseline_epochs=2, prune_epochs=1, retrain_epochs=1, frequency=1,
+        granularity="Conv2D:filter,Dense:filter,out:none", merge="approximate",
+        quantize=("none",), export_batch_size=1, bench_runs=10, bench_warmup=2,
+        target_size="1.8x", max_accuracy_drop=100.0, search_step=0.5,
+        search_finetune_steps=0, export_dir=str(tmp_path / "run"), verbose=0,
+        keep_going=True)  # a tiny model on 480 images may stay near chance: not under test
+    seen, current = [], [None]
+    results = execute(_watched(pipeline.STAGES, seen, current),
+                      _Watching(config.validate(), seen, current))
+    # The test set is measured once, by verify; the search decided on validation.
+    assert {stage for split, stage in seen if split == "test"} == {"verify"}
+    assert ("validation", "search") in seen
+    search, run = results["search"], tmp_path / "run"
+    assert json.loads((run / "search.json").read_text())["widths"] == search["widths"]
+    assert (run / "search_trace.json").is_file() and (run / "search.png").is_file()
+    assert search["all_met"] and search["checked"]
+    # The prune stage took the searched sparsities, with the baseline as teacher.
+    assert results["prune"]["layer_sparsity"] == search["sparsities"]
+    assert results["prune"]["distilled"]
+    kept = {row["name"]: row["units_kept"] for row in results["report"]["layers"]}
+    assert {name: kept[name] for name in search["widths"]} == search["widths"]
+    # Measured, not guessed: the run's file has the bytes the search measured, and the
+    # stages, seeded, trained the same model as the search's check.
+    assert results["export"]["files"]["compressed.tflite"]["bytes"] == search["figures"]["bytes"]
+    assert results["shrink"]["val_accuracy"] == search["figures"]["val_accuracy"]
+    targets = {t["name"]: t for t in results["report"]["targets"]}
+    assert targets["size"]["met"] and targets["size"]["value"] == search["figures"]["bytes"]
+    report = (run / "report.md").read_text()
+    assert "## Search" in report and "## Targets" in report and "(chosen)" in report
+
+
+def test_search_stage_is_in_the_chain_only_with_a_target_and_covers_what_it_trains_with():
+    from tfprune.pipeline.runner import stage_hash
+    from tfprune.pipeline.stages import SEARCH
+
+    assert not SEARCH.applies(PipelineConfig())
+    searched = PipelineConfig(target_size="50x")
+    assert SEARCH.applies(searched)
+    # It trains candidates with the later stages' settings: they decide its result too.
+    for change in ({"retrain_epochs": 9}, {"quantize": ("dynamic",)}, {"bench_runs": 7},
+                   {"distill_weight": 0.9}, {"max_accuracy_drop": 0.2}):
+        assert stage_hash(SEARCH, dataclasses.replace(searched, **change), "") != stage_hash(
+            SEARCH, searched, ""), change
+    assert "layer_sparsity" not in SEARCH.keys

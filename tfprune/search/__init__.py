@@ -1,0 +1,34 @@
+"""Compress to a budget: per-layer widths found automatically (`widths`), from targets.
+
+    plan = tfprune.search.widths(model, train, validation,
+                                 target={"size": "50x", "speedup": "10x",
+                                         "max_accuracy_drop": 0.1})
+    pruned = plan.prune(model, lambda s: tfprune.PolynomialDecay(0.0, s, 0, 1000))
+
+    targets.py      Target and Goal: targets parsed from text, checked against figures
+    candidates.py   a model cut to widths, compressed; its .tflite bytes, latency, MACs
+    sensitivity.py  each layer cut alone: validation accuracy, predicted loss of candidates
+    searcher.py     widths(): greedy steps, fill, check by training, back off; the Plan
+    trace.py        every measurement in a JSON file, so a stopped search resumes
+
+Importing this package loads no TensorFlow (the command line checks targets with it);
+the search loads it when it runs.
+"""
+
+import importlib
+
+from tfprune.search.targets import Goal, Target
+
+_LAZY = {"widths": "searcher", "check_target": "searcher", "Plan": "searcher",
+         "Trace": "trace"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"tfprune.search.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Goal", "Plan", "Target", "Trace", "check_target", "widths"]
