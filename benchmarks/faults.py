@@ -363,6 +363,7 @@ def broken_case(folder, name):
 READERS = {  # reader -> the kind of file it takes
     "inspect": "tflite", "evaluate": "tflite", "bench": "tflite",
     "load_model": "keras", "to_tflite": "keras", "flags": "flags",
+    "tflm": "micro",  # a full-int8 file for TFLite Micro, run on its interpreter
 }
 _INTERESTING = (0, 1, 0x7F, 0x80, 0xFF)
 _INTS = (0, 1, -1, 0x7FFFFFFF, -0x80000000, 0xFFFF, 1 << 20, 1 << 30)
@@ -524,6 +525,7 @@ def seeds(root):
     export.to_tflite(model, folder / "float.tflite")
     export.to_tflite(model, folder / "int8.tflite", quantize="int8", sparse=True,
                      representative_data=images)
+    export.to_tflite(model, folder / "micro.tflite", target="tflm", representative_data=images)
     model.save(folder / "model.keras")
     pwned = str(Path(root) / "pwned")
     hostile = keras.Sequential([
@@ -533,6 +535,7 @@ def seeds(root):
     Path(pwned).unlink(missing_ok=True)  # building it ran the function once, here
     shutil.copy(ROOT / "flags" / "quick.flags", folder / "quick.flags")
     return {"tflite": [folder / "float.tflite", folder / "int8.tflite"],
+            "micro": [folder / "micro.tflite"],
             "keras": [folder / "model.keras", folder / "lambda.keras"],
             "flags": [folder / "quick.flags"]}
 
@@ -546,11 +549,12 @@ def fuzz_cases(root, seed_files, reader, count, seed=0):
     cases = []
     for i in range(count):
         source = rng.choice(seed_files[kind])
-        suffix = {"tflite": ".tflite", "keras": ".keras", "flags": ".flags"}[kind]
+        suffix = {"tflite": ".tflite", "micro": ".tflite", "keras": ".keras",
+                  "flags": ".flags"}[kind]
         path = folder / f"{i:05d}{suffix}"
         if kind == "keras" and i == 0:
             data = (Path(seed_files["keras"][1])).read_bytes()  # the Lambda model, as is
-        elif kind == "tflite":
+        elif kind in ("tflite", "micro"):
             data = mutate_bytes(source.read_bytes(), rng, hot=1024)
         elif kind == "keras":
             data = mutate_keras(source.read_bytes(), rng)
@@ -702,7 +706,7 @@ def _worker():
     import numpy as np
     from absl import flags
 
-    from tfprune import cli, export, tools
+    from tfprune import cli, csource, export, tflm, tools
     from tfprune.errors import TfpruneError
     from tfprune.pipeline.context import load_model
 
@@ -728,6 +732,11 @@ def _worker():
             return e.code
         return 0
 
+    def micro(path):  # what fits, the arena on TFLM's interpreter, its outputs, the C source
+        tflm.measure_arena(path)
+        tflm.predict(path, images[:2])
+        csource.write(path, out_dir=".")  # the worker's own folder
+
     readers = {
         "inspect": lambda path: export.inspect(path),
         "evaluate": lambda path: export.evaluate(path, images, labels),
@@ -735,6 +744,7 @@ def _worker():
         "load_model": lambda path: load_model(path),
         "to_tflite": lambda path: export.to_tflite(path, "converted.tflite"),
         "flags": parse,
+        "tflm": micro,
     }
     answer.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
@@ -795,6 +805,7 @@ def main():
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fuzz_cases", type=int, default=1000, help="cases per reader")
     parser.add_argument("--jobs", type=int, default=2, help="fuzz worker processes")
+    parser.add_argument("--readers", default=",".join(READERS), help="the readers to fuzz")
     parser.add_argument("--timeout", type=float, default=120,
                         help="seconds a fuzz case may take before it counts as a hang")
     parser.add_argument("--kinds", default="kill,randomkill,fsize,enospc,lock,broken,fuzz")
@@ -861,7 +872,7 @@ def main():
         pool = Pool(root / "fuzz", jobs=args.jobs, timeout=args.timeout)
         try:
             results["fuzz"] = {}
-            for reader in READERS:
+            for reader in args.readers.split(","):
                 t = time.time()
                 counts = fuzz(root / "fuzz", reader, args.fuzz_cases, pool, seed_files)
                 counts["seconds"] = round(time.time() - t, 1)

@@ -37,6 +37,11 @@ def test_targets_read_ratios_bytes_and_counts():
     assert goals["speedup"].met({"speedup": 10.0}) and goals["speedup"].met({}) is None
     assert goals["accuracy"].met({"drop_pp": 0.5}) and not goals["accuracy"].met(
         {"drop_pp": 0.51})
+    # 99.10% -> 99.00% on 10,000 images is 10 images, a drop of 0.1 pp: floats say 0.1000...1.
+    tight = {g.name: g for g in Target.parse(size="50x", max_accuracy_drop=0.1).goals(
+        {"bytes": 1_000_000, "macs": 10})}
+    assert tight["accuracy"].met({"drop_pp": 100 * (0.9910 - 0.9900)})
+    assert not tight["accuracy"].met({"drop_pp": 0.11})
 
 
 @pytest.mark.parametrize("settings, words", [

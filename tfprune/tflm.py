@@ -27,6 +27,7 @@ from tfprune.interpreter import (
     classes,
     dequantize,
     first_line,
+    load_interpreter,
     parse,
     quantize,
     read_tflite,
@@ -460,13 +461,17 @@ class _Micro:
     def __init__(self, path):
         micro = runtime()
         self.path, data = str(path), read_tflite(path)
+        # TFLM trusts its file (it has no flatbuffer verifier): a corrupt one may crash the
+        # process. LiteRT verifies the flatbuffer, the sparse tensors and every op's shapes
+        # when it allocates, so a file it cannot run never reaches TFLM.
+        load_interpreter(path, threads=1, delegate="builtin")
         size = max(1 << 24, 4 * len(data))  # ample: the recording allocator says what is used
         with _stderr_captured() as log:
             try:
                 self.interpreter = micro.Interpreter.from_bytes(bytes(data), arena_size=size)
                 error = None
-            except (RuntimeError, ValueError) as e:
-                error = e
+            except Exception as e:  # noqa: BLE001 (its Python side parses the file too, and
+                error = e            # a damaged one fails there in any way: struct, type...)
         if error is not None:
             found = problems(path)
             if found:

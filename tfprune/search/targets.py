@@ -45,7 +45,8 @@ class Goal:
         value = figures.get(self.figure)
         if value is None:
             return None
-        return value >= self.bound if self.at_least else value <= self.bound
+        slack = 1e-9 * max(1.0, abs(self.bound))  # a drop of 0.1 pp computed as 0.1000...01
+        return value >= self.bound - slack if self.at_least else value <= self.bound + slack
 
     def shortfall(self, figures):
         """How far `figures` are from the bound, as a log ratio; 0 when met.
