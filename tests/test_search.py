@@ -271,3 +271,24 @@ def test_search_stage_is_in_the_chain_only_with_a_target_and_covers_what_it_trai
         assert stage_hash(SEARCH, dataclasses.replace(searched, **change), "") != stage_hash(
             SEARCH, searched, ""), change
     assert "layer_sparsity" not in SEARCH.keys
+
+
+def test_a_cut_narrows_a_mobile_cnn_by_channel_group_as_prune_does():
+    """Depthwise convs and BatchNorms follow the filters before them: the searched widths
+    are the producing convs', and shrinking the cut model changes no output."""
+    import tfprune
+    from tfprune.search.candidates import Layers, cut
+
+    model = tfprune.models.mobilenet_tiny()
+    layers = Layers(model, "filter")
+    assert list(layers.units) == ["stem_conv", "block1_pw", "block2_pw", "block3_pw",
+                                  "block4_pw"]
+    widths = {"stem_conv": 12, "block1_pw": 40, "block2_pw": 64, "block3_pw": 64,
+              "block4_pw": 100}
+    narrowed = cut(model, widths, layers, "filter")
+    small = tfprune.shrink(tfprune.fuse(narrowed))
+    kept = {name: small.get_layer(name).filters for name in widths}
+    assert kept == widths  # block2/3 are coupled by a residual Add: one width for both
+    assert small.get_layer("block1_dw").get_weights()[0].shape[2] == 12
+    x = np.random.default_rng(0).random((4, 32, 32, 3), dtype="float32")
+    np.testing.assert_allclose(np.asarray(small(x)), np.asarray(narrowed(x)), atol=1e-5)

@@ -101,6 +101,13 @@ class _Member:
         return self.out
 
     @property
+    def passes_through(self):
+        """Its output channels are made from its input's one by one (a depthwise conv)."""
+        from tfprune.handlers import REGISTRY, Depthwise
+
+        return isinstance(REGISTRY.lookup(self.wrapper.layer), Depthwise)
+
+    @property
     def ranks(self):
         """The prunable weights that make this layer's output channels (scored)."""
         return [pw for pw in self.wrapper.prunable if pw.follows == "output"]
@@ -112,8 +119,9 @@ class FilterGroups:
     Groups come from `tfprune.graph.ChannelGroups` on the model with its wrappers seen
     through. Wrappers whose output channels share groups form a coupling (the branches of
     a residual `Add`, a conv with the depthwise conv and BatchNorms after it); a coupling's
-    groups are ranked together and pruned at one sparsity, the smallest its layers'
-    schedules ask for, so that no layer loses more than asked.
+    groups are ranked together and pruned at one sparsity, the smallest the schedules of
+    the layers that make its channels ask for (a depthwise conv that passes its input
+    channels through follows them), so that no such layer loses more than asked.
 
     Args:
         model: A model from `tfprune.prune` (Sequential or Functional).
@@ -191,7 +199,11 @@ class FilterGroups:
         """
         changed = False
         for coupling in self.couplings:
-            asked = [due[m.wrapper] for m in coupling if m.wrapper in due and m.ranks]
+            ranked = [m for m in coupling if m.wrapper in due and m.ranks]
+            # The layers that make the channels decide; one that passes its input channels
+            # through (a depthwise conv) follows them, whatever its own schedule says.
+            makers = [m for m in ranked if not m.passes_through] or ranked
+            asked = [due[m.wrapper] for m in makers]
             if asked:
                 self._decide(coupling, min(asked))
                 changed = True

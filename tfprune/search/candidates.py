@@ -55,14 +55,18 @@ class Layers:
 
     def __init__(self, model, granularity="filter", step=0.85):
         from tfprune import masks, pruning
-        from tfprune.handlers import REGISTRY
+        from tfprune.handlers import REGISTRY, Depthwise
 
         chosen = pruning.plan(model, granularity)
         self.units = {}
         for layer in model.layers:
-            if layer.name in chosen and masks.check_granularity(chosen[layer.name])[0] == (
-                    "filter"):
-                weight = REGISTRY.prunable_weights(layer)[0]
+            weights = REGISTRY.prunable_weights(layer)
+            # A layer that makes channels; not one whose channels follow another's (a
+            # depthwise conv, a BatchNorm: pruned with the filter before them).
+            if weights and not isinstance(REGISTRY.lookup(layer), Depthwise) and (
+                    layer.name in chosen
+                    and masks.check_granularity(chosen[layer.name])[0] == "filter"):
+                weight = weights[0]
                 axes = weight.out_axis if isinstance(weight.out_axis, tuple) else (
                     weight.out_axis,)
                 self.units[layer.name] = math.prod(int(weight.variable.shape[a]) for a in axes)
@@ -132,13 +136,19 @@ def cut(model, widths, layers, granularity, other_sparsity=0.0):
         A new Keras model.
     """
     import tfprune
+    from tfprune.groups import FilterGroups
 
     sparsity = layers.sparsities(widths)
     wrapped = tfprune.prune(model, tfprune.ConstantSparsity(other_sparsity, begin_step=0),
                             granularity=granularity)
-    for layer in wrapped.layers:
-        if isinstance(layer, tfprune.PruneLowMagnitude):
-            layer.update_masks(sparsity.get(layer.layer.name, other_sparsity))
+    due = {layer: sparsity.get(layer.layer.name, other_sparsity) for layer in wrapped.layers
+           if isinstance(layer, tfprune.PruneLowMagnitude)}
+    groups = FilterGroups.of(wrapped)  # as the prune stage does: a filter with its channel
+    if groups is not None:
+        groups.update(due)
+    for wrapper, value in due.items():
+        if groups is None or wrapper not in groups:
+            wrapper.update_masks(value)
     with warnings.catch_warnings():  # full-width layers keep all-ones masks on purpose
         warnings.simplefilter("ignore")
         return tfprune.strip(wrapped)
