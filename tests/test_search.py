@@ -292,3 +292,38 @@ def test_a_cut_narrows_a_mobile_cnn_by_channel_group_as_prune_does():
     assert small.get_layer("block1_dw").get_weights()[0].shape[2] == 12
     x = np.random.default_rng(0).random((4, 32, 32, 3), dtype="float32")
     np.testing.assert_allclose(np.asarray(small(x)), np.asarray(narrowed(x)), atol=1e-5)
+
+
+def test_the_tuner_cuts_by_channel_group_and_keeps_the_cuts_of_its_state():
+    """Fine-tuning along the path cuts a BatchNorm and a depthwise conv with the filters
+    they follow (else the channel stays a constant the final model does not have), and a
+    cut from a state keeps what that state had cut."""
+    import warnings
+
+    import keras
+
+    import tfprune
+    from tfprune.search.candidates import Layers
+    from tfprune.search.sensitivity import Tuner
+
+    model = tfprune.models.mobilenet_tiny()
+    layers = Layers(model, "filter")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 32, 32, 3), dtype="float32"), rng.integers(0, 10, 64)
+    tuner = Tuner(model, layers, (x, y), (x[:16], y[:16]), steps=1, batch_size=32,
+                  optimizer=lambda: keras.optimizers.Adam(1e-3),
+                  loss="sparse_categorical_crossentropy")
+    _, state = tuner.cut(tuner.start, {"stem_conv": 16})
+    _, state = tuner.cut(state, {"block2_pw": 64})
+
+    def widths(state):
+        tuner.wrapped.set_weights(state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            small = tfprune.shrink(tfprune.strip(tuner.wrapped))
+        return {name: small.get_layer(name).filters for name in layers.units}
+
+    assert widths(state) == {"stem_conv": 16, "block1_pw": 64, "block2_pw": 64,
+                             "block3_pw": 64, "block4_pw": 256}
+    bn = tuner.wrapped.get_layer("prune_low_magnitude_stem_bn")
+    assert int((np.asarray(bn.channel_mask) == 0).sum()) == 16

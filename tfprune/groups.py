@@ -191,6 +191,16 @@ class FilterGroups:
     def __contains__(self, wrapper):
         return wrapper in self._members
 
+    def sync(self):
+        """Reads which channel groups are pruned back from the wrappers' channel masks
+        (after their weights were set, e.g. to an earlier state)."""
+        self.pruned[:] = False
+        for member in self._members.values():
+            if member.wrapper.channel_mask is not None and len(member.out):
+                mask = np.asarray(member.wrapper.channel_mask).reshape(-1)
+                if mask.size == len(member.out):
+                    self.pruned[member.out[mask == 0]] = True
+
     def update(self, due):
         """Recomputes the masks of every coupling with a wrapper in `due`.
 

@@ -2,7 +2,8 @@
 
 A `Tuner` holds one copy of the baseline with its searched layers wrapped in pruning masks.
 Cutting a layer to a width masks its filters of least L2 norm (the prune stage's
-criterion); the model is then fine-tuned for a few steps (the rest of the network adapts,
+criterion), with everything that makes their channels (a BatchNorm, a depthwise conv, the
+other branch of a residual `Add`: `tfprune.groups`); the model is then fine-tuned for a few steps (the rest of the network adapts,
 as it will in the real training; the teacher distils if there is one) and its accuracy is
 measured on the validation split. One compiled copy serves every cut (weights reset,
 masks set, optimizer state zeroed), so Keras traces its training step once.
@@ -52,16 +53,19 @@ class Tuner:
                  loss, teacher=None, temperature=4.0, weight=0.5, from_logits=False, seed=0):
         import tfprune
         from tfprune.distill import Distiller
+        from tfprune.groups import FilterGroups
 
         self.layers, self.validation, self.steps, self.seed = layers, validation, steps, seed
         self.batch_size = batch_size
         self.x, self.y = train
         self.order = np.random.default_rng(seed).permutation(len(self.y))
+        # The layers that follow a searched one's channels (its BatchNorm, a depthwise conv)
+        # are wrapped too and cut with it, by channel group, as the prune stage cuts them.
         self.wrapped = tfprune.prune(model, tfprune.ConstantSparsity(0.0, begin_step=0),
-                                     granularity={layer: "filter" for layer in layers.units},
-                                     layers=list(layers.units))
+                                     granularity={layer: "filter" for layer in layers.units})
         self.wrappers = {w.layer.name: w for w in self.wrapped.layers
                          if isinstance(w, tfprune.PruneLowMagnitude)}
+        self.groups = FilterGroups.of(self.wrapped)
         self.start = self.wrapped.get_weights()
         self.trainer = self.wrapped if teacher is None else Distiller(
             self.wrapped, teacher, temperature=temperature, weight=weight,
@@ -79,8 +83,14 @@ class Tuner:
             depth: Integer, which slice of the training data fine-tunes.
         """
         self.wrapped.set_weights(state)
-        for layer, width in cuts.items():  # masks fixed from here: no UpdatePruningStep
-            self.wrappers[layer].update_masks(self.layers.sparsities({layer: width})[layer])
+        due = {self.wrappers[layer]: self.layers.sparsities({layer: width})[layer]
+               for layer, width in cuts.items()}  # masks fixed from here: no UpdatePruningStep
+        if self.groups is not None:
+            self.groups.sync()  # the channels `state` had already cut stay cut
+            self.groups.update(due)
+        for wrapper, sparsity in due.items():
+            if self.groups is None or wrapper not in self.groups:
+                wrapper.update_masks(sparsity)
         if self.steps:
             for variable, value in zip(self.trainer.optimizer.variables, self._fresh,
                                        strict=True):
