@@ -78,3 +78,12 @@ if __name__ == "__main__":
     model = trained_lenet5()
     print("test accuracy", model.evaluate(mnist("test"), verbose=0)[1], file=sys.stderr)
     os.makedirs(OUT, exist_ok=True)
+
+
+def print_table(head, rows):
+    """Prints `head` and `rows` (lists of strings) as an aligned Markdown table."""
+    widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")

@@ -84,16 +84,12 @@ def main():
                          "same" if same else "DIFFERENT"))
     head = ("seed", "distilled", "units kept", "smaller", "baseline test acc",
             "compressed test acc", "drop (pp)", "retrained val acc", "seconds", "baseline")
-    widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
     print()
     print(f"LeNet-5 on MNIST, {args.flagfile} with --layer_sparsity={args.layer_sparsity}; "
           f"distillation: T={args.temperature:g}, weight {args.weight:g} (prune and retrain "
           f"stages); test accuracy of the .tflite files on 10,000 images; machine: "
           f"{common.machine()}")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    common.print_table(head, rows)
     (OUT / "table.json").write_text(json.dumps({"head": head, "rows": rows}, indent=1))
     print("\ncommand: python benchmarks/distill.py " + " ".join(sys.argv[1:]))
 

@@ -835,18 +835,15 @@ def main():
                                    rng.uniform(3, 0.95 * seconds))
             results["randomkill"].append(row)
             print(_row_line(row), flush=True)
-    if "kill" in kinds:
-        results["kill"] = []
-        for i, fault in enumerate(KILL_POINTS):
-            row = fault_then_resume(root / f"kill{i}", fault, reference)
-            results["kill"].append(row)
+    for kind, points in (("kill", KILL_POINTS), ("fsize", FSIZE_POINTS)):
+        if kind not in kinds:
+            continue
+        results[kind] = []
+        for i, fault in enumerate(points):
+            row = fault_then_resume(root / f"{kind}{i}", fault, reference)
+            results[kind].append(row)
             print(_row_line(row), flush=True)
     if "fsize" in kinds:
-        results["fsize"] = []
-        for i, fault in enumerate(FSIZE_POINTS):
-            row = fault_then_resume(root / f"fsize{i}", fault, reference)
-            results["fsize"].append(row)
-            print(_row_line(row), flush=True)
         # A finished run whose export reruns (another mode) under the limit: its old files
         # must stay as they were.
         folder = root / "fsize_rerun"

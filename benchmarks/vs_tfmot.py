@@ -226,7 +226,6 @@ def main():
                      timing.delegate_used))
     head = ("model", ".tflite bytes", "smaller", "gzip bytes", ".tflite test acc",
             "median µs", "speedup", "ran")
-    widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
     print()
     print(f"LeNet-5 (Caffe, {baseline.count_params():,} params) on MNIST, from {baseline_path}")
     print(f"tfmot: {args.tfmot_epochs or epochs} epochs of prune_low_magnitude, "
@@ -239,10 +238,7 @@ def main():
     print(f"latency: LiteRT, XNNPACK, 1 thread, batch 1, {args.runs} interleaved rounds "
           f"(medians; speedup = median per-round baseline time / this one's); "
           f"machine: {common.machine()}")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    common.print_table(head, rows)
     print("\ncommand: python benchmarks/vs_tfmot.py " + " ".join(sys.argv[1:]))
 
 
