@@ -3,10 +3,11 @@
 A `Tuner` holds one copy of the baseline with its searched layers wrapped in pruning masks.
 Cutting a layer to a width masks its filters of least L2 norm (the prune stage's
 criterion), with everything that makes their channels (a BatchNorm, a depthwise conv, the
-other branch of a residual `Add`: `tfprune.groups`); the model is then fine-tuned for a few steps (the rest of the network adapts,
-as it will in the real training; the teacher distils if there is one) and its accuracy is
-measured on the validation split. One compiled copy serves every cut (weights reset,
-masks set, optimizer state zeroed), so Keras traces its training step once.
+other branch of a residual `Add`: `tfprune.groups`); the model is then fine-tuned for a few
+steps (the rest of the network adapts, as it will in the real training; the teacher distils
+if there is one) and its accuracy is measured on the validation split. One compiled copy
+serves every cut (weights reset, masks set, optimizer state zeroed), so Keras traces its
+training step once.
 
 - `measure`, the sensitivity analysis: each layer alone cut to a few widths, from the
   baseline. `Sensitivity` turns these points into a predicted accuracy loss for any
