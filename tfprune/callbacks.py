@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from tfprune.errors import TfpruneError
-from tfprune.groups import FilterGroups
+from tfprune.groups import FilterGroups, update_masks
 from tfprune.wrapper import PruneLowMagnitude
 
 
@@ -110,11 +110,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             return
         for wrapper in due:
             wrapper.sync_step()
-        if self.groups is not None:
-            self.groups.update(due)
-        for wrapper, sparsity in due.items():
-            if self.groups is None or wrapper not in self.groups:
-                wrapper.update_masks(sparsity)
+        update_masks(self.groups, due)
 
     @staticmethod
     def _due(schedule, steps):

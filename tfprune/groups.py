@@ -244,6 +244,21 @@ class FilterGroups:
         wrapper.set_masks(new, (~self.pruned[member.out]).astype(np.float32))
 
 
+def update_masks(groups, due):
+    """Sets the masks each wrapper in `due` asks for: by coupled channel group for the
+    wrappers `groups` holds (a `FilterGroups`, or `None`), each alone for the others.
+
+    Args:
+        groups: The model's `FilterGroups`, or `None`.
+        due: Dict of wrapper -> the sparsity to prune it to now.
+    """
+    if groups is not None:
+        groups.update(due)
+    for wrapper, sparsity in due.items():
+        if groups is None or wrapper not in groups:
+            wrapper.update_masks(sparsity)
+
+
 def _pinned(graph, groups, members):
     """Boolean per group: True where its channels must stay (see the module doc)."""
     pinned = np.zeros(groups.num_slots, bool)

@@ -136,19 +136,14 @@ def cut(model, widths, layers, granularity, other_sparsity=0.0):
         A new Keras model.
     """
     import tfprune
-    from tfprune.groups import FilterGroups
+    from tfprune.groups import FilterGroups, update_masks
 
     sparsity = layers.sparsities(widths)
     wrapped = tfprune.prune(model, tfprune.ConstantSparsity(other_sparsity, begin_step=0),
                             granularity=granularity)
     due = {layer: sparsity.get(layer.layer.name, other_sparsity) for layer in wrapped.layers
            if isinstance(layer, tfprune.PruneLowMagnitude)}
-    groups = FilterGroups.of(wrapped)  # as the prune stage does: a filter with its channel
-    if groups is not None:
-        groups.update(due)
-    for wrapper, value in due.items():
-        if groups is None or wrapper not in groups:
-            wrapper.update_masks(value)
+    update_masks(FilterGroups.of(wrapped), due)  # as the prune stage: by channel group
     with warnings.catch_warnings():  # full-width layers keep all-ones masks on purpose
         warnings.simplefilter("ignore")
         return tfprune.strip(wrapped)

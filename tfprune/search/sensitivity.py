@@ -83,15 +83,14 @@ class Tuner:
             cuts: Dict of layer name -> width to cut it to (within the filters kept).
             depth: Integer, which slice of the training data fine-tunes.
         """
+        from tfprune.groups import update_masks
+
         self.wrapped.set_weights(state)
         due = {self.wrappers[layer]: self.layers.sparsities({layer: width})[layer]
                for layer, width in cuts.items()}  # masks fixed from here: no UpdatePruningStep
         if self.groups is not None:
             self.groups.sync()  # the channels `state` had already cut stay cut
-            self.groups.update(due)
-        for wrapper, sparsity in due.items():
-            if self.groups is None or wrapper not in self.groups:
-                wrapper.update_masks(sparsity)
+        update_masks(self.groups, due)
         if self.steps:
             for variable, value in zip(self.trainer.optimizer.variables, self._fresh,
                                        strict=True):
