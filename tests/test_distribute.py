@@ -63,7 +63,7 @@ def test_a_worker_runs_the_training_stages_into_its_scratch_folder(tmp_path):
                             distribute="multi_worker")
     worker = distribute.role("multi_worker", tf_config("worker", 1))
     mine, stages = distributed.share(config, STAGES, worker)
-    assert [stage.name for stage in stages] == ["baseline", "prune", "merge", "retrain"]
+    assert [stage.name for stage in stages] == ["baseline", "prune", "retrain"]  # fold after
     assert mine.export_dir == str(tmp_path / "run" / "workertemp_1")
     assert mine.tensorboard_dir is None
     chief = distribute.role("multi_worker", tf_config("worker", 0))

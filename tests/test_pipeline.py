@@ -178,12 +178,18 @@ def test_parse_granularity_rejects(spec):
 
 @pytest.mark.parametrize("field, value", [
     ("merge", "sideways"), ("quantize", ("int4",)), ("final_sparsity", 1.0),
-    ("prune_epochs", -1), ("end_step", 0), ("end_step", 50), ("optimizer", "lion"),
+    ("prune_epochs", -1), ("end_step", 0), ("frequency", 0), ("optimizer", "lion"),
     ("stop_after", "nap"), ("dataset", "cifar10"), ("representative_size", 0),
     ("prune_learning_rate", 0.0), ("prune_epochs", 1.5), ("verbose", 3), ("power", "x")])
 def test_config_rejects(field, value):
     with pytest.raises(pipeline.TfpruneError, match=field):
         PipelineConfig(**{field: value}).validate()
+
+
+def test_config_rejects_an_end_step_before_the_first_mask_update():
+    with pytest.raises(pipeline.TfpruneError, match="end_step"):
+        PipelineConfig(end_step=50, frequency=100).validate()
+    PipelineConfig(end_step=50).validate()  # the automatic frequency fits the end
 
 
 def test_config_defaults_are_valid_and_name_the_folder_after_the_model():

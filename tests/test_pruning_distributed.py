@@ -206,8 +206,7 @@ def test_multi_worker_on_two_processes(mnist_dir, tmp_path):
     assert list(records) == [stage.name for stage in pipeline.STAGES if stage.applies(config)]
     scratch = folder / "workertemp_1"
     assert sorted(p.name for p in scratch.iterdir()) == [
-        ".tfprune.lock", "baseline.keras", "merged.keras", "pruned.keras", "retrained.keras",
-        "stages.json"]
+        ".tfprune.lock", "baseline.keras", "pruned.keras", "retrained.keras", "stages.json"]
     assert not (folder / "backup").exists() and not (scratch / "backup").exists()
     show("multi-worker", chief, alone)
 

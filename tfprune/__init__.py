@@ -33,6 +33,7 @@ _NAMES = {
     "PrunableWeight": "tfprune.wrapper",
     "PruneLowMagnitude": "tfprune.wrapper",
     "register_prunable": "tfprune.wrapper",
+    "AdaptiveBatchNorm": "tfprune.callbacks",
     "PruningSummaries": "tfprune.callbacks",
     "UpdatePruningStep": "tfprune.callbacks",
     "prune": "tfprune.pruning",
@@ -44,8 +45,8 @@ _NAMES = {
     "register_layer": "tfprune.handlers",
 }
 # Submodules reachable as attributes after `import tfprune`.
-_SUBMODULES = ("atomic", "backup", "bench", "callbacks", "cli", "csource", "data", "distill",
-               "distribute", "errors", "export", "faults", "fusion", "graph", "groups",
+_SUBMODULES = ("atomic", "backup", "batchnorm", "bench", "callbacks", "cli", "csource", "data",
+               "distill", "distribute", "errors", "export", "faults", "fusion", "graph", "groups",
                "handlers", "interpreter", "masks", "models", "options", "pipeline", "pruning",
                "report", "schedules", "search", "shrinking", "tflm", "tools", "verdict",
                "wrapper")

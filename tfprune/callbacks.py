@@ -1,8 +1,10 @@
-"""Training callbacks: `UpdatePruningStep` moves the masks, `PruningSummaries` logs sparsity."""
+"""Training callbacks: `UpdatePruningStep` moves the masks, `AdaptiveBatchNorm` keeps the
+BatchNorm statistics true to them, `PruningSummaries` logs sparsity."""
 
 import keras
 import numpy as np
 
+from tfprune import batchnorm
 from tfprune.errors import TfpruneError
 from tfprune.groups import FilterGroups, update_masks
 from tfprune.wrapper import PruneLowMagnitude
@@ -131,6 +133,64 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self.on_epoch_end(None)
         for wrapper in self.wrappers:
             wrapper.attach_step_source(None)
+
+
+class AdaptiveBatchNorm(keras.callbacks.Callback):
+    """Recomputes the BatchNorm statistics wherever they are read: before each evaluation
+    inside `fit` (the validation split) and when training ends.
+
+    Pruning moves a BatchNorm's inputs faster than its moving averages follow them: a
+    model cut during a short `fit` is evaluated, and saved, with the statistics of the
+    model it was before (`tfprune.batchnorm`). This callback recomputes them on a fixed,
+    seeded sample of the training images (`tfprune.batchnorm.recalibrate`). Training
+    itself normalises with each batch's own statistics, so it needs no recalibration
+    after a mask update: nothing it reads changes.
+
+    Args:
+        x: NumPy array of training images.
+        images: Integer, how many of them (a seeded sample), defaults to `1024`.
+        batch_size: Integer, defaults to `128`.
+        seed: Integer, seeds the sample, defaults to `0`.
+
+    Raises:
+        TfpruneError: `images` or `batch_size` below 1.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="hidden"),
+    ...                           keras.layers.BatchNormalization(momentum=0.999),
+    ...                           keras.layers.Dense(2, name="out")])
+    >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, begin_step=0, frequency=1))
+    >>> pruned.compile("adam", "mse")
+    >>> x, y = np.random.rand(64, 8) + 5.0, np.random.rand(64, 2)
+    >>> _ = pruned.fit(x, y, epochs=1, verbose=0, callbacks=[
+    ...     tfprune.UpdatePruningStep(), tfprune.AdaptiveBatchNorm(x, images=64)])
+    >>> bn = pruned.layers[1]
+    >>> hidden = tfprune.strip(pruned).get_layer("hidden")(x)
+    >>> bool(np.allclose(bn.moving_mean, np.mean(hidden, axis=0), atol=1e-4))
+    True
+    """
+
+    def __init__(self, x, images=1024, batch_size=128, seed=0):
+        super().__init__()
+        for name, value in (("images", images), ("batch_size", batch_size)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise TfpruneError(f"`{name}` must be an integer >= 1. Received: "
+                                   f"{name}={value!r}")
+        self.x = batchnorm.sample(x, int(images), seed)
+        self.batch_size = int(batch_size)
+        self.recalibrated = 0
+
+    def recalibrate(self):
+        """Recomputes the statistics of the model being trained now."""
+        if batchnorm.recalibrate(self.model, self.x, self.batch_size):
+            self.recalibrated += 1
+
+    def on_test_begin(self, logs=None):
+        self.recalibrate()
+
+    def on_train_end(self, logs=None):
+        self.recalibrate()
 
 
 class PruningSummaries(keras.callbacks.Callback):

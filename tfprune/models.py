@@ -1,4 +1,5 @@
-"""The model zoo: the two LeNet-5 variants, and a small MobileNet-style CNN.
+"""The model zoo: the two LeNet-5 variants, a small MobileNet-style CNN and
+keras.applications' MobileNetV2.
 
 `get(name)` builds one by the name the command line's `--model` takes.
 """
@@ -154,7 +155,59 @@ def mobilenet_tiny(input_shape=(32, 32, 3), num_classes=10, width=1.0, dropout=0
     return keras.Model(inputs, outputs, name=name)
 
 
-MODELS = {"lenet5": lenet5, "lenet5_classic": lenet5_classic, "mobilenet_tiny": mobilenet_tiny}
+def mobilenet_v2(input_shape=(32, 32, 3), num_classes=10, alpha=0.35, momentum=0.9,
+                 name="mobilenet_v2"):
+    """keras.applications' MobileNetV2, from scratch, with its own input scaling.
+
+    The model users have, as Keras ships it (inverted residual blocks, depthwise convs,
+    ReLU6, residual adds), with random weights: nothing is downloaded. A `Rescaling` layer
+    maps pixel values 0-255 to MobileNetV2's [-1, 1] inside the model. Its BatchNorms get
+    `momentum` instead of keras.applications' 0.999, whose moving statistics take
+    thousands of steps to follow the weights: a short run from scratch with 0.999
+    validates at chance level.
+
+    Args:
+        input_shape: Tuple, height, width (32 and up) and channels, defaults to
+            `(32, 32, 3)`.
+        num_classes: Integer, defaults to `10`.
+        alpha: Float, the width multiplier (0.35, 0.5, 0.75, 1.0, 1.3 or 1.4), defaults to
+            `0.35`.
+        momentum: Float, every BatchNorm's momentum, defaults to `0.9`.
+        name: String, defaults to `"mobilenet_v2"`.
+
+    Returns:
+        An uncompiled Functional `keras.Model` whose output is a softmax.
+
+    Raises:
+        TfpruneError: an input smaller than 32x32, or an `alpha` MobileNetV2 lacks.
+
+    Example:
+
+    >>> import tfprune
+    >>> model = tfprune.models.mobilenet_v2()
+    >>> model.count_params(), model.output_shape, model.layers[1].name
+    (423018, (None, 10), 'rescale')
+    >>> {layer.momentum for layer in model.layers if "BatchNorm" in type(layer).__name__}
+    {0.9}
+    """
+    if len(input_shape) != 3 or min(input_shape[:2]) < 32 or alpha not in _MOBILENET_V2_ALPHAS:
+        raise TfpruneError(f"mobilenet_v2 needs an input of at least 32x32 with channels and "
+                           f"an alpha of {_MOBILENET_V2_ALPHAS}. Received: "
+                           f"input_shape={input_shape}, alpha={alpha}")
+    inputs = keras.Input(input_shape, name="image")
+    scaled = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
+    base = keras.applications.MobileNetV2(input_tensor=scaled, alpha=alpha, weights=None,
+                                          classes=num_classes, include_top=True)
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = momentum
+    return keras.Model(inputs, base.output, name=name)
+
+
+_MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+MODELS = {"lenet5": lenet5, "lenet5_classic": lenet5_classic, "mobilenet_tiny": mobilenet_tiny,
+          "mobilenet_v2": mobilenet_v2}
 
 
 def get(name, **kwargs):
@@ -162,7 +215,7 @@ def get(name, **kwargs):
 
     Args:
         name: String, a key of `MODELS` (`"lenet5"`, `"lenet5_classic"`,
-            `"mobilenet_tiny"`).
+            `"mobilenet_tiny"`, `"mobilenet_v2"`).
         **kwargs: Passed to the model's function (`input_shape`, `num_classes`, `name`).
 
     Returns:

@@ -64,7 +64,8 @@ def build(config, stages, results, records, data=None):
         rows.append({"stage": stage.name, "model": stage.model_file,
                      "params": result.get("params"), "nonzeros": result.get("nonzeros"),
                      "macs": result.get("macs"), "val_accuracy": result.get("val_accuracy"),
-                     "seconds": (records.get(stage.name) or {}).get("seconds")})
+                     "seconds": (records.get(stage.name) or {}).get("seconds"),
+                     "figure": (records.get(stage.name) or {}).get("figure")})
     files = {}
     for stage in stages:
         for name, facts in ((results.get(stage.name) or {}).get("files") or {}).items():
@@ -318,12 +319,13 @@ def markdown(report):
               "Each stage's Keras model on the validation split (held out of the training "
               "images); the test set measures only the `.tflite` files above.", "",
               "| stage | model | params | non-zeros | MACs | Keras validation accuracy | "
-              "time (s) |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+              "time (s) | what it did |",
+              "|---|---|---:|---:|---:|---:|---:|---|"]
     for st in report["stages"]:
         lines.append(f"| {st['stage']} | `{st['model']}` | {_num(st['params'])} | "
                      f"{_num(st['nonzeros'])} | {_num(st['macs'])} | "
-                     f"{_num(st['val_accuracy'], pct)} | {_num(st['seconds'], '{:.1f}')} |")
+                     f"{_num(st['val_accuracy'], pct)} | {_num(st['seconds'], '{:.1f}')} | "
+                     f"{st.get('figure') or '—'} |")
     stages = [st["stage"] for st in report["stages"]]
     lines += ["", "## Layers", "",
               "Units and weights of each layer with a kernel, in the first model and kept in "

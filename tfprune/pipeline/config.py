@@ -108,7 +108,8 @@ class PipelineConfig:
     """
 
     # Model and data.
-    model: str = setting("lenet5", "A zoo model (lenet5, lenet5_classic) or a .keras file.")
+    model: str = setting("lenet5", "A zoo model (lenet5, lenet5_classic, mobilenet_tiny, "
+                                   "mobilenet_v2) or a .keras file.")
     unsafe_load: bool = setting(False, "Load the .keras file with safe_mode=False (runs Lambda "
                                        "code: trusted files only).")
     dataset: str = setting("mnist", "The dataset: mnist, tfds:NAME[/CONFIG] (TensorFlow "
@@ -141,9 +142,13 @@ class PipelineConfig:
     baseline_epochs: int | None = setting(
         None, "Epochs to train the baseline (default: 8 for a zoo model, 0 for a file).",
         range=_AT_LEAST_0)
-    prune_epochs: int = setting(4, "Epochs of pruning.", range=_AT_LEAST_0)
-    retrain_epochs: int = setting(2, "Epochs of retraining after merging (masks held).",
-                                  range=_AT_LEAST_0)
+    prune_epochs: int | None = setting(
+        None, "Epochs of pruning (default: sized to the cut, about 1,000 x sparsity steps, "
+              "1 to 10 epochs).", range=_AT_LEAST_0)
+    retrain_epochs: int | None = setting(
+        None, "Epochs of retraining, masks held (default: until the validation accuracy "
+              "stops improving for 2 epochs, at most twice the prune epochs, the best epoch "
+              "kept).", range=_AT_LEAST_0)
     baseline_batch_size: int = setting(128, "Batch size of the baseline stage.",
                                        range=_AT_LEAST_1)
     prune_batch_size: int = setting(128, "Batch size of the prune stage.", range=_AT_LEAST_1)
@@ -167,7 +172,13 @@ class PipelineConfig:
     end_step: int = setting(-1, "Step the polynomial schedule ends; -1: 3/4 of the pruning "
                                 "steps, on a mask update.", range=Range(-1))
     power: float = setting(3.0, "Polynomial schedule's exponent.")
-    frequency: int = setting(100, "Steps between mask updates.", range=_AT_LEAST_1)
+    frequency: int | None = setting(
+        None, "Steps between mask updates (default: sized to the stage, about 32 updates "
+              "before end_step, each a small share).", range=_AT_LEAST_1)
+    batchnorm_images: int = setting(
+        1024, "Training images the BatchNorm statistics are recomputed on (adaptive "
+              "BatchNorm) before every evaluation of a trained or pruned model; 0: off.",
+        range=_AT_LEAST_0)
     granularity: str = setting(
         "filter", "weight | block | n:m | filter, or per layer class/name: "
                   "'Conv2D:filter,Dense:filter,ip2:none' (none: not pruned; filter never "
@@ -186,6 +197,10 @@ class PipelineConfig:
     pool_activation: str = setting(
         "relu", "The activation a merged max pool leaves on a linear conv (max pooling was "
                 "its only nonlinearity).", choices=options.POOL_ACTIVATIONS)
+    fold_after_retrain: bool = setting(
+        True, "With --merge=exact: merge after the retrain stage, so BatchNorm stays "
+              "through retraining (exact merges need no retraining); approximate merges "
+              "always come before it.")
     shrink_threshold: float = setting(0.0, "Remove filters whose largest magnitude is at most "
                                            "this.", range=Range(0.0))
     quantize: tuple = setting(("int8",), "Export modes for the compressed model; the first "
@@ -319,7 +334,7 @@ class PipelineConfig:
                     "Expected initial_sparsity <= final_sparsity. Received: "
                     f"initial_sparsity={self.initial_sparsity}, "
                     f"final_sparsity={self.final_sparsity}")
-            if self.end_step != -1 and self.end_step < self.begin_step + self.frequency:
+            if self.end_step != -1 and self.end_step < self.begin_step + (self.frequency or 1):
                 raise TfpruneError(
                     "Expected end_step >= begin_step + frequency (the schedule must reach a "
                     "mask update after it begins), or -1 for automatic. Received: "

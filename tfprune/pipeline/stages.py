@@ -25,7 +25,7 @@ import tfprune
 from tfprune import atomic
 from tfprune.data import fingerprint
 from tfprune.errors import TfpruneError
-from tfprune.pipeline import micro, training
+from tfprune.pipeline import budget, micro, training
 from tfprune.pipeline.config import (
     distills,
     parse_granularity,
@@ -79,6 +79,7 @@ def _baseline(context):
         training.compile_model(model, config, config.baseline_learning_rate,
                                training.steps(context.train, config.baseline_batch_size, epochs))
         resumed = training.fit(model, context.train, epochs, config.baseline_batch_size, config,
+                               callbacks=_adaptive_batchnorm(context, config.baseline_batch_size),
                                backup=context.backup_dir)
     outputs = [context.save(BASELINE.model, model)]
     result = _describe(context, model)
@@ -92,7 +93,7 @@ BASELINE = Stage(
     trains=True,
     keys=("model", "dataset", "train_split", "rescale", "train_limit", "validation_split",
           "baseline_epochs", "baseline_batch_size", "optimizer", "lr_schedule",
-          "baseline_learning_rate", "seed"))
+          "baseline_learning_rate", "batchnorm_images", "seed"))
 
 # ----------------------------------------------------------------------------- prune
 
@@ -109,53 +110,62 @@ def _check_prune(context):
         atomic.check_writable(config.tensorboard_dir)
 
 
-def _end_step(config, steps):
-    """The schedule's end: as asked, or 3/4 of the steps, on a mask update (so it is hit)."""
-    if config.end_step != -1:
-        return config.end_step
-    updates = max(1, round((0.75 * steps - config.begin_step) / config.frequency))
-    return config.begin_step + updates * config.frequency
-
-
 def _prune(context):
     config = context.config
     model = context.model(BASELINE.model)
-    steps = training.steps(context.train, config.prune_batch_size, config.prune_epochs)
-    end_step = _end_step(config, steps)
+    overrides = _layer_sparsities(context)
+    epochs = budget.prune_epochs(config, len(context.train[1]),
+                                 max([config.final_sparsity, *overrides.values()]))
+    steps = training.steps(context.train, config.prune_batch_size, epochs)
+    frequency = budget.frequency(config, steps)
+    end_step = budget.end_step(config, steps, frequency)
 
     def schedule(final):
         if config.schedule == "constant":
             return tfprune.ConstantSparsity(final, begin_step=config.begin_step,
-                                            frequency=config.frequency)
+                                            frequency=frequency)
         return tfprune.PolynomialDecay(
             initial_sparsity=min(config.initial_sparsity, final), final_sparsity=final,
             begin_step=config.begin_step, end_step=end_step, power=config.power,
-            frequency=config.frequency)
+            frequency=frequency)
 
     granularity = parse_granularity(config.granularity)
     wrapped = tfprune.prune(model, schedule(config.final_sparsity), granularity=granularity)
-    overrides = _layer_sparsities(context)
     for layer in wrapped.layers:  # per-layer targets: the wrapper reads its own schedule
         if isinstance(layer, tfprune.PruneLowMagnitude) and layer.layer.name in overrides:
             layer.schedule = schedule(overrides[layer.layer.name])
     learner = training.learner(wrapped, model, config)  # the baseline teaches, if distilling
     training.compile_model(learner, config, config.prune_learning_rate, steps)
-    callbacks = [tfprune.UpdatePruningStep()]
+    callbacks = [tfprune.UpdatePruningStep(),
+                 *_adaptive_batchnorm(context, config.prune_batch_size)]
     if config.tensorboard_dir:
         callbacks.append(tfprune.PruningSummaries(config.tensorboard_dir))
     resumed = 0
-    if config.prune_epochs:
-        resumed = training.fit(learner, context.train, config.prune_epochs,
-                               config.prune_batch_size, config, callbacks=callbacks,
-                               backup=context.backup_dir)
+    if epochs:
+        resumed = training.fit(learner, context.train, epochs, config.prune_batch_size,
+                               config, callbacks=callbacks, backup=context.backup_dir)
     pruned = tfprune.strip(wrapped)
     outputs = [context.save(PRUNE.model, pruned)]
     result = _describe(context, pruned)
-    result.update(end_step=end_step, steps=steps, granularity=granularity,
-                  resumed_from_epoch=resumed, layer_sparsity=overrides,
-                  distilled=learner is not wrapped)
+    result.update(epochs=epochs, end_step=end_step, steps=steps, frequency=frequency,
+                  updates=sum(bool(schedule(config.final_sparsity)(step)[0])
+                              for step in range(steps)),
+                  granularity=granularity, resumed_from_epoch=resumed,
+                  layer_sparsity=overrides, distilled=learner is not wrapped)
     return outputs, result, (f"{_accuracy_text(result)}, "
-                             f"{result['nonzeros']:,}/{result['params']:,} non-zero")
+                             f"{result['nonzeros']:,}/{result['params']:,} non-zero; "
+                             f"{epochs} epochs, a mask update every {frequency} steps to "
+                             f"step {end_step}")
+
+
+def _adaptive_batchnorm(context, batch_size):
+    """The callback that recomputes BatchNorm statistics before evaluations and at the end
+    of training (`--batchnorm_images`), as a list: empty when off."""
+    images = context.config.batchnorm_images
+    if not images:
+        return []
+    return [tfprune.AdaptiveBatchNorm(context.train[0], images=images, batch_size=batch_size,
+                                      seed=context.config.seed)]
 
 
 PRUNE = Stage(
@@ -163,7 +173,8 @@ PRUNE = Stage(
     trains=True,
     keys=("prune_epochs", "prune_batch_size", "prune_learning_rate", "schedule",
           "initial_sparsity", "final_sparsity", "begin_step", "end_step", "power", "frequency",
-          "granularity", "layer_sparsity", "distill", "distill_temperature", "distill_weight"))
+          "granularity", "layer_sparsity", "distill", "distill_temperature", "distill_weight",
+          "batchnorm_images"))
 
 
 def _layer_sparsities(context):
@@ -177,14 +188,25 @@ def _layer_sparsities(context):
 
 
 def _merge(context):
+    return _merged(context, MERGE, PRUNE)
+
+
+def _merged(context, stage, source):
+    """The merge (or fold) stage: `source`'s model merged as the run says."""
     config = context.config
-    model = context.model(PRUNE.model)
+    model = context.model(source.model)
     merged = training.clone(model) if config.merge == "none" else _fuse(model, config)
-    outputs = [context.save(MERGE.model, merged)]
+    outputs = [context.save(stage.model, merged)]
     result = _describe(context, merged)
     result["layer_count"] = len(merged.layers)
     return outputs, result, (f"{len(model.layers)} -> {len(merged.layers)} layers, "
                              f"{_accuracy_text(result)}")
+
+
+def folds_after_retrain(config):
+    """Whether the run merges after retraining (`fold` stage) rather than before (`merge`):
+    exact merges only, as `--fold_after_retrain` asks; approximate ones need retraining."""
+    return config.merge == "exact" and config.fold_after_retrain
 
 
 def _fuse(model, config):
@@ -196,40 +218,91 @@ def _fuse(model, config):
 
 
 MERGE = Stage("merge", _merge, model="merged", reads=(PRUNE.model_file,),
-              keys=("merge", "pool_kernel", "pool_activation"))
+              enabled=lambda config: not folds_after_retrain(config),
+              keys=("merge", "pool_kernel", "pool_activation", "fold_after_retrain"))
+
+
+def _before_retrain(config):
+    """The stage whose model the retrain stage trains: merge, or prune when merging waits."""
+    return PRUNE if folds_after_retrain(config) else MERGE
 
 # ----------------------------------------------------------------------------- retrain
 
 
 def _retrain(context):
     config = context.config
-    model, resumed = training.clone(context.model(MERGE.model)), 0
-    if config.retrain_epochs:
+    model, resumed = training.clone(context.model(_before_retrain(config).model)), 0
+    pruned = context.results.get(PRUNE.name) or {}
+    epochs, early = budget.retrain_epochs(
+        config, pruned.get("epochs", budget.prune_epochs(config, len(context.train[1]),
+                                                          config.final_sparsity)))
+    early = early and len(context.validation[1]) > 0
+    best = None
+    if epochs:
+        callbacks = _adaptive_batchnorm(context, config.retrain_batch_size)
+        if early:
+            best = budget.best_epoch_callback(context.validation, _recalibrated_accuracy(context))
+            callbacks = [best]
         with training.hold_zeros(model):
             learner = training.learner(model, context.model(BASELINE.model), config)
             training.compile_model(learner, config, config.retrain_learning_rate,
                                    training.steps(context.train, config.retrain_batch_size,
-                                                  config.retrain_epochs))
-            resumed = training.fit(learner, context.train, config.retrain_epochs,
-                                   config.retrain_batch_size, config,
-                                   backup=context.backup_dir)
+                                                  epochs))
+            resumed = training.fit(learner, context.train, epochs, config.retrain_batch_size,
+                                   config, callbacks=callbacks, backup=context.backup_dir)
     outputs = [context.save(RETRAIN.model, model)]
     result = _describe(context, model)
-    result["resumed_from_epoch"] = resumed
+    result.update(resumed_from_epoch=resumed, epochs=epochs, early_stopping=bool(best))
+    ran = f"{epochs} epochs"
+    if best is not None:
+        result.update(epochs_run=best.epochs_run, best_epoch=best.best_epoch)
+        ran = f"best of {best.epochs_run} epochs: {best.best_epoch} (at most {epochs})"
     return outputs, result, (f"{_accuracy_text(result)}, "
-                             f"{result['nonzeros']:,} non-zero")
+                             f"{result['nonzeros']:,} non-zero; {ran}")
 
 
-RETRAIN = Stage("retrain", _retrain, model="retrained", reads=(MERGE.model_file,), trains=True,
+def _recalibrated_accuracy(context):
+    """`measure(model, validation)`: accuracy after recomputing BatchNorm statistics."""
+    from tfprune import batchnorm
+
+    config = context.config
+    images = batchnorm.sample(context.train[0], config.batchnorm_images, config.seed)
+
+    def measure(model, validation):
+        if config.batchnorm_images:
+            batchnorm.recalibrate(model, images, config.retrain_batch_size)
+        return training.accuracy(model, validation)
+
+    return measure
+
+
+RETRAIN = Stage("retrain", _retrain, model="retrained", trains=True,
+                reads=lambda config: (_before_retrain(config).model_file,),
                 keys=("retrain_epochs", "retrain_batch_size", "retrain_learning_rate", "distill",
-                      "distill_temperature", "distill_weight"),
+                      "distill_temperature", "distill_weight", "batchnorm_images"),
                 judged=True)
+
+# ----------------------------------------------------------------------------- fold
+
+
+def _fold(context):
+    return _merged(context, FOLD, RETRAIN)
+
+
+# Exact merges after retraining (the default with --merge=exact): BatchNorm stays through
+# retraining, then folds with the statistics the retrained weights have.
+FOLD = Stage("fold", _fold, model="folded", reads=(RETRAIN.model_file,),
+             enabled=folds_after_retrain, keys=MERGE.keys, judged=True)
+
+
+def _before_shrink(config):
+    return FOLD if folds_after_retrain(config) else RETRAIN
 
 # ----------------------------------------------------------------------------- shrink
 
 
 def _shrink(context):
-    model = context.model(RETRAIN.model)
+    model = context.model(_before_shrink(context.config).model)
     shrunk = tfprune.shrink(model, threshold=context.config.shrink_threshold)
     outputs = [context.save(SHRINK.model, shrunk)]
     result = _describe(context, shrunk)
@@ -237,7 +310,8 @@ def _shrink(context):
                              f"{_accuracy_text(result)}")
 
 
-SHRINK = Stage("shrink", _shrink, model="compressed", reads=(RETRAIN.model_file,),
+SHRINK = Stage("shrink", _shrink, model="compressed",
+               reads=lambda config: (_before_shrink(config).model_file,),
                keys=("shrink_threshold",), judged=True)
 
 # ----------------------------------------------------------------------------- export
@@ -400,6 +474,8 @@ REPORT = Stage("report", _report, always=True, writes=_report_files)
 # and placed before prune in STAGES.
 
 SEARCH_FILES = ("search.json", "search_trace.json")
+# The stages that make the compressed model from the baseline (each run has merge or fold).
+COMPRESS = (PRUNE, MERGE, RETRAIN, FOLD, SHRINK)
 _TARGET_KEYS = ("target_size", "target_speedup", "target_latency", "target_macs",
                 "max_accuracy_drop", "search_time")
 
@@ -488,7 +564,7 @@ def _train_candidate(context, sparsities):
         scratch.backup_dir = None  # each candidate trains from the start
         scratch.results = {BASELINE.name: context.results.get(BASELINE.name),
                            SEARCH.name: {"sparsities": dict(sparsities)}}
-        for stage in (PRUNE, MERGE, RETRAIN, SHRINK):
+        for stage in (s for s in COMPRESS if s.applies(scratch.config)):
             with scratch.training_scope() if stage.trains else contextlib.nullcontext():
                 scratch.results[stage.name] = stage.run(scratch)[1]
         return scratch.model(SHRINK.model), scratch.results[SHRINK.name]["val_accuracy"]
@@ -503,11 +579,10 @@ SEARCH = Stage(
         "target_size", "target_speedup", "target_latency", "target_macs", "max_accuracy_drop",
         "search_time", "search_step", "search_finetune_steps", "distill",
         "distill_temperature", "distill_weight", "validation_split",
-        *(key for stage in (PRUNE, MERGE, RETRAIN, SHRINK, EXPORT, BENCHMARK)
+        *(key for stage in (*COMPRESS, EXPORT, BENCHMARK)
           for key in stage.keys if key != "layer_sparsity")))))
 
-STAGES = (BASELINE, SEARCH, PRUNE, MERGE, RETRAIN, SHRINK, EXPORT, VERIFY, BENCHMARK, TFLM,
-          REPORT)
+STAGES = (BASELINE, SEARCH, *COMPRESS, EXPORT, VERIFY, BENCHMARK, TFLM, REPORT)
 
 # ----------------------------------------------------------------------------- helpers
 

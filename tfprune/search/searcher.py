@@ -604,7 +604,7 @@ def _default_check(model, sparsities, granularity, other_sparsity, train, valida
     keras.utils.set_random_seed(seed)
     # Pruning to the end sparsity, then `epochs` more with the masks where they ended.
     trainer.fit(x, y, batch_size=batch_size, epochs=2 * epochs, shuffle=True, verbose=0,
-                callbacks=[tfprune.UpdatePruningStep()])
+                callbacks=[tfprune.UpdatePruningStep(), tfprune.AdaptiveBatchNorm(x)])
     compressed = compress(tfprune.strip(wrapped))
     return compressed, sensitivity.accuracy(compressed, validation)
 

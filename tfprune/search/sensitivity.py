@@ -5,7 +5,8 @@ Cutting a layer to a width masks its filters of least L2 norm (the prune stage's
 criterion), with everything that makes their channels (a BatchNorm, a depthwise conv, the
 other branch of a residual `Add`: `tfprune.groups`); the model is then fine-tuned for a few
 steps (the rest of the network adapts, as it will in the real training; the teacher distils
-if there is one) and its accuracy is measured on the validation split. One compiled copy
+if there is one), its BatchNorm statistics are recomputed (`tfprune.batchnorm`) and its
+accuracy is measured on the validation split. One compiled copy
 serves every cut (weights reset, masks set, optimizer state zeroed), so Keras traces its
 training step once.
 
@@ -21,6 +22,10 @@ training step once.
 
 import numpy as np
 
+from tfprune import batchnorm
+
+# Training images each cut's BatchNorm statistics are recomputed on before it is measured.
+BATCHNORM_IMAGES = 1024
 # Fractions of a layer's units whose accuracy is measured; the grid between is interpolated.
 FRACTIONS = (0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02)
 
@@ -73,6 +78,7 @@ class Tuner:
             from_logits=from_logits)
         self.trainer.compile(optimizer=optimizer(), loss=loss)
         self.trainer.optimizer.build(self.trainer.trainable_variables)
+        self.batchnorm_images = batchnorm.sample(self.x, BATCHNORM_IMAGES, seed)
         self._fresh = [np.asarray(v) for v in self.trainer.optimizer.variables]
 
     def cut(self, state, cuts, depth=0):
@@ -101,6 +107,9 @@ class Tuner:
             _seed(self.seed + depth)
             self.trainer.fit(self.x[pick], self.y[pick], batch_size=self.batch_size,
                              epochs=1, shuffle=True, verbose=0)
+        # The cut's own BatchNorm statistics (adaptive BatchNorm), or its accuracy would be
+        # judged with the statistics of the wider model it was cut from.
+        batchnorm.recalibrate(self.wrapped, self.batchnorm_images, self.batch_size)
         return accuracy(self.wrapped, self.validation), self.wrapped.get_weights()
 
 
