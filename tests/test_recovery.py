@@ -139,6 +139,8 @@ def test_best_epoch_stops_after_patience_and_keeps_the_best_weights():
     history = model.fit(np.ones((8, 2)), np.ones((8, 1)), epochs=6, verbose=0, callbacks=[best])
     assert len(history.epoch) == 4  # epoch 2 was best; 3 and 4 did not beat it: stop
     assert (best.best_epoch, best.epochs_run, best.best) == (2, 4, 0.8)
+    # The rate falls after each epoch that did not improve (epoch 3), not after the last.
+    np.testing.assert_allclose(best.learning_rates, [0.01, 0.01, 0.01, 0.003], rtol=1e-5)
     np.testing.assert_array_equal(model.get_weights()[0], seen[1])
 
 

@@ -10,7 +10,8 @@ by default:
   deeper cut gets longer to adapt;
 - masks move about `UPDATES` times before the schedule's end, each a small share;
 - the retrain stage runs until the validation accuracy has not improved for `PATIENCE`
-  epochs, at most twice the prune epochs, and keeps its best epoch (`BestEpoch`).
+  epochs, at most twice the prune epochs, its learning rate falling after each epoch that
+  did not improve it, and keeps its best epoch (`best_epoch_callback`).
 
 An explicit flag always wins; the stage's result records what was used.
 """
@@ -22,7 +23,8 @@ import numpy as np
 UPDATES = 32  # mask updates before the polynomial schedule's end
 STEPS_PER_SPARSITY = 1000  # prune steps per unit of sparsity cut
 MAX_PRUNE_EPOCHS = 10
-PATIENCE = 2  # retrain epochs without a better validation accuracy before stopping
+PATIENCE = 3  # retrain epochs without a better validation accuracy before stopping
+LR_FACTOR = 0.3  # the retrain rate's fall after an epoch without a better accuracy
 
 
 def prune_epochs(config, train_size, sparsity):
@@ -91,20 +93,26 @@ def retrain_epochs(config, prune_epochs):
     return max(2, 2 * prune_epochs), config.validation_split > 0
 
 
-def best_epoch_callback(validation, measure, patience=PATIENCE):
-    """A Keras callback that keeps the best epoch on the validation split and stops
-    training `patience` epochs after it.
+def best_epoch_callback(validation, measure, patience=PATIENCE, factor=LR_FACTOR):
+    """A Keras callback that keeps the best epoch on the validation split, lowers the
+    learning rate when an epoch does not beat it, and stops `patience` epochs after it.
+
+    Early stopping cuts a decaying schedule (cosine) short while its rate is still high, so
+    the rate falls on a plateau instead (Keras' `ReduceLROnPlateau`, with a patience of one
+    epoch): compile with a constant rate.
 
     Args:
         validation: `(x, y)` arrays.
         measure: Function `measure(model, validation) -> accuracy`; it is given the model
             being trained (a `Distiller`'s student).
         patience: Integer, epochs without improvement before stopping.
+        factor: Float, what the learning rate is multiplied by after an epoch without
+            improvement.
 
     Returns:
-        A `keras.callbacks.Callback` with `best` (accuracy), `best_epoch` (1-based) and
-        `epochs_run` after training; at the end of training the model holds the best
-        epoch's weights.
+        A `keras.callbacks.Callback` with `best` (accuracy), `best_epoch` (1-based),
+        `epochs_run` and `learning_rates` (each epoch's) after training; at the end of
+        training the model holds the best epoch's weights.
     """
     import keras
 
@@ -112,16 +120,21 @@ def best_epoch_callback(validation, measure, patience=PATIENCE):
         def __init__(self):
             super().__init__()
             self.best, self.best_epoch, self.epochs_run, self.weights = -1.0, 0, 0, None
+            self.learning_rates = []
 
         def on_epoch_end(self, epoch, logs=None):
             student = getattr(self.model, "student", self.model)
             accuracy = measure(student, validation)
+            rate = self.model.optimizer.learning_rate
+            self.learning_rates.append(float(np.asarray(rate)))
             self.epochs_run = epoch + 1
             if accuracy > self.best:
                 self.best, self.best_epoch = accuracy, epoch + 1
                 self.weights = student.get_weights()
             elif epoch + 1 - self.best_epoch >= patience:
                 self.model.stop_training = True
+            elif isinstance(rate, keras.Variable):
+                rate.assign(rate * factor)
 
         def on_train_end(self, logs=None):
             if self.weights is not None:

@@ -159,10 +159,12 @@ class PipelineConfig:
                                          "its epochs.", choices=options.LR_SCHEDULES)
     baseline_learning_rate: float = setting(1e-3, "Learning rate of the baseline stage.",
                                             range=_POSITIVE)
-    prune_learning_rate: float = setting(5e-4, "Learning rate of the prune stage.",
+    prune_learning_rate: float = setting(1e-3, "Learning rate of the prune stage.",
                                          range=_POSITIVE)
-    retrain_learning_rate: float = setting(2e-4, "Learning rate of the retrain stage.",
-                                           range=_POSITIVE)
+    retrain_learning_rate: float = setting(
+        1e-3, "Learning rate of the retrain stage (with the default budget it falls by 0.3 "
+              "after each epoch that does not improve the validation accuracy).",
+        range=_POSITIVE)
     # Pruning.
     schedule: str = setting("polynomial", "The sparsity schedule (constant uses "
                                           "final_sparsity).", choices=options.SCHEDULES)

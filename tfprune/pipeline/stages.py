@@ -246,8 +246,8 @@ def _retrain(context):
         with training.hold_zeros(model):
             learner = training.learner(model, context.model(BASELINE.model), config)
             training.compile_model(learner, config, config.retrain_learning_rate,
-                                   training.steps(context.train, config.retrain_batch_size,
-                                                  epochs))
+                                   0 if early else training.steps(
+                                       context.train, config.retrain_batch_size, epochs))
             resumed = training.fit(learner, context.train, epochs, config.retrain_batch_size,
                                    config, callbacks=callbacks, backup=context.backup_dir)
     outputs = [context.save(RETRAIN.model, model)]
@@ -255,7 +255,8 @@ def _retrain(context):
     result.update(resumed_from_epoch=resumed, epochs=epochs, early_stopping=bool(best))
     ran = f"{epochs} epochs"
     if best is not None:
-        result.update(epochs_run=best.epochs_run, best_epoch=best.best_epoch)
+        result.update(epochs_run=best.epochs_run, best_epoch=best.best_epoch,
+                      learning_rates=best.learning_rates)
         ran = f"best of {best.epochs_run} epochs: {best.best_epoch} (at most {epochs})"
     return outputs, result, (f"{_accuracy_text(result)}, "
                              f"{result['nonzeros']:,} non-zero; {ran}")
