@@ -16,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from tfprune import atomic, verdict
+from tfprune import atomic, stats, verdict
 
 FILES = ("report.json", "report.md")
 PLOTS = ("stages.png", "tflite.png", "layers.png")
@@ -64,6 +64,8 @@ def build(config, stages, results, records, data=None):
         rows.append({"stage": stage.name, "model": stage.model_file,
                      "params": result.get("params"), "nonzeros": result.get("nonzeros"),
                      "macs": result.get("macs"), "val_accuracy": result.get("val_accuracy"),
+                     "val_drop_pp": result.get("val_drop_pp"),
+                     "val_drop_ci_pp": result.get("val_drop_ci_pp"),
                      "seconds": (records.get(stage.name) or {}).get("seconds")})
     files = {}
     for stage in stages:
@@ -83,7 +85,7 @@ def build(config, stages, results, records, data=None):
 
 
 RATIOS = ("params_ratio", "nonzeros_ratio", "macs_ratio", "size_ratio", "gzip_ratio", "speedup",
-          "accuracy_delta")
+          "accuracy_delta", "accuracy_drop_ci_pp")
 
 
 def _summary(models, results, files):
@@ -100,7 +102,8 @@ def _summary(models, results, files):
                 "macs": result.get("macs"), "file": facts.get("name"),
                 "bytes": facts.get("bytes"), "gzip_bytes": facts.get("gzip_bytes"),
                 "accuracy": facts.get("accuracy"), "latency_us": facts.get("latency_us"),
-                "quantize": facts.get("quantize"), "sparse": facts.get("sparse")}
+                "quantize": facts.get("quantize"), "sparse": facts.get("sparse"),
+                "test_images": facts.get("images")}
 
     acc_b, acc_c = bt.get("accuracy"), ct.get("accuracy")
     return {
@@ -112,6 +115,9 @@ def _summary(models, results, files):
         "gzip_ratio": ratio(bt.get("gzip_bytes"), ct.get("gzip_bytes")),
         "speedup": ct.get("speedup"),
         "accuracy_delta": (acc_c - acc_b) if acc_b is not None and acc_c is not None else None,
+        # The paired 95% interval of the drop (pp), on the same test images (verify).
+        "accuracy_drop_ci_pp": ct.get("drop_ci_pp") if ct.get("drop_vs") == bt.get("name")
+        else None,
         "slower_reason": ct.get("slower_reason"),
         "sparse_reason": ct.get("sparse_reason"),
     }
@@ -279,6 +285,13 @@ def _pp(value):
     return "—" if value is None else f"{100 * value:+.2f} pp"
 
 
+def _change(delta, ci_pp):
+    """An accuracy change (a fraction), with the paired interval of its drop (pp) if known."""
+    if delta is None or ci_pp is None:
+        return _pp(delta)
+    return stats.change_text(-100 * delta, ci_pp)
+
+
 def markdown(report):
     """The report as Markdown: the baseline-vs-compressed table, stages, layers, files."""
     s = report["summary"]
@@ -294,8 +307,8 @@ def markdown(report):
         (".tflite size (bytes)", _num(b["bytes"]), _num(c["bytes"]), _x(s["size_ratio"])),
         (".tflite size gzip (bytes)", _num(b["gzip_bytes"]), _num(c["gzip_bytes"]),
          _x(s["gzip_ratio"])),
-        (".tflite test accuracy", _num(b["accuracy"], pct), _num(c["accuracy"], pct),
-         _pp(s["accuracy_delta"])),
+        (".tflite test accuracy", _num(b["accuracy"], pct),
+         _num(c["accuracy"], pct), _change(s["accuracy_delta"], s.get("accuracy_drop_ci_pp"))),
         (f"Latency median, µs ({cfg.get('bench_threads')} thread, batch "
          f"{cfg.get('bench_batch_size')})", _num(b["latency_us"], "{:.1f}"),
          _num(c["latency_us"], "{:.1f}"), _x(s["speedup"])),
@@ -316,14 +329,20 @@ def markdown(report):
     lines += [f"| {a} | {b_} | {c_} | {r} |" for a, b_, c_, r in rows]
     lines += ["", "## Stages (Keras models)", "",
               "Each stage's Keras model on the validation split (held out of the training "
-              "images); the test set measures only the `.tflite` files above.", "",
+              "images); the test set measures only the `.tflite` files above. A change is "
+              "the model's against the baseline's on the same images, with its paired 95% "
+              "interval (Newcombe's, from the images only one of the two classes right): "
+              "an interval that holds 0 is a change the split cannot tell from none.", "",
               "| stage | model | params | non-zeros | MACs | Keras validation accuracy | "
-              "time (s) |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+              "change from the baseline (paired 95% CI) | time (s) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for st in report["stages"]:
+        drop = st.get("val_drop_pp")
+        change = "—" if drop is None else _change(-drop / 100, st.get("val_drop_ci_pp"))
         lines.append(f"| {st['stage']} | `{st['model']}` | {_num(st['params'])} | "
                      f"{_num(st['nonzeros'])} | {_num(st['macs'])} | "
-                     f"{_num(st['val_accuracy'], pct)} | {_num(st['seconds'], '{:.1f}')} |")
+                     f"{_num(st['val_accuracy'], pct)} | {change} | "
+                     f"{_num(st['seconds'], '{:.1f}')} |")
     stages = [st["stage"] for st in report["stages"]]
     lines += ["", "## Layers", "",
               "Units and weights of each layer with a kernel, in the first model and kept in "
