@@ -513,9 +513,9 @@ def _search_markdown(report):
               f"check them, in {search['seconds']:.0f} s. Accuracy on the validation split: "
               f"*predicted* from each layer's sensitivity; *fine-tuned along the path*: the "
               f"greedy's steps, each cut from the one before and briefly fine-tuned; "
-              f"*trained* by the run's own stages. Baseline: {b['bytes']:,} bytes, "
-              f"validation accuracy "
-              f"{b['val_accuracy']:.2%}.", "",
+              f"*trained* by the run's own stages, with the paired 95% interval of its "
+              f"change. Baseline: {b['bytes']:,} bytes, validation accuracy "
+              f"{b['val_accuracy']:.2%}.{_margin_text(search.get('margin'))}", "",
               "| candidate | role | bytes | smaller | speedup | latency (µs) | MACs | "
               "predicted drop (pp) | validation, fine-tuned along the path | "
               "validation, trained |",
@@ -528,8 +528,24 @@ def _search_markdown(report):
             f"{_num(f.get('speedup'), '{:.1f}x')} | {_num(f.get('latency_us'), '{:.1f}')} | "
             f"{f['macs']:,} | {c['predicted_drop_pp']:.2f} | "
             f"{_num(c.get('tuned_val_accuracy'), '{:.2%}')} | "
-            f"{_num(f.get('val_accuracy'), '{:.2%}')} |")
+            f"{_num(f.get('val_accuracy'), '{:.2%}')}"
+            + (f" ({stats.change_text(f['drop_pp'], f['drop_ci_pp'])})"
+               if f.get("drop_ci_pp") is not None else "") + " |")
     return lines + [""]
+
+
+def _margin_text(margin):
+    """The search's accuracy plan: the bound, the validation split's margin, what it used."""
+    if not margin:
+        return ""
+    text = (f" The accuracy bound, {margin['bound_pp']:g} pp, was planned against less "
+            f"the validation split's margin: ±{margin['margin_pp']:.2f} pp on "
+            f"{margin['validation_images']:,} images (95%, paired), so "
+            f"{margin['planned_pp']:.2f} pp.")
+    if not margin.get("resolved") and margin.get("needed_images"):
+        text += (f" **The split is too small for the bound**: about "
+                 f"{margin['needed_images']:,} images would resolve it.")
+    return text
 
 
 def _plots(folder, report):

@@ -323,7 +323,7 @@ def _verify(context):
             files[name].update(stats.paired(right[base_name], r).to_dict(), drop_vs=base_name)
     base, comp = files[base_name]["accuracy"], files[comp_name]["accuracy"]
     change = stats.change_text(files[comp_name]["drop_pp"], files[comp_name]["drop_ci_pp"])
-    return [], {"files": files}, f".tflite test accuracy {base:.2%} -> {comp:.2%} ({change})"
+    return [], {"files": files}, f".tflite test accuracy {base:.2%} -> {comp:.2%}: {change}"
 
 
 # It reads what the export declaration says it writes.
@@ -462,8 +462,12 @@ def _search(context):
     figure = f"{plan.name} of {full}: {b['bytes'] / f['bytes']:.1f}x smaller"
     if f.get("speedup") is not None:
         figure += f", {f['speedup']:.1f}x faster"
-    if f.get("drop_pp") is not None:
+    if f.get("drop_ci_pp") is not None:
+        figure += f", validation {stats.change_text(f['drop_pp'], f['drop_ci_pp'])}"
+    elif f.get("drop_pp") is not None:
         figure += f", validation {-f['drop_pp']:+.2f} pp"
+    if plan.margin:
+        figure += f" (planned to lose at most {plan.margin['planned_pp']:.2f} pp)"
     figure += "; every target met" if plan.all_met else "; NOT every target met"
     return list(SEARCH_FILES), data, figure
 
@@ -546,8 +550,8 @@ def _accuracy_text(result):
         return "no validation split"
     if result.get("val_drop_ci_pp") is None:
         return f"val accuracy {value:.2%}"
-    return (f"val accuracy {value:.2%} "
-            f"({stats.change_text(result['val_drop_pp'], result['val_drop_ci_pp'])})")
+    return (f"val accuracy {value:.2%}, "
+            f"{stats.change_text(result['val_drop_pp'], result['val_drop_ci_pp'])}")
 
 
 def _layer_table(model):
