@@ -157,7 +157,7 @@ def test_no_ratio_is_stated_for_a_model_that_is_not_finite():
 # ----------------------------------------------------------------------------- intervals
 
 
-def _paired(results, table, bound=0.1):
+def _paired(results, table, bound=0.1, **settings):
     """`results` with verify's paired figures for the compressed file, from `table`
     (both right, only the baseline, only the compressed, neither) on the test images."""
     from tfprune import stats
@@ -167,7 +167,7 @@ def _paired(results, table, bound=0.1):
     facts.update(drop.to_dict(), drop_vs="baseline.tflite",
                  accuracy=(table[0] + table[2]) / drop.images)
     results["verify"]["files"]["baseline.tflite"]["accuracy"] = (table[0] + table[1]) / sum(table)
-    return _build(results, max_accuracy_drop=bound), drop
+    return _build(results, max_accuracy_drop=bound, **settings), drop
 
 
 def test_the_accuracy_change_carries_its_paired_interval_in_summary_table_and_verdict():
@@ -220,3 +220,30 @@ def test_a_judged_stage_names_the_interval_of_its_drop():
     assert not claims[0].met
     assert "4.00 pp below the baseline's 99.00% (paired 95% CI of the drop 3.10 to 4.90)" in (
         claims[0].reason)
+
+
+def test_the_search_section_says_its_margin_and_each_candidates_interval():
+    results = _results()
+    figures = {"bytes": 100, "macs": 500, "val_accuracy": 0.988, "drop_pp": 0.2,
+               "drop_ci_pp": [-0.05, 0.45]}
+    results["search"] = {
+        "name": "8", "note": "8 meets every target", "units": {"conv1": 20}, "measured": 3,
+        "seconds": 12.0, "layer_sparsity": "conv1:0.6",
+        "baseline": {"bytes": 5000, "val_accuracy": 0.99},
+        "margin": {"bound_pp": 0.1, "margin_pp": 0.26, "planned_pp": 0.0,
+                   "validation_images": 6000, "needed_images": 38875, "resolved": False},
+        "candidates": [
+            {"name": "10", "role": "step", "predicted_drop_pp": 0.1, "tuned_val_accuracy": 0.99,
+             "tuned_drop_pp": 0.0, "tuned_drop_ci_pp": [-0.07, 0.07],
+             "figures": {"bytes": 150, "macs": 600}},
+            {"name": "8", "role": "checked", "predicted_drop_pp": 0.3, "figures": figures}]}
+    data, _ = _paired(results, (9855, 40, 25, 80), bound=0.1, target_size="5x")
+    md = report.markdown(data)
+    assert ("The accuracy bound, 0.1 pp, was planned against less the validation split's "
+            "margin: ±0.26 pp on 6,000 images (95%, paired), so 0.00 pp.") in md
+    assert "**The split is too small for the bound**: about 38,875 images would resolve" in md
+    assert "| 99.00%, +0.00 pp (95% CI -0.07 to +0.07) | — |" in md  # a step, fine-tuned
+    assert "| 98.80%, -0.20 pp (95% CI -0.45 to +0.05) |" in md  # the check, trained
+    lo, hi = data["summary"]["accuracy_drop_ci_pp"]
+    assert (f"| accuracy | 0.1 pp | <= 0.10 pp | 0.15 (95% CI {lo:.2f} to {hi:.2f}) | **no** |"
+            in md)

@@ -498,8 +498,12 @@ def _search_markdown(report):
     for t in rows:
         op = ">=" if t["at_least"] else "<="
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        value = shown(t["value"], t["figure"])
+        ci = (report.get("summary") or {}).get("accuracy_drop_ci_pp")
+        if t["figure"] == "drop_pp" and t["value"] is not None and ci is not None:
+            value += f" (95% CI {ci[0]:.2f} to {ci[1]:.2f})"
         lines.append(f"| {t['name']} | {t['text']} | {op} {shown(t['bound'], t['figure'])} "
-                     f"{units[t['figure']]} | {shown(t['value'], t['figure'])} | {met} |")
+                     f"{units[t['figure']]} | {value} | {met} |")
     if not search:
         return lines + [""]
     b = search["baseline"]
@@ -527,9 +531,11 @@ def _search_markdown(report):
             f"| {name} | {c['role']} | {f['bytes']:,} | {b['bytes'] / f['bytes']:.1f}x | "
             f"{_num(f.get('speedup'), '{:.1f}x')} | {_num(f.get('latency_us'), '{:.1f}')} | "
             f"{f['macs']:,} | {c['predicted_drop_pp']:.2f} | "
-            f"{_num(c.get('tuned_val_accuracy'), '{:.2%}')} | "
+            f"{_num(c.get('tuned_val_accuracy'), '{:.2%}')}"
+            + (f", {stats.change_text(c['tuned_drop_pp'], c['tuned_drop_ci_pp'])}"
+               if c.get("tuned_drop_ci_pp") is not None else "") + " | "
             f"{_num(f.get('val_accuracy'), '{:.2%}')}"
-            + (f" ({stats.change_text(f['drop_pp'], f['drop_ci_pp'])})"
+            + (f", {stats.change_text(f['drop_pp'], f['drop_ci_pp'])}"
                if f.get("drop_ci_pp") is not None else "") + " |")
     return lines + [""]
 

@@ -81,7 +81,9 @@ class Plan:
         checked: Boolean, whether the chosen candidate was trained and measured.
         model: The trained compressed Keras model of the chosen candidate, or `None`.
         candidates: List of dicts, every candidate measured: `name`, `widths`, `figures`,
-            `predicted_drop_pp`, `role` (`"step"`, `"fill"`, `"checked"`), in order.
+            `predicted_drop_pp`, `role` (`"step"`, `"fill"`, `"checked"`), in order; a step
+            also its `tuned_val_accuracy` and, paired with the baseline's, `tuned_drop_pp`
+            and `tuned_drop_ci_pp`; a checked candidate's figures its `drop_ci_pp`.
         sensitivity: Dict of `"layer:width"` -> validation accuracy.
         note: String, one line on how the search ended.
         seconds: Float, the time the search took (over resumed runs too).
@@ -384,8 +386,11 @@ class _Search:
         current, chain = self.layers.full, [self.layers.full]
         while True:
             figures = self.figures(current)
-            self.note(current, figures, "step")["tuned_val_accuracy"] = self.path.accuracy(
-                current)
+            row = self.note(current, figures, "step")
+            row["tuned_val_accuracy"] = self.path.accuracy(current)
+            paired = self.path.paired(current)  # against the baseline, image by image
+            if paired is not None:
+                row.update(tuned_drop_pp=paired.drop_pp, tuned_drop_ci_pp=list(paired.ci_pp))
             unmet = [g for g in self.cost_goals if not g.met(figures)]
             if not unmet:
                 return current, "met"
