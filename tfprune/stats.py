@@ -19,6 +19,7 @@ Pure NumPy, no TensorFlow: the base layer.
 """
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -28,6 +29,7 @@ from tfprune.errors import TfpruneError
 CONFIDENCE = 0.95
 
 
+@functools.lru_cache(maxsize=8)
 def _z(confidence):
     """The two-sided normal quantile: 1.96 for 0.95."""
     if not 0 < confidence < 1:

@@ -612,7 +612,7 @@ class _Search:
 
 def _margin(bound_pp, accuracy, images, margin_pp=None):
     """The accuracy bound to plan against: `bound_pp` less the validation split's margin."""
-    discordance = 1.0 - accuracy  # stats.margin_pp's rule of thumb
+    discordance = min(1.0 - accuracy, 2.0 * accuracy)  # stats.margin_pp's rule of thumb
     margin = stats.margin_pp(images, accuracy) if margin_pp is None else float(margin_pp)
     return {"bound_pp": bound_pp, "margin_pp": margin,
             "planned_pp": max(bound_pp - margin, 0.0), "validation_images": images,
