@@ -182,6 +182,11 @@ def test_the_accuracy_change_carries_its_paired_interval_in_summary_table_and_ve
     assert text in claim["reason"]  # ... said with its interval
     assert claim["reason"].endswith("within noise: 10,000 test images cannot tell it from "
                                     "no change")
+    # Earned, and said so with the interval and the noise, in the last line and report.md.
+    assert data["verdict"]["earned"]
+    assert report.headline(data) == f"10.0x smaller, 9.5x faster, accuracy {text}"
+    first = report.markdown(data).splitlines()[2]
+    assert first.startswith("**Verdict: earned**") and f"Accuracy: {claim['reason']}." in first
 
 
 def test_the_verdict_keeps_its_rule_and_says_when_the_drop_is_within_noise_of_the_bound():

@@ -249,7 +249,7 @@ def headline(report):
         why = s.get("slower_reason") if not report.get("verdict") else None  # it says why
         speed = f"{_x(1 / s['speedup'])} SLOWER" + (f" ({why})" if why else "")
     return verdict.line(report, f"{_x(s.get('size_ratio'))} smaller, {speed}, accuracy "
-                                f"{_pp(s.get('accuracy_delta'))}")
+                                f"{_change(s.get('accuracy_delta'), s.get('accuracy_drop_ci_pp'))}")
 
 
 def write(folder, report, plots=True):
@@ -464,7 +464,9 @@ def _verdict_lines(report):
         return []
     if result["earned"]:
         met = ", ".join(claim["name"] for claim in result["claims"])
-        return [f"**Verdict: earned** (claims checked: {met or 'none'}).", ""]
+        accuracy = next((c["reason"] for c in result["claims"] if c["name"] == "accuracy"), None)
+        said = f" Accuracy: {accuracy}." if accuracy else ""
+        return [f"**Verdict: earned** (claims checked: {met or 'none'}).{said}", ""]
     return (["**Verdict: NOT EARNED.** The result falls short of what it would claim:", ""]
             + [f"- {reason}" for reason in result["unmet"]] + [""])
 

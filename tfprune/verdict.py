@@ -17,7 +17,10 @@ they come from three places, and `judge` gathers them all:
 - **At the end** (`CHECKS`, on the report's summary): every figure finite; the compressed
   file no larger and no slower than the baseline's (with the benchmark's `slower_reason`
   when it gives one); the `.tflite` test accuracy within `max_accuracy_drop` points. A
-  check returns `None` when its figure was not measured: no claim is then made.
+  check returns `None` when its figure was not measured: no claim is then made. The
+  accuracy claim judges the measured drop, and gives its paired 95% interval (verify's,
+  `tfprune.stats`), saying when the drop is within noise (the interval holds no change
+  or the bound).
 
 Adding a check is a function `check(report) -> Claim | None` appended to `CHECKS`. This
 module loads nothing heavy: it reads numbers.
