@@ -11,7 +11,7 @@ Wald interval it does not shrink to a point when no image is discordant, and it 
 within [-100, 100] pp.
 
 Near 99% accuracy the interval is wide against the bounds users ask for: two models that
-disagree on 1% of 6,000 images know their difference to about ±0.25 pp. `margin_pp` says
+disagree on 1% of 6,000 images know their difference to about ±0.26 pp. `margin_pp` says
 how wide the interval will be for a split of a given size, and `split_size` how many
 images resolve a given bound; the search plans against the bound less that margin.
 
