@@ -62,6 +62,21 @@ def test_end_to_end(mnist_dir, tmp_path, capsys):
     assert units["conv1"]["kernel_zeros"]["retrain"] == 0.5  # half the filters, zeroed
     assert units["conv1"]["kernel_zeros"]["shrink"] == 0.0  # ... and removed
     assert units["ip2"]["units_kept"] == 10  # the classes stay
+    # Every accuracy difference is paired on the same images, with its 95% interval.
+    verified = on_disk["files"]["compressed.tflite"]
+    lost, gained = verified["discordant"]
+    assert verified["images"] == 200 and verified["drop_vs"] == "baseline.tflite"
+    assert verified["drop_pp"] == pytest.approx(100 * (lost - gained) / 200)
+    assert verified["drop_pp"] == pytest.approx(-100 * s["accuracy_delta"])
+    low, high = s["accuracy_drop_ci_pp"]
+    assert low <= verified["drop_pp"] <= high
+    results = on_disk["results"]
+    assert "val_drop_pp" not in results["baseline"]
+    for stage in ("prune", "merge", "retrain", "shrink"):
+        drop, (low, high) = results[stage]["val_drop_pp"], results[stage]["val_drop_ci_pp"]
+        base, acc = results["baseline"]["val_accuracy"], results[stage]["val_accuracy"]
+        assert drop == pytest.approx(100 * (base - acc)) and low <= drop <= high
+    assert "95% CI" in logged["verify"] and "95% CI" in logged["shrink"]
     md = (tmp_path / "report.md").read_text()
     assert "| .tflite size (bytes) |" in md and "| Latency median, µs" in md
     assert "zeros after retrain" in md

@@ -152,3 +152,103 @@ def test_no_ratio_is_stated_for_a_model_that_is_not_finite():
     results = _results()
     results["verify"]["files"]["compressed.tflite"]["accuracy"] = float("nan")
     assert not _build(results)["verdict"]["finite"]
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def _paired(results, table, bound=0.1, **settings):
+    """`results` with verify's paired figures for the compressed file, from `table`
+    (both right, only the baseline, only the compressed, neither) on the test images."""
+    from tfprune import stats
+
+    drop = stats.PairedDrop.of(*table)
+    facts = results["verify"]["files"]["compressed.tflite"]
+    facts.update(drop.to_dict(), drop_vs="baseline.tflite",
+                 accuracy=(table[0] + table[2]) / drop.images)
+    results["verify"]["files"]["baseline.tflite"]["accuracy"] = (table[0] + table[1]) / sum(table)
+    return _build(results, max_accuracy_drop=bound, **settings), drop
+
+
+def test_the_accuracy_change_carries_its_paired_interval_in_summary_table_and_verdict():
+    # 10,000 test images, 15 more lost than gained: -0.15 pp, but 35 images went each way.
+    data, drop = _paired(_results(), (9855, 40, 25, 80), bound=0.5)
+    lo, hi = drop.ci_pp
+    assert data["summary"]["accuracy_drop_ci_pp"] == [lo, hi] and lo < 0 < hi
+    text = f"-0.15 pp (95% CI {-hi:+.2f} to {-lo:+.2f})"
+    assert f"| .tflite test accuracy | 98.95% | 98.80% | {text} |" in report.markdown(data)
+    claim = next(c for c in data["verdict"]["claims"] if c["name"] == "accuracy")
+    assert claim["met"]  # the rule is the point estimate against the bound ...
+    assert text in claim["reason"]  # ... said with its interval
+    assert claim["reason"].endswith("within noise: 10,000 test images cannot tell it from "
+                                    "no change")
+    # Earned, and said so with the interval and the noise, in the last line and report.md.
+    assert data["verdict"]["earned"]
+    assert report.headline(data) == f"10.0x smaller, 9.5x faster, accuracy {text}"
+    first = report.markdown(data).splitlines()[2]
+    assert first.startswith("**Verdict: earned**") and f"Accuracy: {claim['reason']}." in first
+
+
+def test_the_verdict_keeps_its_rule_and_says_when_the_drop_is_within_noise_of_the_bound():
+    # -0.15 pp against a 0.1 pp bound: not earned, though the images cannot tell.
+    data, _ = _paired(_results(), (9855, 40, 25, 80), bound=0.1)
+    claim = next(c for c in data["verdict"]["claims"] if c["name"] == "accuracy")
+    assert not claim["met"] and not data["verdict"]["earned"]
+    assert "(more than --max_accuracy_drop=0.1 pp lost)" in claim["reason"]
+    assert "cannot tell it from no change or the 0.1 pp bound" in claim["reason"]
+    # A clear drop, well measured: no noise to speak of.
+    data, _ = _paired(_results(), (9700, 250, 10, 40), bound=0.1)
+    claim = next(c for c in data["verdict"]["claims"] if c["name"] == "accuracy")
+    assert not claim["met"] and "noise" not in claim["reason"]
+    assert data["verdict"]["finite"]  # the interval's numbers count as figures, finite
+
+
+def test_the_stage_table_shows_each_change_from_the_baseline_with_its_interval():
+    results = _results()
+    results["shrink"].update(val_drop_pp=0.5, val_drop_ci_pp=[0.2, 0.8],
+                             val_discordant=[40, 10], val_images=6000)
+    data = _build(results)
+    row = next(st for st in data["stages"] if st["stage"] == "shrink")
+    assert row["val_drop_pp"] == 0.5 and row["val_drop_ci_pp"] == [0.2, 0.8]
+    md = report.markdown(data)
+    assert "change from the baseline (paired 95% CI)" in md
+    assert "| 98.50% | -0.50 pp (95% CI -0.80 to -0.20) |" in md
+    assert "| baseline | `baseline.keras` | 1,000 | 1,000 | 8,000 | 99.00% | — |" in md
+
+
+def test_a_judged_stage_names_the_interval_of_its_drop():
+    from tfprune import verdict
+
+    result = {"val_accuracy": 0.95, "val_drop_pp": 4.0, "val_drop_ci_pp": [3.1, 4.9]}
+    claims = verdict.stage_checks("retrain", result, PipelineConfig(max_stage_drop=2.0),
+                                  baseline={"val_accuracy": 0.99}, judged=True)
+    assert not claims[0].met
+    assert "4.00 pp below the baseline's 99.00% (paired 95% CI of the drop 3.10 to 4.90)" in (
+        claims[0].reason)
+
+
+def test_the_search_section_says_its_margin_and_each_candidates_interval():
+    results = _results()
+    figures = {"bytes": 100, "macs": 500, "val_accuracy": 0.988, "drop_pp": 0.2,
+               "drop_ci_pp": [-0.05, 0.45]}
+    results["search"] = {
+        "name": "8", "note": "8 meets every target", "units": {"conv1": 20}, "measured": 3,
+        "seconds": 12.0, "layer_sparsity": "conv1:0.6",
+        "baseline": {"bytes": 5000, "val_accuracy": 0.99},
+        "margin": {"bound_pp": 0.1, "margin_pp": 0.26, "planned_pp": 0.0,
+                   "validation_images": 6000, "needed_images": 38875, "resolved": False},
+        "candidates": [
+            {"name": "10", "role": "step", "predicted_drop_pp": 0.1, "tuned_val_accuracy": 0.99,
+             "tuned_drop_pp": 0.0, "tuned_drop_ci_pp": [-0.07, 0.07],
+             "figures": {"bytes": 150, "macs": 600}},
+            {"name": "8", "role": "checked", "predicted_drop_pp": 0.3, "figures": figures}]}
+    data, _ = _paired(results, (9855, 40, 25, 80), bound=0.1, target_size="5x")
+    md = report.markdown(data)
+    assert ("The accuracy bound, 0.1 pp, was planned against less the validation split's "
+            "margin: ±0.26 pp on 6,000 images (95%, paired), so 0.00 pp.") in md
+    assert "**The split is too small for the bound**: about 38,875 images would resolve" in md
+    assert "| 99.00%, +0.00 pp (95% CI -0.07 to +0.07) | — |" in md  # a step, fine-tuned
+    assert "| 98.80%, -0.20 pp (95% CI -0.45 to +0.05) |" in md  # the check, trained
+    lo, hi = data["summary"]["accuracy_drop_ci_pp"]
+    assert (f"| accuracy | 0.1 pp | <= 0.10 pp | 0.15 (95% CI {lo:.2f} to {hi:.2f}) | **no** |"
+            in md)

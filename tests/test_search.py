@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tfprune
-from tfprune import pipeline
+from tfprune import pipeline, stats
 from tfprune.pipeline import Context, PipelineConfig, execute
 from tfprune.search import Target
 from tfprune.search.sensitivity import accuracy
@@ -112,6 +112,80 @@ def test_a_size_target_is_met_and_prune_consumes_the_plan(tmp_path):
     assert {layer.name: layer.kernel.shape[-1] for layer in small.layers
             if layer.name in plan.widths} == plan.widths
     assert plan.layer_sparsity == ",".join(f"{k}:{v:g}" for k, v in plan.sparsities.items())
+
+
+def test_a_checked_candidate_carries_its_paired_interval_and_the_plan_its_margin(tmp_path):
+    model, train, validation = _problem()
+    lines, warnings = [], []
+    plan = tfprune.search.widths(model, train, validation,
+                                 {"size": "1.8x", "max_accuracy_drop": 100}, epochs=1,
+                                 trace=tmp_path / "trace.json",
+                                 **dict(FAST, log=lines.append), warn=warnings.append)
+    base = accuracy(model, validation)
+    margin = plan.margin
+    assert margin["validation_images"] == 64 and not warnings and margin["resolved"]
+    assert margin["margin_pp"] == pytest.approx(stats.margin_pp(64, base))
+    assert margin["planned_pp"] == pytest.approx(100 - margin["margin_pp"])
+    assert plan.goals[-1].bound == margin["planned_pp"]  # the plan's accuracy goal
+    assert json.loads((tmp_path / "trace.json").read_text())["plan"]["margin"] == margin
+    # The checked candidate, paired with the baseline on the same validation images.
+    figures = plan.figures
+    lost, gained = figures["discordant"]
+    assert figures["drop_pp"] == pytest.approx(100 * (lost - gained) / 64)
+    low, high = figures["drop_ci_pp"]
+    assert low <= figures["drop_pp"] <= high
+    assert figures["drop_ci_pp"] == pytest.approx(list(stats.paired(
+        tfprune.search.sensitivity.correct(model, validation),
+        tfprune.search.sensitivity.correct(plan.model, validation)).ci_pp))
+    checked = next(line for line in lines if line.startswith("checked "))
+    assert "95% CI" in checked and "planned to lose at most" in checked
+    assert any(line.startswith("accuracy: planning against") for line in lines)
+    assert "planned against" in plan.note
+
+
+def test_the_search_plans_against_the_bound_less_the_margin():
+    model, train, validation = _problem()
+    base = accuracy(model, validation)
+    margin = stats.margin_pp(len(validation[1]), base)
+    bound = margin + 2.0  # a candidate losing 3 pp is within the bound, not within the plan
+    check, calls = _scripted_check([base - 0.03])
+    plan = tfprune.search.widths(model, train, validation,
+                                 {"size": "1.8x", "max_accuracy_drop": bound}, check=check,
+                                 warn=None, **FAST)
+    assert plan.margin["planned_pp"] == pytest.approx(2.0)
+    assert plan.met["accuracy"] is False and not plan.all_met
+    assert len(calls) > 1  # it backed off and tried wider
+    # Told to plan on the point estimate alone (no margin), the first candidate does.
+    check, calls = _scripted_check([base - 0.03])
+    plan = tfprune.search.widths(model, train, validation,
+                                 {"size": "1.8x", "max_accuracy_drop": bound}, check=check,
+                                 margin_pp=0.0, **FAST)
+    assert plan.all_met and len(calls) == 1 and plan.margin["planned_pp"] == bound
+
+
+def test_a_split_too_small_for_the_bound_is_said_before_any_training(capsys):
+    model, train, validation = _problem()
+    events = []
+
+    def check(sparsities):
+        events.append("check")
+        return None, accuracy(model, validation)
+
+    plan = tfprune.search.widths(model, train, validation,
+                                 {"size": "1.8x", "max_accuracy_drop": 0.1}, check=check,
+                                 warn=lambda line: events.append(line), **FAST)
+    warning, *rest = events
+    assert rest and set(rest) == {"check"}  # the warning came first, once
+    needed = stats.split_size(0.1, accuracy(model, validation))
+    assert warning.startswith("the validation split (64 images) cannot resolve "
+                              "max_accuracy_drop=0.1 pp")
+    assert f"about {needed:,} validation images would resolve it" in warning
+    assert "\n" not in warning and plan.margin["planned_pp"] == 0.0
+    assert plan.margin["needed_images"] == needed and not plan.margin["resolved"]
+    # By default the line goes to stderr, as a warning.
+    tfprune.search.widths(model, train, validation,
+                          {"size": "1.8x", "max_accuracy_drop": 0.1}, check=check, **FAST)
+    assert "tfprune: warning: the validation split (64 images)" in capsys.readouterr().err
 
 
 def test_unreachable_target_is_refused_before_any_training():
@@ -256,6 +330,10 @@ def test_search_stage_decides_on_validation_and_the_run_follows_its_plan(mnist_d
     assert targets["size"]["met"] and targets["size"]["value"] == search["figures"]["bytes"]
     report = (run / "report.md").read_text()
     assert "## Search" in report and "## Targets" in report and "(chosen)" in report
+    # The bound it planned against, and the checked candidate's paired interval.
+    assert search["margin"]["validation_images"] == 120
+    assert "less the validation split's margin" in report and "95% CI" in report
+    assert search["figures"]["drop_pp"] == pytest.approx(results["shrink"]["val_drop_pp"])
 
 
 def test_search_stage_is_in_the_chain_only_with_a_target_and_covers_what_it_trains_with():

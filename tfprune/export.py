@@ -450,10 +450,39 @@ def evaluate(path, x, y=None, batch_size=None, threads=None, delegate="xnnpack")
     >>> tfprune.export.evaluate(path, x, y)
     1.0
     """
+    right = correct(path, x, y, batch_size=batch_size, threads=threads, delegate=delegate)
+    return int(np.sum(right)) / len(right)
+
+
+def correct(path, x, y=None, batch_size=None, threads=None, delegate="xnnpack"):
+    """Per image, whether a `.tflite` file classifies it right: what `evaluate` averages.
+
+    Two files' answers on the same images pair up for a paired interval of their accuracy
+    difference (`tfprune.stats.paired`).
+
+    Args:
+        path, x, y, batch_size, threads, delegate: As `evaluate` takes them.
+
+    Returns:
+        A boolean array, one entry per image, in the order of the data.
+
+    Raises:
+        TfpruneError, DataError: as `evaluate`.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "softmax")])
+    >>> path = tfprune.export.to_tflite(model, "model.tflite")
+    >>> x = np.random.default_rng(0).random((5, 4), dtype="float32")
+    >>> y = model.predict(x, verbose=0).argmax(axis=1)
+    >>> y[0] = (y[0] + 1) % 3   # one label the model cannot match
+    >>> tfprune.export.correct(path, x, y).tolist()
+    [False, True, True, True, True]
+    """
     batches = _labelled_batches(x, y, batch_size)
     runner = _Runner(*load_interpreter(path, threads, delegate)[:2],
                      reload=lambda: load_interpreter(path, threads, "builtin")[0])
-    correct = total = 0
+    right = []
     for element in batches:
         if not isinstance(element, (tuple, list)) or len(element) < 2:
             raise DataError("evaluate needs a dataset of (x, y) batches, or arrays x and y. "
@@ -464,11 +493,10 @@ def evaluate(path, x, y=None, batch_size=None, threads=None, delegate="xnnpack")
             x, y = x[None], np.asarray(y)[None]
         predicted = classes(runner(x))
         labels = np.argmax(y, axis=-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
-        correct += int(np.sum(predicted == labels.astype(np.int64)))
-        total += len(labels)
-    if total == 0:
+        right.append(predicted == labels.astype(np.int64))
+    if not right or not sum(len(r) for r in right):
         raise DataError("evaluate got no data: pass arrays x and y, or (x, y) batches.")
-    return correct / total
+    return np.concatenate(right).astype(bool)
 
 
 def predict(path, x, batch_size=256, threads=None, delegate="xnnpack", raw=False):

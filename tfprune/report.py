@@ -16,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from tfprune import atomic, verdict
+from tfprune import atomic, stats, verdict
 
 FILES = ("report.json", "report.md")
 PLOTS = ("stages.png", "tflite.png", "layers.png")
@@ -64,6 +64,8 @@ def build(config, stages, results, records, data=None):
         rows.append({"stage": stage.name, "model": stage.model_file,
                      "params": result.get("params"), "nonzeros": result.get("nonzeros"),
                      "macs": result.get("macs"), "val_accuracy": result.get("val_accuracy"),
+                     "val_drop_pp": result.get("val_drop_pp"),
+                     "val_drop_ci_pp": result.get("val_drop_ci_pp"),
                      "seconds": (records.get(stage.name) or {}).get("seconds"),
                      "figure": (records.get(stage.name) or {}).get("figure")})
     files = {}
@@ -84,7 +86,7 @@ def build(config, stages, results, records, data=None):
 
 
 RATIOS = ("params_ratio", "nonzeros_ratio", "macs_ratio", "size_ratio", "gzip_ratio", "speedup",
-          "accuracy_delta")
+          "accuracy_delta", "accuracy_drop_ci_pp")
 
 
 def _summary(models, results, files):
@@ -101,7 +103,8 @@ def _summary(models, results, files):
                 "macs": result.get("macs"), "file": facts.get("name"),
                 "bytes": facts.get("bytes"), "gzip_bytes": facts.get("gzip_bytes"),
                 "accuracy": facts.get("accuracy"), "latency_us": facts.get("latency_us"),
-                "quantize": facts.get("quantize"), "sparse": facts.get("sparse")}
+                "quantize": facts.get("quantize"), "sparse": facts.get("sparse"),
+                "test_images": facts.get("images")}
 
     acc_b, acc_c = bt.get("accuracy"), ct.get("accuracy")
     return {
@@ -113,6 +116,9 @@ def _summary(models, results, files):
         "gzip_ratio": ratio(bt.get("gzip_bytes"), ct.get("gzip_bytes")),
         "speedup": ct.get("speedup"),
         "accuracy_delta": (acc_c - acc_b) if acc_b is not None and acc_c is not None else None,
+        # The paired 95% interval of the drop (pp), on the same test images (verify).
+        "accuracy_drop_ci_pp": ct.get("drop_ci_pp") if ct.get("drop_vs") == bt.get("name")
+        else None,
         "slower_reason": ct.get("slower_reason"),
         "sparse_reason": ct.get("sparse_reason"),
     }
@@ -244,7 +250,7 @@ def headline(report):
         why = s.get("slower_reason") if not report.get("verdict") else None  # it says why
         speed = f"{_x(1 / s['speedup'])} SLOWER" + (f" ({why})" if why else "")
     return verdict.line(report, f"{_x(s.get('size_ratio'))} smaller, {speed}, accuracy "
-                                f"{_pp(s.get('accuracy_delta'))}")
+                                f"{_change(s.get('accuracy_delta'), s.get('accuracy_drop_ci_pp'))}")
 
 
 def write(folder, report, plots=True):
@@ -280,6 +286,13 @@ def _pp(value):
     return "—" if value is None else f"{100 * value:+.2f} pp"
 
 
+def _change(delta, ci_pp):
+    """An accuracy change (a fraction), with the paired interval of its drop (pp) if known."""
+    if delta is None or ci_pp is None:
+        return _pp(delta)
+    return stats.change_text(-100 * delta, ci_pp)
+
+
 def markdown(report):
     """The report as Markdown: the baseline-vs-compressed table, stages, layers, files."""
     s = report["summary"]
@@ -295,8 +308,8 @@ def markdown(report):
         (".tflite size (bytes)", _num(b["bytes"]), _num(c["bytes"]), _x(s["size_ratio"])),
         (".tflite size gzip (bytes)", _num(b["gzip_bytes"]), _num(c["gzip_bytes"]),
          _x(s["gzip_ratio"])),
-        (".tflite test accuracy", _num(b["accuracy"], pct), _num(c["accuracy"], pct),
-         _pp(s["accuracy_delta"])),
+        (".tflite test accuracy", _num(b["accuracy"], pct),
+         _num(c["accuracy"], pct), _change(s["accuracy_delta"], s.get("accuracy_drop_ci_pp"))),
         (f"Latency median, µs ({cfg.get('bench_threads')} thread, batch "
          f"{cfg.get('bench_batch_size')})", _num(b["latency_us"], "{:.1f}"),
          _num(c["latency_us"], "{:.1f}"), _x(s["speedup"])),
@@ -317,15 +330,20 @@ def markdown(report):
     lines += [f"| {a} | {b_} | {c_} | {r} |" for a, b_, c_, r in rows]
     lines += ["", "## Stages (Keras models)", "",
               "Each stage's Keras model on the validation split (held out of the training "
-              "images); the test set measures only the `.tflite` files above.", "",
+              "images); the test set measures only the `.tflite` files above. A change is "
+              "the model's against the baseline's on the same images, with its paired 95% "
+              "interval (Newcombe's, from the images only one of the two classes right): "
+              "an interval that holds 0 is a change the split cannot tell from none.", "",
               "| stage | model | params | non-zeros | MACs | Keras validation accuracy | "
-              "time (s) | what it did |",
-              "|---|---|---:|---:|---:|---:|---:|---|"]
+              "change from the baseline (paired 95% CI) | time (s) | what it did |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for st in report["stages"]:
+        drop = st.get("val_drop_pp")
+        change = "—" if drop is None else _change(-drop / 100, st.get("val_drop_ci_pp"))
         lines.append(f"| {st['stage']} | `{st['model']}` | {_num(st['params'])} | "
                      f"{_num(st['nonzeros'])} | {_num(st['macs'])} | "
-                     f"{_num(st['val_accuracy'], pct)} | {_num(st['seconds'], '{:.1f}')} | "
-                     f"{st.get('figure') or '—'} |")
+                     f"{_num(st['val_accuracy'], pct)} | {change} | "
+                     f"{_num(st['seconds'], '{:.1f}')} | {st.get('figure') or '—'} |")
     stages = [st["stage"] for st in report["stages"]]
     lines += ["", "## Layers", "",
               "Units and weights of each layer with a kernel, in the first model and kept in "
@@ -447,7 +465,9 @@ def _verdict_lines(report):
         return []
     if result["earned"]:
         met = ", ".join(claim["name"] for claim in result["claims"])
-        return [f"**Verdict: earned** (claims checked: {met or 'none'}).", ""]
+        accuracy = next((c["reason"] for c in result["claims"] if c["name"] == "accuracy"), None)
+        said = f" Accuracy: {accuracy}." if accuracy else ""
+        return [f"**Verdict: earned** (claims checked: {met or 'none'}).{said}", ""]
     return (["**Verdict: NOT EARNED.** The result falls short of what it would claim:", ""]
             + [f"- {reason}" for reason in result["unmet"]] + [""])
 
@@ -481,8 +501,12 @@ def _search_markdown(report):
     for t in rows:
         op = ">=" if t["at_least"] else "<="
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        value = shown(t["value"], t["figure"])
+        ci = (report.get("summary") or {}).get("accuracy_drop_ci_pp")
+        if t["figure"] == "drop_pp" and t["value"] is not None and ci is not None:
+            value += f" (95% CI {ci[0]:.2f} to {ci[1]:.2f})"
         lines.append(f"| {t['name']} | {t['text']} | {op} {shown(t['bound'], t['figure'])} "
-                     f"{units[t['figure']]} | {shown(t['value'], t['figure'])} | {met} |")
+                     f"{units[t['figure']]} | {value} | {met} |")
     if not search:
         return lines + [""]
     b = search["baseline"]
@@ -496,9 +520,9 @@ def _search_markdown(report):
               f"check them, in {search['seconds']:.0f} s. Accuracy on the validation split: "
               f"*predicted* from each layer's sensitivity; *fine-tuned along the path*: the "
               f"greedy's steps, each cut from the one before and briefly fine-tuned; "
-              f"*trained* by the run's own stages. Baseline: {b['bytes']:,} bytes, "
-              f"validation accuracy "
-              f"{b['val_accuracy']:.2%}.", "",
+              f"*trained* by the run's own stages, with the paired 95% interval of its "
+              f"change. Baseline: {b['bytes']:,} bytes, validation accuracy "
+              f"{b['val_accuracy']:.2%}.{_margin_text(search.get('margin'))}", "",
               "| candidate | role | bytes | smaller | speedup | latency (µs) | MACs | "
               "predicted drop (pp) | validation, fine-tuned along the path | "
               "validation, trained |",
@@ -510,9 +534,27 @@ def _search_markdown(report):
             f"| {name} | {c['role']} | {f['bytes']:,} | {b['bytes'] / f['bytes']:.1f}x | "
             f"{_num(f.get('speedup'), '{:.1f}x')} | {_num(f.get('latency_us'), '{:.1f}')} | "
             f"{f['macs']:,} | {c['predicted_drop_pp']:.2f} | "
-            f"{_num(c.get('tuned_val_accuracy'), '{:.2%}')} | "
-            f"{_num(f.get('val_accuracy'), '{:.2%}')} |")
+            f"{_num(c.get('tuned_val_accuracy'), '{:.2%}')}"
+            + (f", {stats.change_text(c['tuned_drop_pp'], c['tuned_drop_ci_pp'])}"
+               if c.get("tuned_drop_ci_pp") is not None else "") + " | "
+            f"{_num(f.get('val_accuracy'), '{:.2%}')}"
+            + (f", {stats.change_text(f['drop_pp'], f['drop_ci_pp'])}"
+               if f.get("drop_ci_pp") is not None else "") + " |")
     return lines + [""]
+
+
+def _margin_text(margin):
+    """The search's accuracy plan: the bound, the validation split's margin, what it used."""
+    if not margin:
+        return ""
+    text = (f" The accuracy bound, {margin['bound_pp']:g} pp, was planned against less "
+            f"the validation split's margin: ±{margin['margin_pp']:.2f} pp on "
+            f"{margin['validation_images']:,} images (95%, paired), so "
+            f"{margin['planned_pp']:.2f} pp.")
+    if not margin.get("resolved") and margin.get("needed_images"):
+        text += (f" **The split is too small for the bound**: about "
+                 f"{margin['needed_images']:,} images would resolve it.")
+    return text
 
 
 def _plots(folder, report):

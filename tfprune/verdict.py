@@ -17,7 +17,10 @@ they come from three places, and `judge` gathers them all:
 - **At the end** (`CHECKS`, on the report's summary): every figure finite; the compressed
   file no larger and no slower than the baseline's (with the benchmark's `slower_reason`
   when it gives one); the `.tflite` test accuracy within `max_accuracy_drop` points. A
-  check returns `None` when its figure was not measured: no claim is then made.
+  check returns `None` when its figure was not measured: no claim is then made. The
+  accuracy claim judges the measured drop, and gives its paired 95% interval (verify's,
+  `tfprune.stats`), saying when the drop is within noise (the interval holds no change
+  or the bound).
 
 Adding a check is a function `check(report) -> Claim | None` appended to `CHECKS`. This
 module loads nothing heavy: it reads numbers.
@@ -26,6 +29,7 @@ module loads nothing heavy: it reads numbers.
 import dataclasses
 import math
 
+from tfprune import stats
 from tfprune.errors import TfpruneError
 
 
@@ -132,10 +136,12 @@ def stage_checks(name, result, config, baseline=None, judged=False, chance=None)
     base = (baseline or {}).get("val_accuracy")
     if judged and base is not None:
         drop = 100 * (base - accuracy)
+        ci = result.get("val_drop_ci_pp")
+        paired = "" if ci is None else f" (paired 95% CI of the drop {ci[0]:.2f} to {ci[1]:.2f})"
         claims.append(Claim(
             f"{name} within max_stage_drop", drop <= config.max_stage_drop,
             f"{name} val accuracy {accuracy:.2%}, {drop:.2f} pp below the baseline's "
-            f"{base:.2%} (more than --max_stage_drop={config.max_stage_drop:g} pp)",
+            f"{base:.2%}{paired} (more than --max_stage_drop={config.max_stage_drop:g} pp)",
             fix="prune less, retrain longer (--retrain_epochs), or pass --keep_going to "
                 "finish anyway (the verdict will say so)"))
     return claims
@@ -157,7 +163,8 @@ def _finite(value):
 def finite_figures(report):
     """Every figure of the summary is a finite number, and every stage's model is finite."""
     s = report.get("summary") or {}
-    figures = [v for v in s.values() if not isinstance(v, (dict, str))]  # str: reasons
+    figures = [v for v in s.values() if not isinstance(v, (dict, str, list, tuple))]
+    figures += [x for v in s.values() if isinstance(v, (list, tuple)) for x in v]  # intervals
     for side in ("baseline", "compressed"):
         figures += [v for v in (s.get(side) or {}).values()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -197,15 +204,31 @@ def faster(report):
 
 
 def accurate(report):
-    """The compressed file's test accuracy is within `max_accuracy_drop` points."""
-    delta = report["summary"].get("accuracy_delta")
+    """The compressed file's test accuracy is within `max_accuracy_drop` points.
+
+    The rule is the point estimate against the bound. With the paired 95% interval of the
+    drop (`summary["accuracy_drop_ci_pp"]`, from verify), the reason gives it, and says
+    when the drop is within noise: the interval holds no change, or the bound itself.
+    """
+    s = report["summary"]
+    delta = s.get("accuracy_delta")
     if delta is None:
         return None
     bound = (report.get("config") or {}).get("max_accuracy_drop", 0.5)
     met = 100 * delta >= -bound - 1e-9
-    return Claim("accuracy", met,
-                 f".tflite test accuracy {100 * delta:+.2f} pp" +
-                 ("" if met else f" (more than --max_accuracy_drop={bound:g} pp lost)"))
+    ci = s.get("accuracy_drop_ci_pp")
+    shown = f"{100 * delta:+.2f} pp" if ci is None else stats.change_text(-100 * delta, ci)
+    reason = f".tflite test accuracy {shown}"
+    if not met:
+        reason += f" (more than --max_accuracy_drop={bound:g} pp lost)"
+    if ci is not None and stats.within_noise(ci, bound):
+        images = (s.get("compressed") or {}).get("test_images")
+        on = f"{images:,} test images" if images else "the test set"
+        apart = " or ".join(what for what, value in (("no change", 0),
+                                                     (f"the {bound:g} pp bound", bound))
+                            if ci[0] <= value <= ci[1])
+        reason += f"; within noise: {on} cannot tell it from {apart}"
+    return Claim("accuracy", met, reason)
 
 
 def targets(report):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import tfprune
-from tfprune import atomic
+from tfprune import atomic, stats
 from tfprune.data import fingerprint
 from tfprune.errors import TfpruneError
 from tfprune.pipeline import budget, micro, training
@@ -389,12 +389,16 @@ def _verify(context):
 
     x, y = context.test
     batches = [(x[i:i + 256], y[i:i + 256]) for i in range(0, len(y), 256)]
-    accuracy = {name: float(export.evaluate(context.folder / name, batches))
-                for name in VERIFY.files_read(context.config)}
-    base, comp = (accuracy[name] for name in _compared(context.config))
-    files = {name: {"accuracy": value} for name, value in accuracy.items()}
-    return [], {"files": files}, (f".tflite test accuracy {base:.2%} -> {comp:.2%} "
-                                  f"({100 * (comp - base):+.2f} pp)")
+    right = {name: export.correct(context.folder / name, batches)
+             for name in VERIFY.files_read(context.config)}
+    base_name, comp_name = _compared(context.config)
+    files = {name: {"accuracy": int(np.sum(r)) / len(r)} for name, r in right.items()}
+    for name, r in right.items():  # each file against the baseline, on the same images
+        if name != base_name:
+            files[name].update(stats.paired(right[base_name], r).to_dict(), drop_vs=base_name)
+    base, comp = files[base_name]["accuracy"], files[comp_name]["accuracy"]
+    change = stats.change_text(files[comp_name]["drop_pp"], files[comp_name]["drop_ci_pp"])
+    return [], {"files": files}, f".tflite test accuracy {base:.2%} -> {comp:.2%}: {change}"
 
 
 # It reads what the export declaration says it writes.
@@ -535,8 +539,12 @@ def _search(context):
     figure = f"{plan.name} of {full}: {b['bytes'] / f['bytes']:.1f}x smaller"
     if f.get("speedup") is not None:
         figure += f", {f['speedup']:.1f}x faster"
-    if f.get("drop_pp") is not None:
+    if f.get("drop_ci_pp") is not None:
+        figure += f", validation {stats.change_text(f['drop_pp'], f['drop_ci_pp'])}"
+    elif f.get("drop_pp") is not None:
         figure += f", validation {-f['drop_pp']:+.2f} pp"
+    if plan.margin:
+        figure += f" (planned to lose at most {plan.margin['planned_pp']:.2f} pp)"
     figure += "; every target met" if plan.all_met else "; NOT every target met"
     return list(SEARCH_FILES), data, figure
 
@@ -589,22 +597,37 @@ STAGES = (BASELINE, SEARCH, *COMPRESS, EXPORT, VERIFY, BENCHMARK, TFLM, REPORT)
 
 
 def _describe(context, model):
-    """Keras validation accuracy, parameter, non-zero and MAC counts, per-layer kernels."""
+    """Keras validation accuracy (and its change from the baseline's), parameter, non-zero
+    and MAC counts, per-layer kernels."""
     counts = tfprune.bench.count(model)
-    return {"val_accuracy": _val_accuracy(context, model),
+    return {**_val_accuracy(context, model),
             "params": int(counts.params), "nonzeros": int(counts.nonzero),
             "macs": int(counts.macs), "layers": _layer_table(model),
             "finite": training.finite(model)}
 
 
 def _val_accuracy(context, model):
-    """The model's accuracy on the validation split (`None` without one)."""
-    return training.accuracy(model, context.validation) if len(context.validation[1]) else None
+    """The model's accuracy on the validation split (`None` without one) and, after the
+    baseline, its drop from the baseline's on the same images with a paired 95% interval
+    (`val_drop_pp`, `val_drop_ci_pp`, `val_discordant`, `val_images`: `tfprune.stats`)."""
+    if not len(context.validation[1]):
+        return {"val_accuracy": None}
+    right = training.correct(model, context.validation)
+    result = {"val_accuracy": int(np.sum(right)) / len(right)}
+    if BASELINE.name in context.results:  # a later stage: paired with the baseline
+        base = training.correct(context.model(BASELINE.model), context.validation)
+        result.update(stats.paired(base, right).to_dict("val_"))
+    return result
 
 
 def _accuracy_text(result):
     value = result["val_accuracy"]
-    return "no validation split" if value is None else f"val accuracy {value:.2%}"
+    if value is None:
+        return "no validation split"
+    if result.get("val_drop_ci_pp") is None:
+        return f"val accuracy {value:.2%}"
+    return (f"val accuracy {value:.2%}, "
+            f"{stats.change_text(result['val_drop_pp'], result['val_drop_ci_pp'])}")
 
 
 def _layer_table(model):

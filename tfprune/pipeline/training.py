@@ -251,11 +251,16 @@ def accuracy(model, test, batch_size=1000):
 
     It calls the model eagerly batch by batch: `predict` would retrace for every new model.
     """
+    return int(np.sum(correct(model, test, batch_size))) / len(test[1])
+
+
+def correct(model, test, batch_size=1000):
+    """Per image of `test = (x, y)`, whether `model`'s top-1 class is the label (booleans):
+    what `accuracy` averages, and what pairs two models on the same images."""
     x, y = test
-    correct = sum(int(np.sum(np.argmax(np.asarray(model(x[i:i + batch_size], training=False)),
-                                       axis=-1) == y[i:i + batch_size]))
-                  for i in range(0, len(y), batch_size))
-    return correct / len(y)
+    return np.concatenate([np.argmax(np.asarray(model(x[i:i + batch_size], training=False)),
+                                     axis=-1) == y[i:i + batch_size]
+                           for i in range(0, len(y), batch_size)] or [np.zeros(0, bool)])
 
 
 def in_scope(model):

@@ -19,10 +19,17 @@ cannot measure cheaply:
    target stays met (bisection on measured files), first the layer whose last cut on the
    path lost most accuracy.
 4. **Check and back off**: the candidate is trained for real (`check`) and its validation
-   accuracy compared with the baseline's. If it loses more than `max_accuracy_drop`, the
-   layer whose cuts lost most accuracy along the path (then the one the sensitivity model
-   blames most) gets one grid step wider and may not go below that; steps 2-4 run again,
-   within the time limit.
+   accuracy compared with the baseline's, image by image (a paired 95% interval,
+   `tfprune.stats`). If it loses more than `max_accuracy_drop` less the validation split's
+   margin, the layer whose cuts lost most accuracy along the path (then the one the
+   sensitivity model blames most) gets one grid step wider and may not go below that;
+   steps 2-4 run again, within the time limit.
+
+The validation split measures a drop only to within its margin: the half-width of the 95%
+interval a candidate that loses nothing would get on it (`tfprune.stats.margin_pp`, at the
+baseline's accuracy). The search plans against `max_accuracy_drop` less that margin (never
+below 0), says so in its log and in `Plan.margin`, and when the margin is as large as the
+bound it warns, before any training, with the split size that would resolve the bound.
 
 Every decision uses the validation split; the caller measures the test set once, at the
 end. Every measurement goes into a `Trace`, so an interrupted search resumes from the last
@@ -34,10 +41,12 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import time
 
 import numpy as np
 
+from tfprune import stats
 from tfprune.errors import TfpruneError
 from tfprune.search import candidates, sensitivity
 from tfprune.search.targets import Target
@@ -72,12 +81,18 @@ class Plan:
         checked: Boolean, whether the chosen candidate was trained and measured.
         model: The trained compressed Keras model of the chosen candidate, or `None`.
         candidates: List of dicts, every candidate measured: `name`, `widths`, `figures`,
-            `predicted_drop_pp`, `role` (`"step"`, `"fill"`, `"checked"`), in order.
+            `predicted_drop_pp`, `role` (`"step"`, `"fill"`, `"checked"`), in order; a step
+            also its `tuned_val_accuracy` and, paired with the baseline's, `tuned_drop_pp`
+            and `tuned_drop_ci_pp`; a checked candidate's figures its `drop_ci_pp`.
         sensitivity: Dict of `"layer:width"` -> validation accuracy.
         note: String, one line on how the search ended.
         seconds: Float, the time the search took (over resumed runs too).
         measured: Integer, how many candidates' files were exported (and timed) in all,
             the proposals not taken included.
+        margin: Dict, the accuracy bound the search planned against: `bound_pp` (asked),
+            `margin_pp` (the validation split's), `planned_pp` (`bound_pp - margin_pp`, at
+            least 0), `validation_images`, `discordance` (assumed for the margin),
+            `needed_images` (the split size that would resolve the bound), `resolved`.
     """
 
     widths: dict
@@ -95,6 +110,7 @@ class Plan:
     note: str = ""
     seconds: float = 0.0
     measured: int = 0
+    margin: dict = dataclasses.field(default_factory=dict)
 
     @property
     def name(self):
@@ -147,7 +163,8 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
            teacher=None, temperature=4.0, distill_weight=0.5, compress=None, export=None,
            bench=None, other_sparsity=0.0, finetune_steps=100, epochs=2, batch_size=128,
            learning_rate=5e-4, optimizer=None, from_logits=None, grid_step=0.85,
-           time_limit=1800.0, trace=None, resume=False, trace_key="", seed=0, log=print):
+           time_limit=1800.0, trace=None, resume=False, trace_key="", seed=0, log=print,
+           margin_pp=None, warn=None):
     """Searches per-layer widths that meet `target` with the least predicted accuracy loss.
 
     See the module docstring for the method. Only the `validation` split decides.
@@ -191,6 +208,10 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
         trace_key: String mixed into the trace's key (settings `check` depends on).
         seed: Integer, defaults to `0`.
         log: Function taking a line of progress, or `None` for silence.
+        margin_pp: Float, the margin (pp) taken off `max_accuracy_drop` to plan against;
+            `None` (the default) takes the validation split's (`tfprune.stats.margin_pp`).
+        warn: Function taking the one-line warning that the validation split is too small
+            for the bound, defaults to printing it on stderr.
 
     Returns:
         A `Plan`.
@@ -257,7 +278,18 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
         goals = target.goals(base)
         cost_goals = [g for g in goals if g.figure != "drop_pp"]
         _refuse_unreachable(cost_goals, costs.measure([layers.smallest])[0], layers)
-        base["val_accuracy"] = sensitivity.accuracy(model, validation)
+        base_right = sensitivity.correct(model, validation)
+        base["val_accuracy"] = int(np.sum(base_right)) / len(base_right)
+        margin = _margin(target.max_accuracy_drop, base["val_accuracy"], len(base_right),
+                         margin_pp)
+        goals[-1] = dataclasses.replace(  # the accuracy goal: the bound less the margin
+            goals[-1], bound=margin["planned_pp"],
+            text=f"{goals[-1].text} less a {margin['margin_pp']:.2f} pp margin")
+        say(f"accuracy: planning against {margin['planned_pp']:.2f} pp, max_accuracy_drop="
+            f"{margin['bound_pp']:g} pp less the {margin['margin_pp']:.2f} pp margin of "
+            f"{margin['validation_images']:,} validation images (95%, paired)")
+        if not margin["resolved"]:
+            (warn or _warn)(_too_small(margin, base["val_accuracy"]))
         say(f"baseline: {base['bytes']:,} bytes, validation accuracy "
             f"{base['val_accuracy']:.2%}; searching {dict(layers.units)}")
         tuner = sensitivity.Tuner(
@@ -274,8 +306,13 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
                                       loss, teacher, temperature, distill_weight,
                                       from_logits, seed)
         search = _Search(layers, costs, cost_goals, goals, predictor, path, base, check,
-                         record, time_left, say)
+                         record, time_left, say, base_right=base_right,
+                         validation=validation)
         plan = search.run()
+        plan.margin = margin
+        plan.note += (f"; accuracy planned against {margin['planned_pp']:.2f} pp "
+                      f"({margin['bound_pp']:g} pp less the validation split's "
+                      f"{margin['margin_pp']:.2f} pp margin)")
     finally:
         costs.close()
     plan.sensitivity = dict(record.section("sensitivity"))
@@ -316,8 +353,9 @@ class _Search:
     """The greedy, fill, check and back-off loop of `widths` (see the module docstring)."""
 
     def __init__(self, layers, costs, cost_goals, goals, predictor, path, base, check,
-                 record, time_left, log):
+                 record, time_left, log, base_right=None, validation=None):
         self.layers, self.costs, self.predictor, self.path = layers, costs, predictor, path
+        self.base_right, self.validation = base_right, validation  # to pair checked models
         self.cost_goals, self.goals, self.base = cost_goals, goals, base
         self.check, self.record, self.time_left, self.log = check, record, time_left, log
         self.seen = {}  # candidate name -> its row in Plan.candidates
@@ -348,8 +386,11 @@ class _Search:
         current, chain = self.layers.full, [self.layers.full]
         while True:
             figures = self.figures(current)
-            self.note(current, figures, "step")["tuned_val_accuracy"] = self.path.accuracy(
-                current)
+            row = self.note(current, figures, "step")
+            row["tuned_val_accuracy"] = self.path.accuracy(current)
+            paired = self.path.paired(current)  # against the baseline, image by image
+            if paired is not None:
+                row.update(tuned_drop_pp=paired.drop_pp, tuned_drop_ci_pp=list(paired.ci_pp))
             unmet = [g for g in self.cost_goals if not g.met(figures)]
             if not unmet:
                 return current, "met"
@@ -378,8 +419,10 @@ class _Search:
             current = proposals[int(np.argmax(scores))]
             chain.append(current)
             self.path.keep(chain)
-            self.log(f"step -> {candidates.name(current)} (validation "
-                     f"{self.path.accuracy(current):.2%} after fine-tuning): "
+            paired = self.path.paired(current)
+            self.log(f"step -> {candidates.name(current)}: validation "
+                     f"{self.path.accuracy(current):.2%} after fine-tuning"
+                     + (f", {paired.text()}" if paired else "") + "; "
                      + ", ".join(g.describe(self.figures(current)) for g in unmet))
 
     def fill(self, widths, floors):
@@ -446,22 +489,40 @@ class _Search:
             self.trained[name] = model
             result = {"val_accuracy": float(accuracy),
                       "seconds": round(time.monotonic() - start, 1)}
+            table = self._table(model, accuracy)
+            if table is not None:
+                result["table"] = table
             if model is not None:  # the trained model's own file: what the run will export
                 result["cost"] = self.costs.measure_model(f"{name}@trained", model)
             checks[name] = result
         result = checks[name]
         figures = {**result.get("cost", {}), "val_accuracy": result["val_accuracy"],
                    "drop_pp": 100.0 * (self.base["val_accuracy"] - result["val_accuracy"])}
+        paired = stats.PairedDrop.of(*result["table"]) if result.get("table") else None
+        if paired is not None:
+            figures.update(drop_ci_pp=list(paired.ci_pp), discordant=[paired.lost,
+                                                                      paired.gained])
         planned = self.figures(widths)
         if result.get("cost") and result["cost"]["params"] != planned["params"]:
             self.log(f"warning: trained {name} has {result['cost']['params']:,} parameters, "
                      f"not the {planned['params']:,} planned: its pruning schedule did not "
                      "reach its final sparsity (more pruning steps, or a lower frequency); "
                      "its own figures count")
-        self.log(f"checked {name}: validation accuracy {figures['val_accuracy']:.2%} "
-                 f"({-figures['drop_pp']:+.2f} pp, predicted "
-                 f"{-self.predictor.predict(widths):+.2f} pp)")
+        change = paired.text() if paired else f"{-figures['drop_pp']:+.2f} pp"
+        self.log(f"checked {name}: validation accuracy {figures['val_accuracy']:.2%}, "
+                 f"{change}; predicted {-self.predictor.predict(widths):+.2f} pp; planned "
+                 f"to lose at most {self.goals[-1].bound:.2f} pp")
         return figures
+
+    def _table(self, model, accuracy):
+        """The paired counts of a checked model against the baseline on the validation
+        images, or `None` (no model, or one whose answers do not give `accuracy`)."""
+        if model is None or self.base_right is None:
+            return None
+        right = sensitivity.correct(model, self.validation)
+        if abs(int(np.sum(right)) / len(right) - accuracy) > 1e-9:
+            return None
+        return list(stats.paired(self.base_right, right).table)
 
     def run(self):
         floors = {layer: 1 for layer in self.layers.units}
@@ -494,7 +555,8 @@ class _Search:
                 break
             floors[layer] = self.layers.wider(widths, layer)
             self.log(f"{name} loses {row['figures']['drop_pp']:.2f} pp > "
-                     f"{self.goals[-1].bound:g} pp: widening {layer} to at least "
+                     f"{self.goals[-1].bound:.2f} pp ({self.goals[-1].text}): widening "
+                     f"{layer} to at least "
                      f"{floors[layer]} and searching again")
         return self._plan(checked, widths, status)
 
@@ -546,6 +608,33 @@ class _Search:
                     candidates=list(self.seen.values()), note=note,
                     measured=sum(key != "baseline" and "@" not in key
                                  for key in self.costs.memo))
+
+
+def _margin(bound_pp, accuracy, images, margin_pp=None):
+    """The accuracy bound to plan against: `bound_pp` less the validation split's margin."""
+    discordance = min(1.0 - accuracy, 2.0 * accuracy)  # stats.margin_pp's rule of thumb
+    margin = stats.margin_pp(images, accuracy) if margin_pp is None else float(margin_pp)
+    return {"bound_pp": bound_pp, "margin_pp": margin,
+            "planned_pp": max(bound_pp - margin, 0.0), "validation_images": images,
+            "discordance": discordance, "confidence": stats.CONFIDENCE,
+            "needed_images": stats.split_size(bound_pp, accuracy),
+            "resolved": margin < bound_pp}
+
+
+def _too_small(margin, accuracy):
+    """The one line saying the validation split cannot resolve the bound, and what would."""
+    needed = margin["needed_images"]
+    would = (f"about {needed:,} validation images would resolve it" if needed
+             else "no split resolves a bound of 0 pp")
+    return (f"the validation split ({margin['validation_images']:,} images) cannot resolve "
+            f"max_accuracy_drop={margin['bound_pp']:g} pp: at {accuracy:.2%} accuracy it "
+            f"measures a drop to ±{margin['margin_pp']:.2f} pp (95%); {would} (a larger "
+            f"--validation_split or dataset); the search plans against "
+            f"{margin['planned_pp']:.2f} pp")
+
+
+def _warn(line):
+    print(f"tfprune: warning: {line}", file=sys.stderr, flush=True)
 
 
 def _refuse_unreachable(goals, smallest, layers):

@@ -62,6 +62,8 @@ class Tuner:
         from tfprune.groups import FilterGroups
 
         self.layers, self.validation, self.steps, self.seed = layers, validation, steps, seed
+        self.base_right = correct(model, validation)  # pairs every cut with the baseline
+        self.table = None
         self.batch_size = batch_size
         self.x, self.y = train
         self.order = np.random.default_rng(seed).permutation(len(self.y))
@@ -83,6 +85,10 @@ class Tuner:
 
     def cut(self, state, cuts, depth=0):
         """Cuts layers from `state` and fine-tunes; `(validation accuracy, new state)`.
+
+        The cut model's answers are paired with the baseline's on the validation images:
+        `table` holds the counts `(both right, only the baseline, only the cut, neither)`
+        of the last cut (`tfprune.stats.PairedDrop.of(*table)`).
 
         Args:
             state: Weights of the wrapped model (`start`, or a state this returned).
@@ -107,10 +113,14 @@ class Tuner:
             _seed(self.seed + depth)
             self.trainer.fit(self.x[pick], self.y[pick], batch_size=self.batch_size,
                              epochs=1, shuffle=True, verbose=0)
+        from tfprune import stats
+
         # The cut's own BatchNorm statistics (adaptive BatchNorm), or its accuracy would be
         # judged with the statistics of the wider model it was cut from.
         batchnorm.recalibrate(self.wrapped, self.batchnorm_images, self.batch_size)
-        return accuracy(self.wrapped, self.validation), self.wrapped.get_weights()
+        right = correct(self.wrapped, self.validation)
+        self.table = list(stats.paired(self.base_right, right).table)
+        return int(np.sum(right)) / len(right), self.wrapped.get_weights()
 
 
 def measure(tuner, memo, time_left=None, log=None):
@@ -200,6 +210,14 @@ class Path:
     def _accuracy_of(self, key):
         return self.baseline_accuracy if key == self.full else self.memo[key]["val_accuracy"]
 
+    def paired(self, widths):
+        """The drop of `widths` (reached along the path) from the baseline, paired on the
+        validation images (`tfprune.stats.PairedDrop`), or `None` if not recorded."""
+        from tfprune import stats
+
+        info = self.memo.get(self._name(widths)) or {}
+        return stats.PairedDrop.of(*info["table"]) if info.get("table") else None
+
     def keep(self, path):
         """Forgets the weights of candidates not on `path` (a list of width dicts)."""
         names = {self._name(widths) for widths in path} | {self.full}
@@ -220,7 +238,8 @@ class Path:
         self.states[key] = state
         if key not in self.memo:
             self.memo[key] = {"val_accuracy": value, "parent": self._name(parent),
-                              "layer": layer, "from": parent[layer], "depth": depth}
+                              "layer": layer, "from": parent[layer], "depth": depth,
+                              "table": self.tuner.table}
 
     def _depth(self, widths):
         key = self._name(widths)
@@ -235,11 +254,15 @@ def _seed(seed):
 
 def accuracy(model, data, batch_size=1000):
     """Top-1 accuracy of `model` on `data = (x, y)`, called eagerly batch by batch."""
+    return int(np.sum(correct(model, data, batch_size))) / len(data[1])
+
+
+def correct(model, data, batch_size=1000):
+    """Per image of `data = (x, y)`, whether `model`'s top-1 class is the label."""
     x, y = data
-    correct = sum(int(np.sum(np.argmax(np.asarray(model(x[i:i + batch_size], training=False)),
-                                       axis=-1) == y[i:i + batch_size]))
-                  for i in range(0, len(y), batch_size))
-    return correct / len(y)
+    return np.concatenate([np.argmax(np.asarray(model(x[i:i + batch_size], training=False)),
+                                     axis=-1) == y[i:i + batch_size]
+                           for i in range(0, len(y), batch_size)] or [np.zeros(0, bool)])
 
 
 class Sensitivity:
