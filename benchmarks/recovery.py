@@ -2,15 +2,19 @@
 each of the three recovery defaults (issue 20), measured one by one.
 
     python benchmarks/recovery.py                       # both models, every variant
-    python benchmarks/recovery.py --models=residual --variants=defaults,before
+    python benchmarks/recovery.py --models=residual --variants=defaults,before --seeds=0,1,2
 
-Models (trained by the first run of each, on MNIST as a PNG folder of 10,000 training and
-10,000 test images at 32x32 RGB; the other variants start from that run's baseline file):
+Models (trained by the first run of each, on MNIST written out as PNG files and read at
+32x32 RGB; the other variants start from that run's baseline file):
 
 - `residual`: a small residual CNN of the kind users bring (its own Rescaling, Conv-BN-ReLU,
-  a residual block, a separable conv; about 18k parameters), trained 15 epochs;
+  a residual block, a separable conv; 18,106 parameters), trained 15 epochs on 10,000
+  training images (and measured on 10,000 test images);
+- `residual_m999`: the same with keras.applications' BatchNorm momentum, 0.999, whose moving
+  statistics follow the weights over a thousand steps;
 - `mobilenet_v2`: `tfprune.models.mobilenet_v2` (keras.applications MobileNetV2, alpha 0.35),
-  trained with the zoo default of 8 epochs.
+  trained with the zoo default of 8 epochs on all of MNIST (`export/mnist_images`, as the
+  README makes it).
 
 Each is compressed with `--final_sparsity=0.5 --granularity=filter` and otherwise the
 defaults. Variants:
@@ -21,7 +25,8 @@ defaults. Variants:
 - `no_batchnorm`: `--batchnorm_images=0`;
 - `no_fold_after`: `--nofold_after_retrain` (merge before retraining);
 - `no_budget`: the old fixed budget, `--prune_epochs=4 --retrain_epochs=2`;
-- `before`: all four off at once: the defaults before issue 20.
+- `old_rates`: the old learning rates (prune 5e-4, retrain 2e-4);
+- `before`: all of these at once: the defaults before issue 20.
 
 It prints one row per model and variant: validation accuracy after each stage, the
 `.tflite` test accuracy of baseline and compressed file and the paired difference, the
@@ -42,23 +47,28 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import print_table  # noqa: E402
 
 OUT = ROOT / "export" / "recovery"
-IMAGES = OUT / "mnist_png_10k"
+IMAGES = {"residual": (OUT / "mnist_png_10k", 10000),
+          "residual_m999": (OUT / "mnist_png_10k", 10000),
+          "mobilenet_v2": (ROOT / "export" / "mnist_images", None)}
 VARIANTS = {
     "defaults": [],
     "no_frequency": ["--frequency=100"],
     "no_batchnorm": ["--batchnorm_images=0"],
     "no_fold_after": ["--nofold_after_retrain"],
     "no_budget": ["--prune_epochs=4", "--retrain_epochs=2"],
+    "old_rates": ["--prune_learning_rate=0.0005", "--retrain_learning_rate=0.0002"],
     "before": ["--frequency=100", "--batchnorm_images=0", "--nofold_after_retrain",
-               "--prune_epochs=4", "--retrain_epochs=2"],
+               "--prune_epochs=4", "--retrain_epochs=2", "--prune_learning_rate=0.0005",
+               "--retrain_learning_rate=0.0002"],
 }
-MODELS = {"residual": ["--baseline_epochs=15"], "mobilenet_v2": []}
-COMMON = ["--final_sparsity=0.5", "--granularity=filter", "--seed=0", "--verbose=2",
-          "--resume"]
+MODELS = {"residual": ["--baseline_epochs=15"], "residual_m999": ["--baseline_epochs=15"],
+          "mobilenet_v2": []}
+COMMON = ["--final_sparsity=0.5", "--granularity=filter", "--verbose=2", "--resume"]
 
 
-def residual_cnn():
-    """The small residual CNN with BatchNorm and a separable conv, 32x32 RGB (~18k params)."""
+def residual_cnn(momentum=0.99):
+    """The small residual CNN with BatchNorm and a separable conv, 32x32 RGB (~18k params);
+    `momentum`: its BatchNorms' (Keras' default, or keras.applications' 0.999)."""
     import keras
     from keras import layers
 
@@ -66,7 +76,7 @@ def residual_cnn():
         conv = layers.SeparableConv2D if separable else layers.Conv2D
         x = conv(filters, kernel, strides=strides, padding="same", use_bias=False,
                  name=f"{name}_conv")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
         return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
     inputs = keras.Input((32, 32, 3), name="image")
@@ -84,30 +94,34 @@ def residual_cnn():
 
 def model_flag(name):
     """The `--model` of the first run of `name`: a zoo name, or the residual CNN's file."""
-    if name != "residual":
+    if not name.startswith("residual"):
         return name
-    path = OUT / "residual_cnn.keras"
+    path = OUT / f"{name}_cnn.keras"
     if not path.exists():
         from tfprune import atomic
 
         with atomic.atomic_path(path, make_parents=True) as tmp:
-            residual_cnn().save(tmp)
+            residual_cnn(0.999 if name == "residual_m999" else 0.99).save(tmp)
     return str(path)
 
 
-def images():
-    if not IMAGES.exists():
+def images(model):
+    """The `--dataset` flag of `model`'s runs; the PNG folder is written once."""
+    folder, limit = IMAGES[model]
+    if not folder.exists():
         from tfprune import data
 
-        data.export_folder("mnist", IMAGES, limit=10000)
-    return f"--dataset=folder:{IMAGES}"
+        data.export_folder("mnist", folder, limit=limit)
+    return f"--dataset=folder:{folder}"
 
 
-def run(model, variant):
+def run(model, variant, seed=0):
     """Runs (or resumes) one variant; returns its folder."""
-    folder = OUT / f"{model}_{variant}"
-    first = OUT / f"{model}_defaults"
-    flags = [images(), f"--export_dir={folder}", *COMMON, *VARIANTS[variant]]
+    suffix = f"_s{seed}" if seed else ""
+    folder = OUT / f"{model}_{variant}{suffix}"
+    first = OUT / f"{model}_defaults{suffix}"
+    flags = [images(model), f"--export_dir={folder}", *COMMON, f"--seed={seed}",
+             *VARIANTS[variant]]
     if variant == "defaults":
         flags += [f"--model={model_flag(model)}", *MODELS[model]]
     else:  # the same baseline, trained once by the defaults run
@@ -119,7 +133,7 @@ def run(model, variant):
     return folder, done.returncode
 
 
-def row(model, variant, folder, code, baseline_seconds):
+def row(model, variant, seed, folder, code, baseline_seconds):
     records = json.loads((folder / "stages.json").read_text())
     report = json.loads((folder / "report.json").read_text()) if (
         folder / "report.json").exists() else {}
@@ -135,7 +149,7 @@ def row(model, variant, folder, code, baseline_seconds):
     prune = records.get("prune", {}).get("result") or {}
     retrain = records.get("retrain", {}).get("result") or {}
     return {
-        "model": model, "variant": variant,
+        "model": model, "variant": variant, "seed": str(seed),
         "baseline": val("baseline"), "pruned": val("prune"),
         "retrained": val("retrain"), "compressed": val("shrink"),
         "prune epochs / updates": f"{prune.get('epochs', '-')} / {prune.get('updates', '-')}",
@@ -154,16 +168,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--seeds", default="0",
+                        help="seeds to run each variant with (each seed trains its baseline)")
     args = parser.parse_args()
     rows = []
     for model in args.models.split(","):
-        baseline_seconds = None
-        for variant in args.variants.split(","):
-            folder, code = run(model, variant)
-            if variant == "defaults":
-                records = json.loads((folder / "stages.json").read_text())
-                baseline_seconds = records["baseline"]["seconds"]
-            rows.append(row(model, variant, folder, code, baseline_seconds))
+        for seed in map(int, args.seeds.split(",")):
+            baseline_seconds = None
+            for variant in args.variants.split(","):
+                folder, code = run(model, variant, seed)
+                if variant == "defaults":
+                    records = json.loads((folder / "stages.json").read_text())
+                    baseline_seconds = records["baseline"]["seconds"]
+                rows.append(row(model, variant, seed, folder, code, baseline_seconds))
     head = list(rows[0])
     print_table(head, [[r[k] for k in head] for r in rows])
 

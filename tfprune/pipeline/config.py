@@ -147,7 +147,7 @@ class PipelineConfig:
               "1 to 10 epochs).", range=_AT_LEAST_0)
     retrain_epochs: int | None = setting(
         None, "Epochs of retraining, masks held (default: until the validation accuracy "
-              "stops improving for 2 epochs, at most twice the prune epochs, the best epoch "
+              "stops improving for 3 epochs, at most twice the prune epochs, the best epoch "
               "kept).", range=_AT_LEAST_0)
     baseline_batch_size: int = setting(128, "Batch size of the baseline stage.",
                                        range=_AT_LEAST_1)
