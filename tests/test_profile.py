@@ -58,6 +58,40 @@ def test_ops_xnnpack_refuses_are_on_the_builtin_kernels(weight_only_int4):
     assert set(result.split("ran")) <= {"xnnpack", "builtin"}
 
 
+def _with_buffers_after_the_flatbuffer(data):
+    """The same model with its weights stored after the flatbuffer (`offset`, `size`), as
+    litert-quantizer writes some files (and the converter, models over 2 GB)."""
+    import flatbuffers
+
+    from tfprune.interpreter import parse
+
+    model, _ = parse(data, "x")
+    moved = [(b, bytes(b.data)) for b in model.buffers if b.data is not None and len(b.data)]
+
+    def pack(offsets):
+        for (buffer, held), offset in zip(moved, offsets, strict=True):
+            buffer.data, buffer.offset, buffer.size = None, offset, len(held)
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+    head = pack([2**40] * len(moved))  # placeholders as wide as the real offsets
+    start, offsets, tail = -(-len(head) // 16) * 16, [], b""
+    for _, held in moved:
+        offsets.append(start + len(tail))
+        tail += held + bytes(-len(held) % 16)
+    head = pack(offsets)
+    return head + bytes(start - len(head)) + tail
+
+
+def test_weights_stored_after_the_flatbuffer_are_profiled(int8_file, tmp_path):
+    moved = tmp_path / "moved.tflite"
+    moved.write_bytes(_with_buffers_after_the_flatbuffer(int8_file.read_bytes()))
+    result = bench.profile(moved, delegate="builtin", runs=5, warmup=1)
+    assert [o.op for o in result.ops] == EXPECTED
+    assert all(o.alone_ran == "builtin" and o.median_us >= 0 for o in result.ops)
+
+
 def test_bad_arguments_are_one_line(int8_file):
     for kwargs in ({"delegate": "gpu"}, {"runs": 0}, {"threads": "2"}):
         with pytest.raises(TfpruneError) as e:

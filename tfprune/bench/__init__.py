@@ -5,6 +5,6 @@ compressed file is slower (`slower`)."""
 from tfprune.bench import slower  # noqa: F401
 from tfprune.bench.counts import Counts, LayerCount, count  # noqa: F401
 from tfprune.bench.latency import Comparison, Timing, compare  # noqa: F401
-from tfprune.bench.profile import OpTime, Profile, profile  # noqa: F401
+from tfprune.bench.profiler import OpTime, Profile, profile  # noqa: F401
 from tfprune.bench.tflm import compare_tflm  # noqa: F401
 from tfprune.interpreter import file_sizes  # noqa: F401

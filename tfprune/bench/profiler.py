@@ -56,7 +56,7 @@ class OpTime:
         types: String, activation types in and out (`"float32 -> int8"`).
         weights: String, its constant inputs' type and quantization (`"int8 per-channel"`),
             or `""`.
-        edge: Boolean, a QUANTIZE reading a model input or a DEQUANTIZE making a model
+        edge: Boolean, a QUANTIZE or DEQUANTIZE that reads a model input or makes a model
             output: the cost of float I/O on an integer model.
         median_us: Float, the op's time: its one-op model's median less the empty invoke's,
             at least 0; `nan` if the op cannot run alone.
@@ -194,6 +194,7 @@ def profile(path, delegate="xnnpack", threads=1, runs=200, warmup=20):
             raise TfpruneError(f"{name} must be an integer >= {low}. Received: {name}={value!r}")
     data = read_tflite(path)
     model, names = parse(data, path)
+    _inline_buffers(model, data)
     whole, used, _ = load_interpreter(path, threads, delegate)
     nodes = node_details(whole)
     taken = delegated_ops(nodes) if used == "xnnpack" else set()
@@ -221,10 +222,10 @@ def profile(path, delegate="xnnpack", threads=1, runs=200, warmup=20):
                                                        strict=True)):
         median = next(medians) if call is not None else float("nan")
         name = names[op.opcodeIndex]
-        edge = ((name == "QUANTIZE" and op.inputs[0] in inputs)
-                or (name == "DEQUANTIZE" and op.outputs[0] in outputs))
+        edge = name in CONVERSIONS and (op.inputs[0] in inputs or op.outputs[0] in outputs)
+        alone_time = max(0.0, float(median - invoke)) if call is not None else float("nan")
         ops.append(OpTime(i, name, kernels, _types(graph, model, op), _weights(graph, model, op),
-                          bool(edge), max(0.0, float(median - invoke)), float(median), ran))
+                          bool(edge), alone_time, float(median), ran))
     return Profile(str(path), delegate, used, threads, runs, float(total), float(invoke), ops)
 
 
@@ -252,11 +253,20 @@ def _tensor_values(path, graph):
     return values
 
 
+def _inline_buffers(model, data):
+    """Moves the buffers a file keeps after its flatbuffer (`offset`, `size`: large models,
+    and litert-quantizer's files) into the model, so that a copy packs them too."""
+    for buffer in model.buffers or []:
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(data[buffer.offset:buffer.offset + buffer.size],
+                                        np.uint8)
+            buffer.offset, buffer.size = 0, 0
+
+
 def _constant(graph, model, t):
     buffer = graph.tensors[t].buffer
     held = model.buffers[buffer] if 0 < buffer < len(model.buffers) else None
-    return held is not None and ((held.data is not None and len(held.data) > 0)
-                                 or held.offset > 1)
+    return held is not None and held.data is not None and len(held.data) > 0
 
 
 def _feeds(graph, model, op):
