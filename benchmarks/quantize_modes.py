@@ -9,7 +9,10 @@ where the time goes.
 2. Each model exported (batch 1, as the pipeline's benchmark) in every mode of
    `tfprune.export.to_tflite`: float32, float16, dynamic range (int8 weights), full int8
    (float I/O and int8 I/O), and int4 in each of its forms (`tfprune.int4`: mixed, the
-   default; dynamic; weight-only).
+   default; dynamic; weight-only). And, to test why full int8 is slower than dynamic range
+   here, one file outside tfprune's modes: full int8 but for the first conv, which stays
+   float (litert-quantizer's static int8 recipe on every op but that conv, calibrated on
+   the same 500 training images; int8 I/O, as that recipe makes).
 3. For each file: size raw and gzipped, accuracy of the `.tflite` file on the 10,000 MNIST
    test images (LiteRT), latency on XNNPACK and on the builtin kernels (all files of a
    model interleaved in one process, 1 thread, batch 1: median µs and the per-round
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -33,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import common  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from tfprune import atomic, bench, export  # noqa: E402
 from tfprune.bench.profiler import summary_line  # noqa: E402
@@ -49,16 +54,40 @@ MODES = (
     ("int4 mixed", {"quantize": "int4", "int4_form": "mixed"}),
     ("int4 dynamic", {"quantize": "int4", "int4_form": "dynamic"}),
     ("int4 weight-only", {"quantize": "int4", "int4_form": "weight_only"}),
+    ("int8, first conv float (int8 I/O)", None),
 )
+
+
+def int8_but_first_conv(model, path, representative):
+    """Full int8 (litert-quantizer's static a8w8) on every op but the first conv's."""
+    from ai_edge_litert import interpreter as litert
+    from litert_quantizer import Quantizer
+
+    float_path = path.with_name(path.stem + "_float_input.tflite")
+    export.to_tflite(model, float_path, batch_size=1)
+    signature = litert.Interpreter(model_path=str(float_path)).get_signature_list()
+    key = next(iter(signature))
+    name = signature[key]["inputs"][0]
+    first = next(layer.name for layer in model.layers
+                 if isinstance(layer, keras.layers.Conv2D))
+    quantizer = Quantizer(str(float_path))
+    quantizer.add_static_config(f"^(?!.*/{re.escape(first)}_?\\d*/).*$", "*", 8, 8)
+    images = np.concatenate([np.asarray(x) for x, _ in representative])
+    ranges = quantizer.calibrate({key: [{name: images[i:i + 1]} for i in range(len(images))]})
+    result = quantizer.quantize(ranges, enable_progress_report=False)
+    atomic.write_bytes(path, bytes(result.quantized_model))
 
 
 def measure(name, model, args, test, representative):
     """Rows of one model: every mode exported, evaluated, timed together and profiled."""
     rows = []
     for label, kwargs in MODES:
-        path = OUT / f"{name}_{label.replace(' ', '_').replace('(', '').replace(')', '')}.tflite"
-        export.to_tflite(model, path, representative_data=representative, batch_size=1,
-                         **kwargs)
+        path = OUT / f"{name}_{re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')}.tflite"
+        if kwargs is None:
+            int8_but_first_conv(model, path, representative)
+        else:
+            export.to_tflite(model, path, representative_data=representative, batch_size=1,
+                             **kwargs)
         info = export.inspect(path)
         rows.append({"model": name, "mode": label, "path": str(path), "bytes": info.size_raw,
                      "gzip_bytes": info.size_gzip, "ops": info.ops,

@@ -58,6 +58,18 @@ def test_ops_xnnpack_refuses_are_on_the_builtin_kernels(weight_only_int4):
     assert set(result.split("ran")) <= {"xnnpack", "builtin"}
 
 
+def test_weights_dequantized_at_load_stay_weights_when_an_op_runs_alone(tmp_path):
+    """A float16 file computes its float32 weights with DEQUANTIZE ops from constants: the
+    conv timed alone gets them as weights (runtimes fold them at load), not as an input."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv")])
+    path = export.to_tflite(model, tmp_path / "f16.tflite", quantize="float16", batch_size=1)
+    result = bench.profile(path, runs=5, warmup=1)
+    conv = next(o for o in result.ops if o.op == "CONV_2D")
+    assert conv.weights == "float16, dequantized" and conv.types == "float32 -> float32"
+    assert conv.ran == "xnnpack" and conv.alone_ran == "xnnpack"
+
+
 def _with_buffers_after_the_flatbuffer(data):
     """The same model with its weights stored after the flatbuffer (`offset`, `size`), as
     litert-quantizer writes some files (and the converter, models over 2 GB)."""

@@ -199,6 +199,7 @@ def profile(path, delegate="xnnpack", threads=1, runs=200, warmup=20):
     nodes = node_details(whole)
     taken = delegated_ops(nodes) if used == "xnnpack" else set()
     graph = model.subgraphs[0]
+    folded = _folded(graph, model)
     values = _tensor_values(path, graph)
     with tempfile.TemporaryDirectory(prefix="tfprune-profile-") as folder:
         calls = [_invoker(whole, path, 1), _call(_empty_model(), Path(folder) / "empty.tflite",
@@ -208,8 +209,8 @@ def profile(path, delegate="xnnpack", threads=1, runs=200, warmup=20):
             kernels = "xnnpack" if i in taken else "builtin"
             one = Path(folder) / f"op{i}.tflite"
             try:
-                call, ran = _call(_one_op_model(model, i), one, threads, kernels,
-                                  {t: values[t] for t in _feeds(graph, model, op)})
+                call, ran = _call(_one_op_model(model, i, folded), one, threads, kernels,
+                                  {t: values[t] for t in _feeds(graph, model, op, folded)})
             except (TfpruneError, RuntimeError, ValueError, KeyError) as e:
                 call, ran = None, f"not alone: {str(e).splitlines()[0][:80]}"
             alone.append((kernels, call, ran))
@@ -224,8 +225,9 @@ def profile(path, delegate="xnnpack", threads=1, runs=200, warmup=20):
         name = names[op.opcodeIndex]
         edge = name in CONVERSIONS and (op.inputs[0] in inputs or op.outputs[0] in outputs)
         alone_time = max(0.0, float(median - invoke)) if call is not None else float("nan")
-        ops.append(OpTime(i, name, kernels, _types(graph, model, op), _weights(graph, model, op),
-                          bool(edge), alone_time, float(median), ran))
+        ops.append(OpTime(i, name, kernels, _types(graph, model, op, folded),
+                          _weights(graph, model, op, folded), bool(edge), alone_time,
+                          float(median), ran))
     return Profile(str(path), delegate, used, threads, runs, float(total), float(invoke), ops)
 
 
@@ -269,22 +271,48 @@ def _constant(graph, model, t):
     return held is not None and held.data is not None and len(held.data) > 0
 
 
-def _feeds(graph, model, op):
-    """The op's inputs that are not constants: the one-op model's inputs."""
+def _folded(graph, model):
+    """Tensor -> index of the op that makes it, for the tensors made from constants only
+    (a DEQUANTIZE of float16 or int4 weights): runtimes compute them once, at load."""
+    made = {}
+    for i, op in enumerate(graph.operators or []):
+        ins = [t for t in (op.inputs if op.inputs is not None else []) if t >= 0]
+        if ins and all(_constant(graph, model, t) or t in made for t in ins):
+            made.update({int(t): i for t in op.outputs if t >= 0})
+    return made
+
+
+def _feeds(graph, model, op, folded):
+    """The op's inputs that are neither constants nor made from them: the one-op model's
+    inputs."""
     return [int(t) for t in dict.fromkeys(op.inputs if op.inputs is not None else [])
-            if t >= 0 and not _constant(graph, model, t)]
+            if t >= 0 and t not in folded and not _constant(graph, model, t)]
 
 
-def _one_op_model(model, index):
-    """The bytes of a model that runs only op `index` of the first subgraph."""
+def _prelude(graph, op, folded):
+    """The indices of the ops that make `op`'s inputs from constants, in file order."""
+    found, pending = set(), [t for t in (op.inputs if op.inputs is not None else [])
+                             if t in folded]
+    while pending:
+        maker = folded[pending.pop()]
+        if maker not in found:
+            found.add(maker)
+            pending += [t for t in graph.operators[maker].inputs if t in folded]
+    return sorted(found)
+
+
+def _one_op_model(model, index, folded):
+    """The bytes of a model that runs only op `index` of the first subgraph (and the ops
+    that make its inputs from constants, which runtimes fold at load)."""
     graph = model.subgraphs[0]
     saved = (graph.operators, graph.inputs, graph.outputs, model.subgraphs,
              model.signatureDefs)
     op = graph.operators[index]
     try:
-        graph.inputs = _feeds(graph, model, op)
+        graph.inputs = _feeds(graph, model, op, folded)
         graph.outputs = [int(t) for t in op.outputs if t >= 0]
-        graph.operators, model.subgraphs, model.signatureDefs = [op], [graph], []
+        graph.operators = [saved[0][i] for i in _prelude(graph, op, folded)] + [op]
+        model.subgraphs, model.signatureDefs = [graph], []
         return _pack(model)
     finally:
         (graph.operators, graph.inputs, graph.outputs, model.subgraphs,
@@ -334,25 +362,31 @@ def _type(tensor):
     return _TYPE_NAMES.get(tensor.type) or np.dtype(NUMPY_TYPES.get(tensor.type, np.uint8)).name
 
 
-def _types(graph, model, op):
-    ins = [_type(graph.tensors[t]) for t in _feeds(graph, model, op)]
+def _types(graph, model, op, folded):
+    ins = [_type(graph.tensors[t]) for t in _feeds(graph, model, op, folded)]
     outs = [_type(graph.tensors[t]) for t in op.outputs if t >= 0]
     return f"{','.join(dict.fromkeys(ins)) or '-'} -> {','.join(dict.fromkeys(outs))}"
 
 
-def _weights(graph, model, op):
+def _weights(graph, model, op, folded):
+    """The op's weights (constant inputs of rank 2 or more) as stored: type and
+    quantization, and "dequantized" when an op makes them from a constant of another type."""
     found = []
     for t in op.inputs if op.inputs is not None else []:
-        if t < 0 or not _constant(graph, model, t):
+        source, how = t, ""
+        if t in folded:  # follow a DEQUANTIZE back to the weights the file stores
+            maker = graph.operators[folded[t]]
+            source, how = maker.inputs[0], ", dequantized"
+        if source < 0 or not _constant(graph, model, source):
             continue
-        tensor = graph.tensors[t]
+        tensor = graph.tensors[source]
         if len(tensor.shape if tensor.shape is not None else []) < 2:
             continue  # biases and shape constants
         scales = getattr(tensor.quantization, "scale", None)
         scales = [] if scales is None else scales
         kind = "" if len(scales) == 0 else (" per-channel" if len(scales) > 1
                                             else " per-tensor")
-        found.append(_type(tensor) + kind)
+        found.append(_type(tensor) + kind + how)
     return ", ".join(found)
 
 
