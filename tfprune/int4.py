@@ -6,19 +6,22 @@ The TFLite converter quantizes weights to 8 bits at least; 4-bit weights come fr
 one call into the package; `tfprune.export.to_tflite(..., quantize="int4")` converts to
 float first and hands the bytes here. Nothing here edits a flatbuffer by hand.
 
-Which form is fastest depends on the kernels the runtime has, and was measured (LiteRT
-2.3 + XNNPACK, 1 thread, batch 1, a 16-32-64 MNIST CNN; `benchmarks/quantize_modes.py`):
+Which form is fastest depends on the kernels the runtime has, and was measured
+(`benchmarks/quantize_modes.py`: LiteRT 2.3, 1 thread, batch 1, interleaved medians; the
+Caffe LeNet-5 and the compressed 16-32-64 LeNet-5 of `flags/lenet5_paper.flags`):
 
 - `"weight_only"` (int4 weights, a DEQUANTIZE op before each float op): XNNPACK refuses
-  int4 DEQUANTIZE, so every conv and dense layer falls back to the builtin float kernels,
-  across delegate partitions: 4.6x slower than the float file.
+  int4 DEQUANTIZE, so every conv and dense layer runs on the builtin float kernels: 166.0
+  and 25.6 µs, 2.1x and 2.7x slower than the float32 files (79.1 and 9.4 µs).
 - `"dynamic"` (int4 weights, activations quantized on the fly, integer compute): XNNPACK
-  has int4 kernels for FULLY_CONNECTED (qd8-qc4w) but none for CONV_2D, which runs on the
-  builtin hybrid kernels: 1.6x slower than the float file.
-- `"mixed"` (the default): dynamic int4 for FULLY_CONNECTED, dynamic int8 for every other
-  op the quantizer supports (convolutions): every op runs on XNNPACK, 1.6x faster than the
-  float file. In a CNN the dense layers hold most weights (LeNet-5: 94%), so this costs
-  little size against `"dynamic"`.
+  has int4 kernels for FULLY_CONNECTED but none for CONV_2D, which runs on the builtin
+  hybrid kernels: 73.7 and 15.2 µs.
+- `"mixed"` (the default): dynamic int4 for FULLY_CONNECTED, dynamic int8 for the other
+  ops with 1,024 weights or more, float below (as the converter's dynamic range: XNNPACK's
+  int8 conv on a one-channel input is slower than its float one): every op on XNNPACK,
+  31.0 and 4.5 µs, as fast as dynamic range (33.7 and 4.7 µs) at 54% and 66% of its bytes.
+  In a CNN the dense layers hold most weights (the Caffe LeNet-5: 94%), so it is 6% and
+  27% larger than `"dynamic"`.
 """
 
 from tfprune.errors import TfpruneError, UnsupportedModelError
