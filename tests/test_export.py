@@ -179,8 +179,8 @@ def test_representative_data_of_wrong_shape(model, tmp_path):
 
 def test_bad_arguments(model, tmp_path):
     with pytest.raises(TfpruneError) as e:
-        export.to_tflite(model, tmp_path / "m.tflite", quantize="int4")
-    _one_line(e, "quantize='int4'")
+        export.to_tflite(model, tmp_path / "m.tflite", quantize="int3")
+    _one_line(e, "quantize='int3'")
     with pytest.raises(TfpruneError) as e:
         export.to_tflite(model, tmp_path / "m.tflite", int8_io=True)
     _one_line(e, "int8_io")

@@ -192,7 +192,7 @@ def test_parse_granularity_rejects(spec):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("merge", "sideways"), ("quantize", ("int4",)), ("final_sparsity", 1.0),
+    ("merge", "sideways"), ("quantize", ("int3",)), ("final_sparsity", 1.0),
     ("prune_epochs", -1), ("end_step", 0), ("frequency", 0), ("optimizer", "lion"),
     ("stop_after", "nap"), ("dataset", "cifar10"), ("representative_size", 0),
     ("prune_learning_rate", 0.0), ("prune_epochs", 1.5), ("verbose", 3), ("power", "x")])

@@ -57,6 +57,18 @@ def test_inspect_prints_report(main, tflite, tmp_path, capsys):
     assert json.loads(out.read_text())[0]["ops"]["FULLY_CONNECTED"] == 2
 
 
+def test_profile_flag_prints_and_writes_the_profile(main, tflite, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(tools.bench_main, tflite, "--runs=3", "--warmup=0", "--delegates=builtin",
+                "--profile", f"--json={out}") == 0
+    stdout = capsys.readouterr().out
+    assert "each op timed alone" in stdout and "by kernels: builtin" in stdout
+    profile = json.loads(out.read_text())["profiles"][0]
+    assert [o["op"] for o in profile["ops"]] == ["FULLY_CONNECTED", "FULLY_CONNECTED"]
+    assert main(tools.inspect_main, tflite, "--profile") == 0
+    assert capsys.readouterr().out.count("each op timed alone") == 2  # xnnpack and builtin
+
+
 def test_errors_are_one_line(main, tmp_path, capsys):
     bad = tmp_path / "bad.tflite"
     bad.write_text("no model here")

@@ -47,8 +47,9 @@ _NAMES = {
 # Submodules reachable as attributes after `import tfprune`.
 _SUBMODULES = ("atomic", "backup", "batchnorm", "bench", "callbacks", "cli", "csource", "data",
                "distill", "distribute", "errors", "export", "faults", "fusion", "graph", "groups",
-               "handlers", "interpreter", "masks", "models", "options", "pipeline", "pruning",
-               "report", "schedules", "search", "shrinking", "stats", "tflm", "tools",
+               "handlers", "int4", "interpreter", "masks", "models", "options", "pipeline",
+               "pruning", "report", "schedules", "search", "shrinking", "stats", "tflm",
+               "tools",
                "verdict", "wrapper")
 
 __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,

@@ -18,16 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune import atomic, tflm
+from tfprune import atomic, int4, tflm
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
 from tfprune.interpreter import (
     NUMPY_TYPES,
+    LiteRtApiChanged,
     classes,
     data_sizes,
     dequantize,
     first_line,
     format_table,
     load_interpreter,
+    node_details,
     parse,
     read_tflite,
     tensor_name,
@@ -39,7 +41,7 @@ from tfprune.options import QUANTIZE_MODES, TARGETS
 
 def to_tflite(model, path, quantize=None, sparse=False, representative_data=None,
               int8_io=None, allow_select_ops=False, calibration_samples=200, batch_size=None,
-              target="litert"):
+              target="litert", int4_form="mixed"):
     """Converts a Keras model to a `.tflite` file, written atomically.
 
     Args:
@@ -47,8 +49,9 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
             of a `.keras` file.
         path: Where to write the `.tflite` file; its folder must exist.
         quantize: String, one of `"none"` (float32), `"float16"` (float16 weights),
-            `"dynamic"` (int8 weights, float activations) or `"int8"` (full integer,
-            calibrated on `representative_data`), defaults to `"none"` (`"int8"` for
+            `"dynamic"` (int8 weights, float activations), `"int8"` (full integer,
+            calibrated on `representative_data`) or `"int4"` (4-bit weights through
+            Google's `litert-quantizer`, in `int4_form`), defaults to `"none"` (`"int8"` for
             `target="tflm"`, which takes nothing else).
         sparse: Boolean, let the converter store sparse weights in its sparse encoding
             (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`), defaults to `False`.
@@ -68,13 +71,19 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
             `"tflm"` (TensorFlow Lite for Microcontrollers: full int8, no sparse encoding,
             every op checked against what TFLM has, naming the layer of any that is not),
             defaults to `"litert"`.
+        int4_form: String, how `quantize="int4"` stores and runs its weights: `"mixed"`
+            (int4 dense layers and int8 convolutions, both quantizing activations on the
+            fly: every op runs on XNNPACK, the fastest form measured), `"dynamic"` (int4
+            everywhere: XNNPACK has no int4 convolution, so convolutions run on the builtin
+            kernels) or `"weight_only"` (int4 weights dequantized before float ops, which
+            XNNPACK refuses: the slowest); see `tfprune.int4`. Defaults to `"mixed"`.
 
     Returns:
         The `Path` written.
 
     Raises:
         TfpruneError: bad arguments, representative data of the wrong shape, a folder that
-            is missing or cannot be written.
+            is missing or cannot be written, `quantize="int4"` without `litert-quantizer`.
         UnsupportedModelError: the model needs non-builtin ops or does not convert; with
             `target="tflm"`, an op TFLM lacks or a hybrid op (named with its layer).
 
@@ -91,15 +100,19 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
     ...                                  representative_data=images)
     >>> tfprune.export.inspect(micro).inputs    # int8 in, batch 1
     ['serving_default_args_0:0 1x8x8x1 int8']
+    >>> int4 = tfprune.export.to_tflite(model, "int4.tflite", quantize="int4")
+    >>> tfprune.export.inspect(int4).tensor("fc").dtype
+    'int4'
     """
     import tensorflow as tf
 
     model = _as_model(model)
     quantize, int8_io, batch_size = _target_defaults(target, quantize, int8_io, batch_size)
     _check_target(target, quantize, sparse, allow_select_ops, representative_data)
-    _check_mode(quantize, int8_io, representative_data)
+    _check_mode(quantize, int8_io, representative_data, sparse, int4_form)
     signature = _input_signature(model)
-    kwargs = _converter_settings(tf, quantize, sparse, int8_io, allow_select_ops)
+    kwargs = _converter_settings(tf, "none" if quantize == "int4" else quantize, sparse,
+                                 int8_io, allow_select_ops)
     if batch_size is not None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise TfpruneError(f"batch_size must be a positive integer or None. Received: "
@@ -117,6 +130,9 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
             raise
         except Exception as e:  # the converter raises many types; say what failed, in a line
             raise _conversion_error(e, allow_select_ops) from e
+        if quantize == "int4":  # the float file, quantized in place before it appears
+            tmp.write_bytes(int4.quantize(tmp.read_bytes(), int4_form))
+            load_interpreter(tmp, threads=1)  # it loads and runs, or it is no file
         if target == "tflm":  # before the file appears: a file that does not fit is no file
             tflm.check(tmp, full_int8=True, layers=[layer.name for layer in model.layers],
                        name=path)
@@ -221,6 +237,11 @@ def to_tflite_where_sparse_pays(model, path, **kwargs):
         raise TfpruneError("to_tflite_where_sparse_pays chooses the encoding itself. "
                            f"Received: sparse={kwargs['sparse']!r}")
     path = Path(path)
+    if kwargs.get("quantize") == "int4":  # litert-quantizer has no sparse encoding
+        to_tflite(model, path, sparse=False, **kwargs)
+        ran = _runs_on(path)
+        return SparseChoice(path, False, "dense: int4 files have no sparse encoding",
+                            ran["bytes"], ran["bytes"], ran["delegate"], ran["delegate"])
     trial = path.with_name(f".{path.name}.sparse-trial")
     try:
         to_tflite(model, trial, sparse=True, **kwargs)
@@ -250,8 +271,8 @@ def _outside_delegate(interpreter):
     a tensor it makes feeds a partition or is a model output and no partition makes it.
     """
     try:
-        nodes = interpreter._get_ops_details()  # a private API of LiteRT's
-    except Exception:
+        nodes = node_details(interpreter)
+    except LiteRtApiChanged:
         return Counter()
     partitions = [n for n in nodes if n["op_name"] == "DELEGATE"]
     made = {int(t) for n in partitions for t in n["outputs"]}
@@ -299,10 +320,17 @@ def _as_model(model):
     return model
 
 
-def _check_mode(quantize, int8_io, representative_data):
+def _check_mode(quantize, int8_io, representative_data, sparse=False, int4_form="mixed"):
     if quantize not in QUANTIZE_MODES:
         raise TfpruneError(f"quantize must be one of {QUANTIZE_MODES}. Received: "
                            f"quantize={quantize!r}")
+    int4.check_form(int4_form)
+    if quantize == "int4":
+        int4.check_available()
+        if sparse:
+            raise TfpruneError("quantize='int4' has no sparse encoding (litert-quantizer "
+                               "quantizes dense float weights): pass sparse=False. Received: "
+                               "sparse=True")
     if quantize == "int8" and representative_data is None:
         raise TfpruneError("quantize='int8' calibrates activation ranges: pass "
                            "representative_data (e.g. a slice of the training set).")
@@ -753,6 +781,9 @@ def inspect(path):
     return TFLiteInfo(str(path), raw, gz, dict(ops), tensors, inputs, outputs)
 
 
+_INT4 = 17  # schema TensorType.INT4: packed two values a byte, no NumPy type
+
+
 def _tensor_info(tensor, buffers, data, densified):
     buffer = buffers[tensor.buffer] if tensor.buffer < len(buffers) else None
     if buffer is None:
@@ -771,14 +802,20 @@ def _tensor_info(tensor, buffers, data, densified):
     if quant is not None and quant.zeroPoint is not None and len(quant.zeroPoint) == 1:
         zero_point = int(quant.zeroPoint[0])
     zeros = float("nan")
-    if dtype is not None and raw.size % np.dtype(dtype).itemsize == 0:
+    dense = int(np.prod(shape)) if shape else 1
+    if tensor.type == _INT4:  # two values a byte, low nibble first, sign-extended
+        nibbles = np.stack([raw & 0xF, raw >> 4], axis=-1).reshape(-1)[:dense].astype(np.int8)
+        values = np.where(nibbles > 7, nibbles - 16, nibbles)
+        zeros = 1.0 - int(np.count_nonzero(values != zero_point)) / dense if dense else 0.0
+    elif dtype is not None and raw.size % np.dtype(dtype).itemsize == 0:
         values = raw.view(dtype)
-        dense = int(np.prod(shape)) if shape else 1
         nonzero = int(np.count_nonzero(values != zero_point))
         zeros = 1.0 - nonzero / dense if dense else 0.0
     quantized = "" if len(scales) == 0 else ("per-channel" if len(scales) > 1 else "per-tensor")
     name = tensor_name(tensor)
-    return TensorInfo(name, shape, np.dtype(dtype).name if dtype else f"type{tensor.type}",
+    kind = "int4" if tensor.type == _INT4 else np.dtype(dtype).name if dtype else \
+        f"type{tensor.type}"
+    return TensorInfo(name, shape, kind,
                       int(raw.size), zeros, tensor.sparsity is not None, densified, quantized,
                       _index_bytes(tensor.sparsity))
 

@@ -332,34 +332,84 @@ def _loads_without_delegate(litert, data):
     return True
 
 
+class LiteRtApiChanged(TfpruneError):
+    """LiteRT's private node listing is gone or changed shape (a LiteRT upgrade)."""
+
+
+def node_details(interpreter):
+    """Every node of an allocated LiteRT interpreter, in execution order.
+
+    The one use of a private LiteRT API in tfprune (`Interpreter._get_ops_details`): the
+    model's ops first, with the index they have in the file, then one `DELEGATE` node per
+    partition a delegate took, with the partition's input and output tensors.
+    `tests/test_profile.py` fails when an upgrade changes it.
+
+    Args:
+        interpreter: An allocated `ai_edge_litert.interpreter.Interpreter`.
+
+    Returns:
+        A list of dicts with `index` (int), `op_name` (str), `inputs` and `outputs` (lists
+        of tensor indices, -1 for an absent optional input).
+
+    Raises:
+        LiteRtApiChanged: the private API is missing or answers in another shape.
+    """
+    try:
+        nodes = interpreter._get_ops_details()
+        return [{"index": int(n["index"]), "op_name": str(n["op_name"]),
+                 "inputs": [int(t) for t in n["inputs"]],
+                 "outputs": [int(t) for t in n["outputs"]]} for n in nodes]
+    except Exception as e:
+        raise LiteRtApiChanged(f"LiteRT's node listing (Interpreter._get_ops_details) changed "
+                               f"({type(e).__name__}: {first_line(e)}): update "
+                               "tfprune.interpreter.node_details for this LiteRT. Received: "
+                               f"ai_edge_litert {_litert_version()}") from e
+
+
+def _litert_version():
+    from importlib import metadata
+
+    try:
+        return metadata.version("ai-edge-litert")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _delegated(interpreter):
     try:
-        return any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
-    except Exception:  # a private API of LiteRT's: if it changes, assume the delegate ran
+        return any(op["op_name"] == "DELEGATE" for op in node_details(interpreter))
+    except LiteRtApiChanged:  # if LiteRT's listing changes, assume the delegate ran
         return True
+
+
+def delegated_ops(nodes):
+    """The indices of the ops a delegate replaced, from `node_details`.
+
+    LiteRT lists the ops a delegate replaced beside its DELEGATE node; those are the ops
+    upstream of the DELEGATE node's outputs, back to its inputs.
+    """
+    replaced = set()
+    for delegate in (op for op in nodes if op["op_name"] == "DELEGATE"):
+        wanted, stop = set(delegate["outputs"]), set(delegate["inputs"])
+        for op in reversed(nodes):
+            if op["op_name"] != "DELEGATE" and wanted & set(op["outputs"]):
+                replaced.add(op["index"])
+                wanted |= set(op["inputs"]) - stop
+    return replaced
 
 
 def undelegated_ops(interpreter):
     """The ops an interpreter runs on its builtin kernels, in order (the delegates' aside).
-
-    LiteRT lists the ops a delegate replaced beside its DELEGATE node; those are the ops
-    upstream of the DELEGATE node's outputs, back to its inputs.
 
     Returns:
         A list of op names; `[]` when LiteRT's private op listing is unavailable (then
         assume the delegate took them all).
     """
     try:
-        ops = interpreter._get_ops_details()
-    except Exception:  # a private API of LiteRT's: if it changes, assume the delegate ran
+        ops = node_details(interpreter)
+    except LiteRtApiChanged:
         return []
-    replaced = set()
-    for delegate in (op for op in ops if op["op_name"] == "DELEGATE"):
-        wanted, stop = set(delegate["outputs"].tolist()), set(delegate["inputs"].tolist())
-        for op in reversed(ops):
-            if op["op_name"] != "DELEGATE" and wanted & set(op["outputs"].tolist()):
-                replaced.add(op["index"])
-                wanted |= set(op["inputs"].tolist()) - stop
+    replaced = delegated_ops(ops)
     return [op["op_name"] for op in ops
             if op["op_name"] != "DELEGATE" and op["index"] not in replaced]
 

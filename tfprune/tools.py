@@ -1,11 +1,13 @@
 """Three small command-line tools for `.tflite` files.
 
     tfprune-bench baseline.tflite compressed.tflite [--threads=1] [--batch_size=1]
-                  [--runs=200] [--warmup=20] [--delegates=xnnpack,builtin] [--json=FILE]
-    tfprune-inspect model.tflite [more.tflite ...] [--json=FILE]
+                  [--runs=200] [--warmup=20] [--delegates=xnnpack,builtin] [--profile]
+                  [--json=FILE]
+    tfprune-inspect model.tflite [more.tflite ...] [--profile] [--json=FILE]
     tfprune-export-c model.tflite [--out_dir=DIR] [--name=model_data] [--language=cc]
 
-Each `main` reads its flags and calls the library (`tfprune.bench.compare`;
+Each `main` reads its flags and calls the library (`tfprune.bench.compare`, and with
+`--profile` `tfprune.bench.profile`, where each file's time goes op by op;
 `tfprune.export.inspect` and `runtimes`, `tfprune.tflm.activation_peak`;
 `tfprune.csource.write`); bad input prints one line, no traceback, and exits with 1.
 """
@@ -29,10 +31,17 @@ def _define_bench_flags():
     _define(flags.DEFINE_list, "delegates", ["xnnpack", "builtin"],
             "Comma-separated: xnnpack (default CPU delegate), builtin (without it).")
     _define(flags.DEFINE_string, "json", None, "Also write the result as JSON to this file.")
+    _define_profile_flag()
 
 
 def _define_inspect_flags():
     _define(flags.DEFINE_string, "json", None, "Also write the result as JSON to this file.")
+    _define_profile_flag()
+
+
+def _define_profile_flag():
+    _define(flags.DEFINE_boolean, "profile", False, "Also time each op of each file (alone, "
+            "on the kernels that ran it: XNNPACK or builtin) and show where the time goes.")
 
 
 def _define_export_c_flags():
@@ -100,8 +109,15 @@ def bench_main(argv):
                                    runs=FLAGS.runs, warmup=FLAGS.warmup,
                                    delegates=tuple(FLAGS.delegates))
             print(result)
+            payload = result.to_dict()
+            if FLAGS.profile:
+                profiles = [bench.profile(p, delegate=d, threads=FLAGS.threads,
+                                          runs=FLAGS.runs, warmup=FLAGS.warmup)
+                            for p in paths for d in FLAGS.delegates]
+                print("\n\n".join(str(p) for p in profiles))
+                payload["profiles"] = [p.to_dict() for p in profiles]
             if FLAGS.json:
-                _write_json(FLAGS.json, result.to_dict())
+                _write_json(FLAGS.json, payload)
     except _Failed:
         return 1
     return 0
@@ -109,9 +125,10 @@ def bench_main(argv):
 
 def inspect_main(argv):
     """`tfprune-inspect`: ops, weight tensors, sparsity and sizes of `.tflite` files; which
-    interpreters can run each (and why not); its peak activation memory."""
+    interpreters can run each (and why not); its peak activation memory; with `--profile`,
+    its time op by op on XNNPACK and on the builtin kernels."""
     paths = _tflite_paths(argv, "tfprune-inspect model.tflite")
-    from tfprune import export, tflm
+    from tfprune import bench, export, tflm
 
     try:
         with _one_line_errors("tfprune-inspect"):
@@ -119,11 +136,16 @@ def inspect_main(argv):
             for path in paths:
                 info, runs, peak = export.inspect(path), export.runtimes(path), \
                     tflm.activation_peak(path)
+                profiles = ([bench.profile(path, delegate=d) for d in ("xnnpack", "builtin")]
+                            if FLAGS.profile else [])
                 reports.append("\n".join([str(info), "runs on:"]
                                          + [f"  {runtime}" for runtime in runs]
-                                         + [f"peak activation memory (tensor lifetimes): {peak}"]))
+                                         + [f"peak activation memory (tensor lifetimes): {peak}"]
+                                         + [str(p) for p in profiles]))
                 payload.append({**info.to_dict(), "runtimes": [vars(r) for r in runs],
-                                "activation_peak": vars(peak)})
+                                "activation_peak": vars(peak),
+                                **({"profiles": [p.to_dict() for p in profiles]}
+                                   if profiles else {})})
             print("\n\n".join(reports))
             if FLAGS.json:
                 _write_json(FLAGS.json, payload)
