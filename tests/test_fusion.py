@@ -446,6 +446,19 @@ def test_masked_model_is_refused_with_a_message():
         fusion.fuse(model)
 
 
+def test_a_keras_ops_call_between_layers_is_named_with_its_place_not_masks():
+    x = keras.Input((8, 8, 3))
+    conv = layers.Conv2D(4, 3, name="conv")(x)
+    hard_sigmoid = layers.ReLU(6.0, name="relu6")(conv + 3.0) / 6.0  # MobileNetV3's
+    model = keras.Model(x, layers.Flatten()(hard_sigmoid))
+    with pytest.raises(UnsupportedModelError) as raised:
+        fusion.fuse(model)
+    message = str(raised.value)
+    assert "on the output of 'conv'" in message and "outside any layer" in message
+    assert "mask" not in message and "register_layer" in message
+    assert message.endswith("Received: operation='add'")
+
+
 def test_stateful_layer_is_left_alone():
     model = keras.Sequential([keras.Input(batch_shape=(2, 5, 3)), layers.Dense(4),
                               layers.Dropout(0.5), layers.GRU(3, stateful=True, name="gru")])

@@ -227,17 +227,34 @@ def _as_functional(model):
 
 def _check_layer(layer, model):
     if not isinstance(layer, keras.layers.Layer):
-        # e.g. the NotEqual/Any ops Keras adds to compute a Masking layer's mask.
-        raise UnsupportedModelError(
-            f"Model {model.name!r} calls operation {layer.name!r} ({type(layer).__name__}) "
-            "outside any layer (Keras adds these for masks): tfprune rewrites only models "
-            "made of layers, without masking."
-        )
+        raise UnsupportedModelError(_operation_message(layer, model))
     if isinstance(layer, keras.Model):
         raise UnsupportedModelError(
             f"Model {model.name!r} nests model {layer.name!r}: flatten it into one "
             "Functional model first."
         )
+
+
+def _operation_message(operation, model):
+    """One line for a `keras.ops` call between layers: which, where, and what to do.
+
+    A functional model records such a call (`x * 0.5`, `ops.relu6(x + 3) / 6`) as an
+    operation node; so does Keras for a `Masking` layer's mask (`NotEqual`, `Any`).
+    """
+    nodes = getattr(operation, "_inbound_nodes", None) or []
+    feeds = sorted({tensor._keras_history.operation.name for node in nodes[:1]
+                    for tensor in node.input_tensors if hasattr(tensor, "_keras_history")})
+    where = f" on the output of {', '.join(repr(name) for name in feeds)}" if feeds else ""
+    kind = type(operation).__name__
+    if kind in ("NotEqual", "Any") and any(isinstance(layer, keras.layers.Masking)
+                                           for layer in model.layers):
+        fix = "tfprune rewrites models without masking: remove the Masking layer"
+    else:
+        fix = ("tfprune rewrites models made of layers: make it a layer (keras.layers.Add, "
+               "Multiply, Activation, ReLU(max_value=6), Rescaling, or a Layer subclass "
+               "taught to tfprune with tfprune.register_layer)")
+    return (f"Model {model.name!r} calls operation {operation.name!r} ({kind}){where} "
+            f"outside any layer: {fix}. Received: operation={operation.name!r}")
 
 
 def clone_layer(layer):
