@@ -1,6 +1,7 @@
 """Exact fusion rules: every merge keeps the outputs (Keras and TFLite), random weights."""
 
 import os
+import re
 import tempfile
 
 import keras
@@ -456,7 +457,7 @@ def test_a_keras_ops_call_between_layers_is_named_with_its_place_not_masks():
     message = str(raised.value)
     assert "on the output of 'conv'" in message and "outside any layer" in message
     assert "mask" not in message and "register_layer" in message
-    assert message.endswith("Received: operation='add'")
+    assert re.search(r"Received: operation='add(_\d+)?'$", message)  # Keras numbers names
 
 
 def test_stateful_layer_is_left_alone():
