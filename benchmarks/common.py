@@ -53,22 +53,24 @@ def machine():
             "over the last minute")
 
 
-def time_rows(rows, runs, warmup=50):
-    """Times each row's `path` (interleaved, 1 thread, batch 1) and adds the figures to it.
+def time_rows(rows, runs, warmup=50, threads=1):
+    """Times each row's `path` (interleaved, batch 1) and adds the figures to it.
 
-    Each row gains, per delegate, the median µs, the per-round speedup over the first row
-    (median, p10, p90) and the delegate that ran, plus the file's raw and gzip bytes.
+    Each row gains, per delegate, the median µs (and p10, p90), the per-round speedup over
+    the first row (median, p10, p90), the delegate that ran and its note, plus the file's
+    raw and gzip bytes.
     """
     from tfprune import bench
 
-    timing = bench.compare(*[r["path"] for r in rows], threads=1, batch_size=1, runs=runs,
-                           warmup=warmup)
+    timing = bench.compare(*[r["path"] for r in rows], threads=threads, batch_size=1,
+                           runs=runs, warmup=warmup)
     for i, row in enumerate(rows):
         for delegate in ("xnnpack", "builtin"):
             t = timing.timing(i, delegate)
-            row[delegate] = {"median_us": t.median_us, "speedup": t.speedup,
-                             "speedup_p10": t.speedup_p10, "speedup_p90": t.speedup_p90,
-                             "ran": t.delegate_used}
+            row[delegate] = {"median_us": t.median_us, "p10_us": t.p10_us, "p90_us": t.p90_us,
+                             "speedup": t.speedup, "speedup_p10": t.speedup_p10,
+                             "speedup_p90": t.speedup_p90, "ran": t.delegate_used,
+                             "note": t.note}
         row["tflite_bytes"] = timing.timing(i).size_raw
         row["tflite_gzip"] = timing.timing(i).size_gzip
     return timing

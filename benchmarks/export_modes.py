@@ -35,7 +35,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfprune  # noqa: E402
-from tfprune import atomic, bench, export  # noqa: E402
+from tfprune import atomic, export  # noqa: E402
 
 OUT = common.OUT / "export_modes"
 # (label, to_tflite keyword arguments)
@@ -119,15 +119,7 @@ def main():
         row.update(size_raw=info.size_raw, size_gzip=info.size_gzip, densify=info.densify,
                    sparse_tensors=len(info.sparse_tensors),
                    accuracy=export.evaluate(row["path"], test))
-    result = bench.compare(*[r["path"] for r in rows], threads=args.threads, batch_size=1,
-                           runs=args.runs, warmup=args.warmup)
-    for row in rows:
-        for delegate in ("xnnpack", "builtin"):
-            t = result.timing(row["path"], delegate)
-            row[delegate] = {"median_us": t.median_us, "p10_us": t.p10_us, "p90_us": t.p90_us,
-                             "speedup": t.speedup, "speedup_p10": t.speedup_p10,
-                             "speedup_p90": t.speedup_p90, "ran": t.delegate_used,
-                             "note": t.note}
+    common.time_rows(rows, runs=args.runs, warmup=args.warmup, threads=args.threads)
 
     command = "python benchmarks/export_modes.py " + " ".join(sys.argv[1:])
     table = markdown(rows, keras_acc, kernel_sparsity(sparse), args)

@@ -94,15 +94,8 @@ def measure(name, model, args, test, representative):
                      "accuracy": export.evaluate(path, test)})
         print(f"{name} {label}: {info.size_raw:,} bytes, accuracy {rows[-1]['accuracy']:.2%}",
               file=sys.stderr)
-    timing = bench.compare(*[r["path"] for r in rows], threads=1, batch_size=1,
-                           runs=args.runs, warmup=args.warmup)
+    common.time_rows(rows, runs=args.runs, warmup=args.warmup)
     for row in rows:
-        for delegate in ("xnnpack", "builtin"):
-            t = timing.timing(row["path"], delegate)
-            row[delegate] = {"median_us": t.median_us, "p10_us": t.p10_us, "p90_us": t.p90_us,
-                             "speedup": t.speedup, "speedup_p10": t.speedup_p10,
-                             "speedup_p90": t.speedup_p90, "ran": t.delegate_used,
-                             "note": t.note}
         profile = bench.profile(row["path"], runs=args.profile_runs, warmup=args.warmup)
         row["profile"] = profile.to_dict()
         row["profile_summary"] = summary_line(profile)
