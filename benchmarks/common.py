@@ -17,6 +17,16 @@ from tfprune import atomic, data, models  # noqa: E402
 OUT = Path(__file__).resolve().parent / "out"
 
 
+# The converter's export modes: (label, `export.to_tflite` keyword arguments).
+EXPORT_MODES = (
+    ("float32", {"quantize": "none"}),
+    ("float16", {"quantize": "float16"}),
+    ("dynamic", {"quantize": "dynamic"}),
+    ("int8", {"quantize": "int8"}),
+    ("int8 (int8 I/O)", {"quantize": "int8", "int8_io": True}),
+)
+
+
 def mnist(split, batch_size=128, **kwargs):
     """MNIST from `TFPRUNE_DATA_DIR` (or the user cache)."""
     return data.mnist(split, batch_size=batch_size, **kwargs)
@@ -80,6 +90,21 @@ if __name__ == "__main__":
     model = trained_lenet5()
     print("test accuracy", model.evaluate(mnist("test"), verbose=0)[1], file=sys.stderr)
     os.makedirs(OUT, exist_ok=True)
+
+
+def timing_cells(row, notes, spread=False):
+    """A timed row's two table cells, XNNPACK then builtin: "µs (speedup)", with the
+    speedup's p10 and p90 if `spread`, and " *" where another delegate ran; each delegate's
+    note is added to `notes`."""
+    cells = []
+    for delegate in ("xnnpack", "builtin"):
+        t = row[delegate]
+        mark = "" if t["ran"] == delegate else " *"
+        band = f" [{t['speedup_p10']:.2f}, {t['speedup_p90']:.2f}]" if spread else ""
+        cells.append(f"{t['median_us']:.1f} ({t['speedup']:.2f}x{band}){mark}")
+        if t["note"]:
+            notes.append(f"* {Path(row['path']).name} [{delegate}]: {t['note']}")
+    return cells
 
 
 def print_table(head, rows):

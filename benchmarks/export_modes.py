@@ -38,14 +38,7 @@ import tfprune  # noqa: E402
 from tfprune import atomic, export  # noqa: E402
 
 OUT = common.OUT / "export_modes"
-# (label, to_tflite keyword arguments)
-MODES = (
-    ("float32", {"quantize": "none"}),
-    ("float16", {"quantize": "float16"}),
-    ("dynamic", {"quantize": "dynamic"}),
-    ("int8", {"quantize": "int8"}),
-    ("int8 (int8 I/O)", {"quantize": "int8", "int8_io": True}),
-)
+MODES = common.EXPORT_MODES
 
 
 def sparse_lenet5(model, epochs, sparsity=0.9):
@@ -147,14 +140,7 @@ def markdown(rows, keras_acc, sparsity, args):
     ]
     notes = []
     for r in rows:
-        cells = []
-        for delegate in ("xnnpack", "builtin"):
-            t = r[delegate]
-            mark = "" if t["ran"] == delegate else " *"
-            cells.append(f"{t['median_us']:.1f} ({t['speedup']:.2f}x [{t['speedup_p10']:.2f}, "
-                         f"{t['speedup_p90']:.2f}]){mark}")
-            if t["note"]:
-                notes.append(f"* {Path(r['path']).name} [{delegate}]: {t['note']}")
+        cells = common.timing_cells(r, notes, spread=True)
         lines.append(f"| {r['weights']} | {'yes' if r['sparse_encoding'] else 'no'} | "
                      f"{r['mode']} | {r['size_raw']:,} | {r['size_gzip']:,} | "
                      f"{r['accuracy']:.2%} | {cells[0]} | {cells[1]} | "

@@ -46,11 +46,7 @@ OUT = common.OUT / "quantize_modes"
 ROOT = Path(__file__).resolve().parents[1]
 # (label, to_tflite keyword arguments)
 MODES = (
-    ("float32", {"quantize": "none"}),
-    ("float16", {"quantize": "float16"}),
-    ("dynamic", {"quantize": "dynamic"}),
-    ("int8", {"quantize": "int8"}),
-    ("int8 (int8 I/O)", {"quantize": "int8", "int8_io": True}),
+    *common.EXPORT_MODES,
     ("int4 mixed", {"quantize": "int4", "int4_form": "mixed"}),
     ("int4 dynamic", {"quantize": "int4", "int4_form": "dynamic"}),
     ("int4 weight-only", {"quantize": "int4", "int4_form": "weight_only"}),
@@ -120,13 +116,7 @@ def markdown(rows, keras_acc, args):
     floats = {r["model"]: r["bytes"] for r in rows if r["mode"] == "float32"}
     notes = []
     for r in rows:
-        cells = []
-        for delegate in ("xnnpack", "builtin"):
-            t = r[delegate]
-            mark = "" if t["ran"] == delegate else " *"
-            cells.append(f"{t['median_us']:.1f} ({t['speedup']:.2f}x){mark}")
-            if t["note"]:
-                notes.append(f"* {Path(r['path']).name} [{delegate}]: {t['note']}")
+        cells = common.timing_cells(r, notes)
         lines.append(f"| {r['model']} | {r['mode']} | {r['bytes']:,} | "
                      f"{floats[r['model']] / r['bytes']:.1f}x | {r['accuracy']:.2%} | "
                      f"{cells[0]} | {cells[1]} | {r['profile_summary']} |")
