@@ -104,6 +104,14 @@ def test_a_pruned_model_ends_fit_with_statistics_of_its_own_weights():
                                rtol=1e-3, atol=1e-4)
 
 
+def test_adaptive_batchnorm_can_recompute_at_each_epoch_end_too():
+    model, x = _bn_model(), _images(128)
+    model.compile("adam", "mse")
+    callback = tfprune.AdaptiveBatchNorm(x, images=128, batch_size=64, at_epoch_end=True)
+    model.fit(x, np.zeros((128, 3)), batch_size=64, epochs=2, verbose=0, callbacks=[callback])
+    assert callback.recalibrated == 3  # two epoch ends, and the end of training
+
+
 def test_the_prune_budget_follows_the_cut_and_the_data():
     config = PipelineConfig()
     short = budget.prune_epochs(config, train_size=9000, sparsity=0.5)

@@ -137,7 +137,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
 class AdaptiveBatchNorm(keras.callbacks.Callback):
     """Recomputes the BatchNorm statistics wherever they are read: before each evaluation
-    inside `fit` (the validation split) and when training ends.
+    inside `fit` (the validation split), when training ends and, if asked, at the end of
+    each epoch (for the callbacks listed after it that judge the model then).
 
     Pruning moves a BatchNorm's inputs faster than its moving averages follow them: a
     model cut during a short `fit` is evaluated, and saved, with the statistics of the
@@ -151,6 +152,8 @@ class AdaptiveBatchNorm(keras.callbacks.Callback):
         images: Integer, how many of them (a seeded sample), defaults to `1024`.
         batch_size: Integer, defaults to `128`.
         seed: Integer, seeds the sample, defaults to `0`.
+        at_epoch_end: Boolean, also recompute at the end of each epoch, defaults to
+            `False`.
 
     Raises:
         TfpruneError: `images` or `batch_size` below 1.
@@ -171,7 +174,7 @@ class AdaptiveBatchNorm(keras.callbacks.Callback):
     True
     """
 
-    def __init__(self, x, images=1024, batch_size=128, seed=0):
+    def __init__(self, x, images=1024, batch_size=128, seed=0, at_epoch_end=False):
         super().__init__()
         for name, value in (("images", images), ("batch_size", batch_size)):
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -179,6 +182,7 @@ class AdaptiveBatchNorm(keras.callbacks.Callback):
                                    f"{name}={value!r}")
         self.x = batchnorm.sample(x, int(images), seed)
         self.batch_size = int(batch_size)
+        self.at_epoch_end = bool(at_epoch_end)
         self.recalibrated = 0
 
     def recalibrate(self):
@@ -188,6 +192,10 @@ class AdaptiveBatchNorm(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         self.recalibrate()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.at_epoch_end:
+            self.recalibrate()
 
     def on_train_end(self, logs=None):
         self.recalibrate()

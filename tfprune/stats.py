@@ -29,6 +29,23 @@ from tfprune.errors import TfpruneError
 CONFIDENCE = 0.95
 
 
+def correct(model, data, batch_size=1000):
+    """Per image of `data = (x, y)`, whether a Keras `model`'s top-1 class is the label
+    (booleans): what an accuracy averages, and what pairs two models on the same images.
+
+    It calls the model eagerly batch by batch: `predict` would retrace for every new model.
+    """
+    x, y = data
+    return np.concatenate([np.argmax(np.asarray(model(x[i:i + batch_size], training=False)),
+                                     axis=-1) == y[i:i + batch_size]
+                           for i in range(0, len(y), batch_size)] or [np.zeros(0, bool)])
+
+
+def accuracy(model, data, batch_size=1000):
+    """Top-1 accuracy of a Keras `model` on `data = (x, y)` (see `correct`)."""
+    return int(np.sum(correct(model, data, batch_size))) / len(data[1])
+
+
 @functools.lru_cache(maxsize=8)
 def _z(confidence):
     """The two-sided normal quantile: 1.96 for 0.95."""

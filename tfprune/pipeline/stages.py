@@ -148,8 +148,7 @@ def _prune(context):
     outputs = [context.save(PRUNE.model, pruned)]
     result = _describe(context, pruned)
     result.update(epochs=epochs, end_step=end_step, steps=steps, frequency=frequency,
-                  updates=sum(bool(schedule(config.final_sparsity)(step)[0])
-                              for step in range(steps)),
+                  updates=_updates(schedule(config.final_sparsity), steps),
                   granularity=granularity, resumed_from_epoch=resumed,
                   layer_sparsity=overrides, distilled=learner is not wrapped)
     return outputs, result, (f"{_accuracy_text(result)}, "
@@ -158,14 +157,20 @@ def _prune(context):
                              f"step {end_step}")
 
 
-def _adaptive_batchnorm(context, batch_size):
+def _updates(schedule, steps):
+    """How many of the first `steps` steps move the masks under `schedule`."""
+    return sum(bool(schedule(step)[0]) for step in range(steps))
+
+
+def _adaptive_batchnorm(context, batch_size, at_epoch_end=False):
     """The callback that recomputes BatchNorm statistics before evaluations and at the end
-    of training (`--batchnorm_images`), as a list: empty when off."""
+    of training (`--batchnorm_images`), and of each epoch if asked, as a list: empty when
+    off."""
     images = context.config.batchnorm_images
     if not images:
         return []
     return [tfprune.AdaptiveBatchNorm(context.train[0], images=images, batch_size=batch_size,
-                                      seed=context.config.seed)]
+                                      seed=context.config.seed, at_epoch_end=at_epoch_end)]
 
 
 PRUNE = Stage(
@@ -232,17 +237,15 @@ def _before_retrain(config):
 def _retrain(context):
     config = context.config
     model, resumed = training.clone(context.model(_before_retrain(config).model)), 0
-    pruned = context.results.get(PRUNE.name) or {}
-    epochs, early = budget.retrain_epochs(
-        config, pruned.get("epochs", budget.prune_epochs(config, len(context.train[1]),
-                                                          config.final_sparsity)))
-    early = early and len(context.validation[1]) > 0
+    epochs, early = budget.retrain_epochs(config, context.results[PRUNE.name]["epochs"])
     best = None
     if epochs:
-        callbacks = _adaptive_batchnorm(context, config.retrain_batch_size)
+        # Early: the statistics recomputed at each epoch's end, before the best epoch is
+        # judged on them (the callbacks run in this order).
+        callbacks = _adaptive_batchnorm(context, config.retrain_batch_size, at_epoch_end=early)
         if early:
-            best = budget.best_epoch_callback(context.validation, _recalibrated_accuracy(context))
-            callbacks = [best]
+            best = budget.best_epoch_callback(context.validation, training.accuracy)
+            callbacks.append(best)
         with training.hold_zeros(model):
             learner = training.learner(model, context.model(BASELINE.model), config)
             training.compile_model(learner, config, config.retrain_learning_rate,
@@ -260,21 +263,6 @@ def _retrain(context):
         ran = f"best of {best.epochs_run} epochs: {best.best_epoch} (at most {epochs})"
     return outputs, result, (f"{_accuracy_text(result)}, "
                              f"{result['nonzeros']:,} non-zero; {ran}")
-
-
-def _recalibrated_accuracy(context):
-    """`measure(model, validation)`: accuracy after recomputing BatchNorm statistics."""
-    from tfprune import batchnorm
-
-    config = context.config
-    images = batchnorm.sample(context.train[0], config.batchnorm_images, config.seed)
-
-    def measure(model, validation):
-        if config.batchnorm_images:
-            batchnorm.recalibrate(model, images, config.retrain_batch_size)
-        return training.accuracy(model, validation)
-
-    return measure
 
 
 RETRAIN = Stage("retrain", _retrain, model="retrained", trains=True,
@@ -615,9 +603,18 @@ def _val_accuracy(context, model):
     right = training.correct(model, context.validation)
     result = {"val_accuracy": int(np.sum(right)) / len(right)}
     if BASELINE.name in context.results:  # a later stage: paired with the baseline
-        base = training.correct(context.model(BASELINE.model), context.validation)
-        result.update(stats.paired(base, right).to_dict("val_"))
+        result.update(stats.paired(_baseline_right(context), right).to_dict("val_"))
     return result
+
+
+def _baseline_right(context):
+    """The baseline's answers on the validation split, right or wrong: computed once per
+    run (and shared with the search's scratch copies of the context)."""
+    cache = vars(context)
+    if "baseline_right" not in cache:
+        cache["baseline_right"] = training.correct(context.model(BASELINE.model),
+                                                   context.validation)
+    return cache["baseline_right"]
 
 
 def _accuracy_text(result):

@@ -23,6 +23,7 @@ import numpy as np
 
 from tfprune import faults
 from tfprune.errors import TfpruneError
+from tfprune.stats import accuracy, correct  # noqa: F401  (the stages' accuracy, per image)
 
 
 class DivergedError(TfpruneError):
@@ -244,23 +245,6 @@ def finite(model):
     """
     return all(np.all(np.isfinite(np.asarray(w, dtype=np.float64)))
                for w in model.get_weights())
-
-
-def accuracy(model, test, batch_size=1000):
-    """Top-1 accuracy of `model` on `test = (x, y)`.
-
-    It calls the model eagerly batch by batch: `predict` would retrace for every new model.
-    """
-    return int(np.sum(correct(model, test, batch_size))) / len(test[1])
-
-
-def correct(model, test, batch_size=1000):
-    """Per image of `test = (x, y)`, whether `model`'s top-1 class is the label (booleans):
-    what `accuracy` averages, and what pairs two models on the same images."""
-    x, y = test
-    return np.concatenate([np.argmax(np.asarray(model(x[i:i + batch_size], training=False)),
-                                     axis=-1) == y[i:i + batch_size]
-                           for i in range(0, len(y), batch_size)] or [np.zeros(0, bool)])
 
 
 def in_scope(model):

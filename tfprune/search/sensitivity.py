@@ -23,6 +23,7 @@ training step once.
 import numpy as np
 
 from tfprune import batchnorm
+from tfprune.stats import accuracy, correct  # noqa: F401  (the search's, per image)
 
 # Training images each cut's BatchNorm statistics are recomputed on before it is measured.
 BATCHNORM_IMAGES = 1024
@@ -250,19 +251,6 @@ def _seed(seed):
     import keras
 
     keras.utils.set_random_seed(seed)
-
-
-def accuracy(model, data, batch_size=1000):
-    """Top-1 accuracy of `model` on `data = (x, y)`, called eagerly batch by batch."""
-    return int(np.sum(correct(model, data, batch_size))) / len(data[1])
-
-
-def correct(model, data, batch_size=1000):
-    """Per image of `data = (x, y)`, whether `model`'s top-1 class is the label."""
-    x, y = data
-    return np.concatenate([np.argmax(np.asarray(model(x[i:i + batch_size], training=False)),
-                                     axis=-1) == y[i:i + batch_size]
-                           for i in range(0, len(y), batch_size)] or [np.zeros(0, bool)])
 
 
 class Sensitivity:
