@@ -207,6 +207,11 @@ def test_the_defaults_size_the_run_fold_after_retraining_and_say_so(mnist_dir, t
                                                                "retrained.keras").layers)
     assert retrain["val_accuracy"] > 0.5  # it learned: the next check means something
     assert folded["val_accuracy"] == pytest.approx(retrain["val_accuracy"], abs=0.004)
+    run = tmp_path / "run"
+    x = np.random.default_rng(0).random((16, 28, 28, 1), dtype="float32")
+    np.testing.assert_allclose(keras.models.load_model(run / "folded.keras")(x),
+                               keras.models.load_model(run / "retrained.keras")(x),
+                               rtol=1e-4, atol=1e-5)  # the fold is exact
     md = (tmp_path / "run" / "report.md").read_text()
     assert "a mask update every" in md and "best of" in md
 
