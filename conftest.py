@@ -6,8 +6,12 @@ random state, and runs in its own empty temporary folder, so the files it writes
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# What tfprune caches (the search's latency table) goes to a folder of this session's own,
+# not the user's ~/.cache.
+os.environ.setdefault("TFPRUNE_CACHE_DIR", tempfile.mkdtemp(prefix="tfprune-test-cache-"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -326,6 +326,11 @@ def test_search_stage_decides_on_validation_and_the_run_follows_its_plan(mnist_d
     # stages, seeded, trained the same model as the search's check.
     assert results["export"]["files"]["compressed.tflite"]["bytes"] == search["figures"]["bytes"]
     assert results["shrink"]["val_accuracy"] == search["figures"]["val_accuracy"]
+    # ... so the run took those stages from the check instead of training them again.
+    records = json.loads((run / "stages.json").read_text())
+    assert all("trained by the search's check" in records[name]["figure"]
+               for name in ("prune", "retrain", "shrink"))
+    assert not list(run.glob(".search-*"))  # no scratch folder left behind
     targets = {t["name"]: t for t in results["report"]["targets"]}
     assert targets["size"]["met"] and targets["size"]["value"] == search["figures"]["bytes"]
     report = (run / "report.md").read_text()
@@ -405,3 +410,72 @@ def test_the_tuner_cuts_by_channel_group_and_keeps_the_cuts_of_its_state():
                              "block3_pw": 64, "block4_pw": 256}
     bn = tuner.wrapped.get_layer("prune_low_magnitude_stem_bn")
     assert int((np.asarray(bn.channel_mask) == 0).sum()) == 16
+
+
+# ----------------------------------------------------------------------------- latency
+
+
+def test_the_latency_table_is_timed_once_and_read_back(tmp_path):
+    from tfprune.search.latency_table import LatencyTable
+
+    model, _, _ = _problem()
+    path = tmp_path / "table.json"
+    first = LatencyTable(runs=30, warmup=3, path=path)
+    predicted = first.predict(model, "dynamic")
+    # The file that does almost nothing, then conv, flatten, fc and out, each alone.
+    assert first.timed == 5 and predicted > 0
+    entries = first.entries.values()
+    overhead = next(e["us"] for e in entries if e["layer"].startswith("ReLU"))
+    assert predicted == pytest.approx(overhead + sum(e["net_us"] for e in entries))
+
+    again = LatencyTable(runs=30, warmup=3, path=path)  # another search, another process
+    assert again.predict(model, "dynamic") == predicted and again.timed == 0
+    narrower = keras.Sequential([
+        keras.Input((12, 12, 1)), keras.layers.Conv2D(2, 3, name="conv"),
+        keras.layers.Flatten(), keras.layers.Dense(8, activation="relu", name="fc"),
+        keras.layers.Dense(2, activation="softmax", name="out")])
+    again.predict(narrower, "dynamic")
+    assert again.timed == 2  # only fc and out changed shape: the rest is in the table
+    assert LatencyTable(path=path).entries == again.entries  # merged into the file
+
+    path.write_text("{not json")  # a damaged table is timed again, not trusted
+    assert LatencyTable(path=path).entries == {}
+
+
+def test_a_speed_search_ranks_on_the_table_and_gives_the_same_widths_again(tmp_path,
+                                                                        monkeypatch):
+    from tfprune.bench import latency
+    from tfprune.search.latency_table import LatencyTable
+
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 24, 24, 1), dtype="float32")
+    y = (x[:, :12].mean(axis=(1, 2, 3)) > x[:, 12:].mean(axis=(1, 2, 3))).astype("int32")
+    train, validation = (x[:64], y[:64]), (x[64:], y[64:])
+    model = keras.Sequential([  # wide enough that narrowing it pays in time
+        keras.Input((24, 24, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+        keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+        keras.layers.Dense(64, activation="relu", name="fc"),
+        keras.layers.Dense(2, activation="softmax", name="out")])
+    whole = []
+    real = latency.compare
+    monkeypatch.setattr(latency, "compare", lambda *paths, **kw: whole.append(
+        [os.path.basename(p) for p in paths]) or real(*paths, **kw))
+    kept = accuracy(model, validation)
+    plans, tables = [], []
+    for run in range(2):
+        check, _ = _scripted_check([kept])
+        tables.append(LatencyTable(runs=200, warmup=20, path=tmp_path / "table.json"))
+        plans.append(tfprune.search.widths(
+            model, train, validation, {"speedup": "1.05x", "max_accuracy_drop": 100},
+            check=check, trace=tmp_path / f"trace{run}.json", latency_table=tables[-1],
+            **{**FAST, "bench": {"runs": 200, "warmup": 20}}))
+    assert plans[0].widths == plans[1].widths
+    assert tables[0].timed > 0 and tables[1].timed == 0  # the second read the first's table
+    # Whole files timed: the baseline, then the full-width candidate against it (the
+    # table's calibration); every other candidate's latency came from the table.
+    files = [name for session in whole for name in session if "tfprune-table" not in name]
+    assert not [f for f in files if f not in ("baseline.tflite", "@full.tflite")
+                and not f.endswith("@trained.tflite")], files
+    for plan in plans:
+        rows = [row for row in plan.candidates if row["role"] != "checked"]
+        assert rows and all(row["figures"].get("predicted") for row in rows)

@@ -363,10 +363,10 @@ def node_details(interpreter):
         raise LiteRtApiChanged(f"LiteRT's node listing (Interpreter._get_ops_details) changed "
                                f"({type(e).__name__}: {first_line(e)}): update "
                                "tfprune.interpreter.node_details for this LiteRT. Received: "
-                               f"ai_edge_litert {_litert_version()}") from e
+                               f"ai_edge_litert {litert_version()}") from e
 
 
-def _litert_version():
+def litert_version():
     from importlib import metadata
 
     try:

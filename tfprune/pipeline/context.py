@@ -7,6 +7,7 @@ touches MNIST or Keras.
 
 import contextlib
 import functools
+import shutil
 from pathlib import Path
 
 from tfprune import atomic
@@ -28,6 +29,9 @@ class Context:
         distribution: A `tfprune.pipeline.distributed.Distribution` (the strategy and this
             process's role) in a run with `config.distribute`, else `None`.
         backup_dir: `pathlib.Path` of the running stage's backup folder (set by the runner).
+        precomputed: Dict of stage name -> `Precomputed`: stages already run in a scratch
+            folder with this run's settings and inputs (the search's check of the chosen
+            candidate), which the runner takes instead of running them again.
 
     Example:
 
@@ -45,6 +49,7 @@ class Context:
         self.records = {}
         self.distribution = None
         self.backup_dir = None
+        self.precomputed = {}
         self._models = {}
 
     @functools.cached_property
@@ -147,6 +152,25 @@ class Context:
             model.save(tmp)
         self._models.pop(name, None)
         return f"{name}.keras"
+
+
+class Precomputed:
+    """A stage run in a scratch folder: its `(outputs, result, figure)` and the models it
+    made, moved into the run folder by `take`."""
+
+    def __init__(self, folder, outputs, result, figure, models):
+        self.folder, self.outputs, self.result = Path(folder), outputs, result
+        self.figure, self.models = figure, models
+
+    def take(self, context):
+        """Moves the stage's files into `context.folder`; `(outputs, result, figure)`."""
+        for name in self.outputs:
+            (self.folder / name).replace(context.folder / name)
+        for name, model in self.models.items():
+            context._models[name] = model
+        if not any(p.folder == self.folder for p in context.precomputed.values()):
+            shutil.rmtree(self.folder, ignore_errors=True)  # its last stage taken
+        return self.outputs, self.result, f"{self.figure} (trained by the search's check)"
 
 
 def is_path(model):

@@ -179,6 +179,9 @@ def execute(stages, context):
             _judge(stage, context)
             if stage.name == config.stop_after:
                 break
+    for precomputed in context.precomputed.values():  # not taken: the run stopped before
+        shutil.rmtree(precomputed.folder, ignore_errors=True)
+    context.precomputed.clear()
     return context.results
 
 
@@ -226,8 +229,12 @@ def _run(stage, context, digest):
     start = time.perf_counter()
     _RUNNING.append(stage)
     try:
-        with context.training_scope() if stage.trains else contextlib.nullcontext():
-            outputs, result, figure = stage.run(context)
+        precomputed = context.precomputed.pop(stage.name, None)
+        if precomputed is not None:  # already run with these settings and inputs
+            outputs, result, figure = precomputed.take(context)
+        else:
+            with context.training_scope() if stage.trains else contextlib.nullcontext():
+                outputs, result, figure = stage.run(context)
     finally:
         _RUNNING.pop()
     seconds = time.perf_counter() - start

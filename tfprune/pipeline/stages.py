@@ -517,6 +517,7 @@ def _search(context):
         time_limit=60 * config.search_time, trace=context.folder / SEARCH_FILES[1],
         resume=config.resume, trace_key=json.dumps(key, sort_keys=True, default=jsonable),
         seed=config.seed, log=_search_log(config), **_search_inputs(config, context.train))
+    _adopt(context, plan)
     data = plan.to_dict()
     atomic.write_text(context.folder / SEARCH_FILES[0],
                       json.dumps(data, indent=1, default=jsonable))
@@ -546,10 +547,13 @@ def _search_log(config):
 def _train_candidate(context, sparsities):
     """Trains a candidate as the run will: its prune, merge, retrain and shrink stages, in a
     scratch folder. Each stage seeds its training, so the run's own stages, given the
-    chosen plan, make the same model again."""
+    chosen plan, would make the same model again: the scratch folder is kept (`_checked`)
+    and, if the search chooses this candidate, the run takes its stages (`_adopt`)."""
     import copy
     import shutil
     import tempfile
+
+    from tfprune.pipeline.context import Precomputed
 
     folder = tempfile.mkdtemp(prefix=".search-", dir=context.folder)
     try:
@@ -561,12 +565,42 @@ def _train_candidate(context, sparsities):
         scratch.backup_dir = None  # each candidate trains from the start
         scratch.results = {BASELINE.name: context.results.get(BASELINE.name),
                            SEARCH.name: {"sparsities": dict(sparsities)}}
+        done = {}
         for stage in (s for s in COMPRESS if s.applies(scratch.config)):
             with scratch.training_scope() if stage.trains else contextlib.nullcontext():
-                scratch.results[stage.name] = stage.run(scratch)[1]
-        return scratch.model(SHRINK.model), scratch.results[SHRINK.name]["val_accuracy"]
-    finally:
+                outputs, result, figure = stage.run(scratch)
+            result = json.loads(json.dumps(result, default=jsonable))  # as the runner keeps it
+            scratch.results[stage.name] = result
+            models = {stage.model: scratch.model(stage.model)} if stage.model else {}
+            done[stage.name] = Precomputed(folder, outputs, result, figure, models)
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        raise
+    _checked(context)[_sparsity_key(sparsities)] = (folder, done)
+    return scratch.model(SHRINK.model), scratch.results[SHRINK.name]["val_accuracy"]
+
+
+def _checked(context):
+    """The search's checks kept for adoption: sparsities key -> (folder, precomputed)."""
+    return vars(context).setdefault("search_checks", {})
+
+
+def _sparsity_key(sparsities):
+    return json.dumps({k: round(float(v), 9) for k, v in sparsities.items()}, sort_keys=True)
+
+
+def _adopt(context, plan):
+    """The run takes the chosen candidate's stages from its check; other checks' scratch
+    folders go."""
+    import shutil
+
+    chosen = _sparsity_key(plan.sparsities)
+    for key, (folder, done) in _checked(context).items():
+        if key == chosen and plan.checked:
+            context.precomputed.update(done)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    _checked(context).clear()
 
 
 SEARCH = Stage(

@@ -3,12 +3,15 @@
 A candidate is a dict `{layer name: units kept}` over the layers pruned whole filters at a
 time. `Layers` knows those layers, their units, the sparsity that keeps a width (the prune
 stage's mask keeps `keep_count(units, sparsity)` filters) and a grid of widths to search.
-`Costs` measures candidates, never guesses: it cuts the model's filters of least L2 norm
-(the prune stage's criterion), merges and shrinks it as the run does, writes the `.tflite`
-file the run would (its size is the file's size) and times it on the LiteRT interpreter
-against the baseline's file, interleaved, with the run's benchmark settings. Weight values
-change neither the size nor the speed of a file, so the untrained cut measures what the
-trained one will cost.
+`Costs` measures candidates: it cuts the model's filters of least L2 norm (the prune
+stage's criterion), merges and shrinks it as the run does, and writes the `.tflite` file the
+run would (its size is the file's size). Its latency comes from a `LatencyTable` of the
+model's layers at their widths, calibrated once against whole files (steady: the same
+numbers whatever the machine's load), or, without a table, from timing the file on the
+LiteRT interpreter against the baseline's, interleaved. Trained candidates' files are
+always timed whole, and the table's error on them recorded. Weight values change neither
+the size nor the speed of a file, so the untrained cut measures what the trained one will
+cost.
 """
 
 import math
@@ -176,17 +179,20 @@ class Costs:
             temporary folder.
         timed: Boolean, measure latency (only when a latency or speed target needs it),
             defaults to `True`.
+        table: A `LatencyTable` predicting the candidates' latency, or `None` to time
+            every candidate's file.
     """
 
     def __init__(self, model, layers, granularity, compress, export, bench,
-                 other_sparsity=0.0, memo=None, estimates=None, folder=None, timed=True):
+                 other_sparsity=0.0, memo=None, estimates=None, folder=None, timed=True,
+                 table=None):
         self.model, self.layers, self.granularity = model, layers, granularity
         self.compress, self.other_sparsity = compress, other_sparsity
         self.export = dict(export)
         self.bench = dict(bench)
         self.memo = {} if memo is None else memo
         self.estimates = {} if estimates is None else estimates
-        self.timed = timed
+        self.timed, self.table = timed, (table if timed else None)
         self._tmp = None if folder else tempfile.TemporaryDirectory(prefix="tfprune-search-")
         self.folder = Path(folder or self._tmp.name)
         self._baseline_file = None
@@ -217,8 +223,29 @@ class Costs:
                 timing = bench.compare(str(self.baseline_file()), delegates=("xnnpack",),
                                        **self.bench).timing(0)
                 figures["latency_us"] = timing.median_us
+            if self.table is not None:
+                figures["table_us"] = self.table.predict(self.model, "none")
             self.memo["baseline"] = figures
         return dict(self.memo["baseline"])
+
+    def calibration(self):
+        """How far the table's predictions are from whole files, on the full-width candidate
+        timed whole against the baseline: `{"latency": whole µs / table µs, "speedup":
+        table speedup / measured speedup}`, in steps of 0.05 (stair steps: a little noise
+        does not move it), kept in `memo` so that a resumed search uses the same."""
+        if "@calibration" not in self.memo:
+            full = self.measure_model("@full", self.build(self.layers.full))
+            self.memo["@calibration"] = _calibration(full)
+        return dict(self.memo["@calibration"])
+
+    def recalibrate(self, figures):
+        """Takes a trained candidate's whole-file figures as the calibration when the table
+        was more optimistic on it than the calibration allowed for; whether it changed."""
+        now, seen = self.calibration(), _calibration(figures)
+        if seen["speedup"] <= now["speedup"] and seen["latency"] <= now["latency"]:
+            return False
+        self.memo["@calibration"] = {k: max(now[k], seen[k]) for k in now}
+        return True
 
     def build(self, widths):
         """The candidate's compressed Keras model (cut, then `compress`)."""
@@ -242,15 +269,25 @@ class Costs:
             if key not in self.memo and key not in fresh:
                 fresh[key] = self.build(widths)
         self._measure_models(fresh)
-        return [dict(self.memo[name(widths)]) for widths in candidates]
+        return [self._figures(name(widths)) for widths in candidates]
 
     def measure_model(self, key, model):
-        """The figures of a given compressed model (a trained candidate), kept as `key`."""
+        """The figures of a given compressed model (a trained candidate), kept as `key`: its
+        file timed whole, with the table's prediction and error beside."""
         if key not in self.memo:
-            self._measure_models({key: model})
+            self._measure_models({key: model}, whole=True)
         return dict(self.memo[key])
 
-    def _measure_models(self, models):
+    def _figures(self, key):
+        """A candidate's figures; predicted from the table, with the calibration applied."""
+        figures = dict(self.memo[key])
+        if "table_us" in figures and "latency_us" not in figures:
+            k, base = self.calibration(), self.memo["baseline"]["table_us"]
+            figures.update(latency_us=figures["table_us"] * k["latency"],
+                           speedup=base / figures["table_us"] / k["speedup"], predicted=True)
+        return figures
+
+    def _measure_models(self, models, whole=False):
         from tfprune import bench, export
 
         files = {}
@@ -264,7 +301,11 @@ class Costs:
             counts = bench.count(model)
             files[key] = (path, {"bytes": os.path.getsize(path), "macs": int(counts.macs),
                                  "params": int(counts.params)})
-        if files and self.timed:
+        if files and self.table is not None:
+            predicted = self.table.predict_many(list(models.values()), self.export["quantize"])
+            for (_, figures), table_us in zip(files.values(), predicted, strict=True):
+                figures["table_us"] = table_us
+        if files and self.timed and (whole or self.table is None):
             timing = bench.compare(str(self.baseline_file()),
                                    *(str(path) for path, _ in files.values()),
                                    delegates=("xnnpack",), **self.bench)
@@ -272,10 +313,15 @@ class Costs:
                 t = timing.timing(i)
                 figures.update(latency_us=t.median_us, latency_p10_us=t.p10_us,
                                speedup=t.speedup, speedup_p10=t.speedup_p10,
-                               speedup_p90=t.speedup_p90)
+                               speedup_p90=t.speedup_p90, predicted=False)
+                if "table_us" in figures:  # how far the table is from the whole file
+                    table_speedup = self.memo["baseline"]["table_us"] / figures["table_us"]
+                    figures.update(table_speedup=table_speedup,
+                                   table_error=table_speedup / t.speedup - 1.0)
         for key, (path, figures) in files.items():
             self.memo[key] = figures
             path.unlink(missing_ok=True)
+
 
     def estimate(self, candidates):
         """Figures to rank candidates by, without exporting them.
@@ -303,7 +349,7 @@ class Costs:
         for widths in candidates:
             key = name(widths)
             if key in self.memo and key not in self.estimates:
-                result.append(dict(self.memo[key]))
+                result.append(self._figures(key))
                 continue
             if key not in self.estimates:  # once made, an estimate stays: a replay agrees
                 counts = bench.count(self.build(widths))
@@ -312,3 +358,12 @@ class Costs:
                     "macs": int(counts.macs), "params": int(counts.params), "estimated": True}
             result.append(dict(self.estimates[key]))
         return result
+
+
+def _calibration(figures):
+    """Whole file against table, from figures with both, in steps of 0.05 (at least 1/2)."""
+    def step(ratio):
+        return max(round(ratio * 20) / 20, 0.5)
+
+    return {"latency": step(figures["latency_us"] / figures["table_us"]),
+            "speedup": step(figures["table_speedup"] / figures["speedup"])}

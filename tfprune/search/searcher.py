@@ -55,7 +55,7 @@ from tfprune.search.trace import Trace
 # Predicted losses below this (pp) count as this much: free steps rank by what they save.
 _LOSS_FLOOR = 0.01
 # In the trace's key: a trace written by another version of the method is not resumed.
-_VERSION = "greedy-fill-backoff-1"
+_VERSION = "greedy-fill-backoff-table-2"
 # The figures only timing a file measures.
 _TIMED = ("latency_us", "speedup")
 
@@ -164,7 +164,7 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
            bench=None, other_sparsity=0.0, finetune_steps=100, epochs=2, batch_size=128,
            learning_rate=5e-4, optimizer=None, from_logits=None, grid_step=0.85,
            time_limit=1800.0, trace=None, resume=False, trace_key="", seed=0, log=print,
-           margin_pp=None, warn=None):
+           margin_pp=None, warn=None, latency_table=None, latency_margin=0.1):
     """Searches per-layer widths that meet `target` with the least predicted accuracy loss.
 
     See the module docstring for the method. Only the `validation` split decides.
@@ -212,6 +212,12 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
             `None` (the default) takes the validation split's (`tfprune.stats.margin_pp`).
         warn: Function taking the one-line warning that the validation split is too small
             for the bound, defaults to printing it on stderr.
+        latency_table: A `LatencyTable` to predict candidates' latency from, `None` (the
+            default) for one kept in `tfprune`'s cache with `bench`'s settings, or `False`
+            to time every candidate's file whole (the ranking then follows the machine's
+            load).
+        latency_margin: Float, the share by which a predicted speed must beat its target
+            while planning (the table's error on whole files), defaults to `0.1`.
 
     Returns:
         A `Plan`.
@@ -262,7 +268,8 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
     # another target resumes from this one's trace and measures only what is new.
     key = _key(model, _VERSION, _timed(target), layers.grid, granularity, exported, bench,
                other_sparsity, finetune_steps, epochs, batch_size, learning_rate, seed,
-               teacher is not None, temperature, distill_weight, trace_key)
+               teacher is not None, temperature, distill_weight, latency_table is not False,
+               latency_margin, trace_key)
     record = Trace(trace, key=key, resume=resume)
     if record.resumed:
         say(f"resuming the search recorded in {trace} ({record.elapsed():.0f} s so far)")
@@ -272,12 +279,21 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
 
     costs = candidates.Costs(model, layers, granularity, compress, export, bench,
                              other_sparsity, memo=record.section("costs"),
-                             estimates=record.section("estimates"), timed=_timed(target))
+                             estimates=record.section("estimates"), timed=_timed(target),
+                             table=_table(latency_table, bench, say))
     try:
         base = costs.baseline()
         goals = target.goals(base)
-        cost_goals = [g for g in goals if g.figure != "drop_pp"]
-        _refuse_unreachable(cost_goals, costs.measure([layers.smallest])[0], layers)
+        cost_goals = _planned(goals, latency_margin if costs.table is not None else 0.0)
+        _refuse_unreachable([g for g in goals if g.figure != "drop_pp"],
+                            costs.measure([layers.smallest])[0], layers)
+        if costs.table is not None:
+            k = costs.calibration()
+            say(f"latency: predicted from a table of the layers timed alone "
+                f"({costs.table.timed} new entries, {len(costs.table.entries)} in "
+                f"{costs.table.path or 'memory'}), calibrated on whole files: latency "
+                f"x{k['latency']:.2f}, speedup /{k['speedup']:.2f}; planning "
+                + ", ".join(g.describe() for g in cost_goals if g.figure in _TIMED))
         base_right = sensitivity.correct(model, validation)
         base["val_accuracy"] = int(np.sum(base_right)) / len(base_right)
         margin = _margin(target.max_accuracy_drop, base["val_accuracy"], len(base_right),
@@ -322,7 +338,7 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
 
 
 def check_target(model, target, *, granularity="filter", compress=None, export=None,
-                 bench=None, other_sparsity=0.0, grid_step=0.85):
+                 bench=None, other_sparsity=0.0, grid_step=0.85, latency_table=None):
     """Raises if no width can reach `target`: the smallest model misses a size, speed or MAC
     target. Loads no data and trains nothing (the weights do not change a file's cost).
 
@@ -341,7 +357,8 @@ def check_target(model, target, *, granularity="filter", compress=None, export=N
                  **(bench or {}))
     compress = compress or (lambda m: tfprune.shrink(tfprune.fuse(m)))
     costs = candidates.Costs(model, layers, granularity, compress, export, bench,
-                             other_sparsity, timed=_timed(target))
+                             other_sparsity, timed=_timed(target),
+                             table=_table(latency_table, bench, None) if _timed(target) else None)
     try:
         goals = [g for g in target.goals(costs.baseline()) if g.figure != "drop_pp"]
         _refuse_unreachable(goals, costs.measure([layers.smallest])[0], layers)
@@ -544,6 +561,13 @@ class _Search:
             missed = [g for g in self.goals if not g.met(row["figures"])]
             if not missed:
                 break
+            if (any(g.figure in _TIMED for g in missed) and self.costs.table is not None
+                    and self.costs.recalibrate(row["figures"])):
+                self.log(f"trained {name} misses {missed[0].describe(row['figures'])}: its "
+                         f"file is slower than the table predicted "
+                         f"({row['figures'].get('table_error', 0):+.0%}); recalibrated "
+                         f"{self.costs.calibration()}, searching again")
+                continue
             if any(g.figure != "drop_pp" for g in missed):
                 status = "cost"  # widening cannot mend it
                 self.log(f"trained {name} misses {missed[0].describe(row['figures'])}, which "
@@ -608,6 +632,29 @@ class _Search:
                     candidates=list(self.seen.values()), note=note,
                     measured=sum(key != "baseline" and "@" not in key
                                  for key in self.costs.memo))
+
+
+def _table(table, bench, log):
+    """The `LatencyTable` `widths` predicts latency with (see its `latency_table`)."""
+    if table is not None:
+        return table or None
+    from tfprune.search.latency_table import LatencyTable
+
+    return LatencyTable(threads=bench["threads"], batch_size=bench["batch_size"],
+                        runs=bench["runs"], warmup=bench["warmup"], log=log)
+
+
+def _planned(goals, margin):
+    """The cost goals to plan against: speed and latency `margin` beyond their targets."""
+    planned = []
+    for g in goals:
+        if g.figure == "drop_pp":
+            continue
+        if margin and g.figure in _TIMED:
+            bound = g.bound * (1 + margin) if g.at_least else g.bound / (1 + margin)
+            g = dataclasses.replace(g, bound=bound, text=f"{g.text} + {margin:.0%} margin")
+        planned.append(g)
+    return planned
 
 
 def _margin(bound_pp, accuracy, images, margin_pp=None):
