@@ -479,3 +479,14 @@ def test_a_speed_search_ranks_on_the_table_and_gives_the_same_widths_again(tmp_p
     for plan in plans:
         rows = [row for row in plan.candidates if row["role"] != "checked"]
         assert rows and all(row["figures"].get("predicted") for row in rows)
+
+
+def test_a_count_of_checks_ends_the_search_where_time_would_not():
+    model, train, validation = _problem()
+    lost = accuracy(model, validation) - 0.2
+    check, calls = _scripted_check([lost])  # every candidate misses the bound
+    plan = tfprune.search.widths(model, train, validation,
+                                 {"size": "1.8x", "max_accuracy_drop": 0.1}, check=check,
+                                 max_checks=1, **FAST)
+    assert len(calls) == 1 and plan.checked and not plan.all_met
+    assert "it trained the 1 candidate(s) allowed" in plan.note

@@ -258,6 +258,10 @@ class PipelineConfig:
              "the run must keep to be reported as earned.", range=Range(0.0))
     search_time: float = setting(30.0, "Minutes the search may take (sensitivity, costs, "
                                        "training candidates to check them).", range=_POSITIVE)
+    search_checks: int = setting(
+        0, "Candidates the search may train to check them (0: as many as search_time "
+           "allows). A count, unlike a time, gives the same search on a busy machine.",
+        range=_AT_LEAST_0)
     search_step: float = setting(0.85, "Search grid: each width at most this fraction of the "
                                        "one above.", range=Range(0.0, 1.0, True, True))
     search_finetune_steps: int = setting(

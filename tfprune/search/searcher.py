@@ -10,11 +10,13 @@ cannot measure cheaply:
    (about 15%) narrower than the current candidate, fine-tunes each proposal briefly from
    the current candidate's weights (so the path is pruned gradually, as training will
    prune it: `sensitivity.Path`), and takes the proposal that closes most of the gap to
-   the unmet cost targets per point of validation accuracy lost. Costs are those of real
-   `.tflite` files (`candidates.Costs`): every proposal is exported and timed while a
-   latency target is unmet; after that, proposals are ranked on estimated bytes and
-   counted MACs, and each step taken is measured. It stops when every size, speed and MAC
-   target is met, by measurement.
+   the unmet cost targets per point of validation accuracy lost. Sizes are those of real
+   `.tflite` files (`candidates.Costs`); latency comes from a `LatencyTable` of the model's
+   layers timed alone at their widths (kept on disk: the same numbers on a busy machine
+   or the next run), calibrated once on whole files, and planned with `latency_margin` to
+   spare. Without a latency target, proposals are ranked on estimated bytes and counted
+   MACs, and each step taken is measured. It stops when every size, speed and MAC target
+   is met.
 3. **Fill**: the last grid step overshoots; the layers are widened back as far as every
    target stays met (bisection on measured files), first the layer whose last cut on the
    path lost most accuracy.
@@ -23,7 +25,9 @@ cannot measure cheaply:
    `tfprune.stats`). If it loses more than `max_accuracy_drop` less the validation split's
    margin, the layer whose cuts lost most accuracy along the path (then the one the
    sensitivity model blames most) gets one grid step wider and may not go below that;
-   steps 2-4 run again, within the time limit.
+   steps 2-4 run again, within the time limit (and `max_checks`). A trained candidate's
+   file is timed whole, against the baseline's; if it is slower than the table predicted
+   beyond the calibration, the calibration takes it and the search goes on.
 
 The validation split measures a drop only to within its margin: the half-width of the 95%
 interval a candidate that loses nothing would get on it (`tfprune.stats.margin_pp`, at the
@@ -163,8 +167,8 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
            teacher=None, temperature=4.0, distill_weight=0.5, compress=None, export=None,
            bench=None, other_sparsity=0.0, finetune_steps=100, epochs=2, batch_size=128,
            learning_rate=5e-4, optimizer=None, from_logits=None, grid_step=0.85,
-           time_limit=1800.0, trace=None, resume=False, trace_key="", seed=0, log=print,
-           margin_pp=None, warn=None, latency_table=None, latency_margin=0.1):
+           time_limit=1800.0, max_checks=None, trace=None, resume=False, trace_key="", seed=0,
+           log=print, margin_pp=None, warn=None, latency_table=None, latency_margin=0.1):
     """Searches per-layer widths that meet `target` with the least predicted accuracy loss.
 
     See the module docstring for the method. Only the `validation` split decides.
@@ -203,6 +207,9 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
             of the one above, defaults to `0.85`.
         time_limit: Float, seconds the search may take, defaults to `1800.0`; a trained
             check is started only if the last one would still fit.
+        max_checks: Integer, candidates it may train with `check`, or `None` (the default)
+            for as many as `time_limit` allows. Unlike time, a count stops the search at
+            the same point however busy the machine is.
         trace: Path of the JSON trace (kept up to date as it goes), or `None`.
         resume: Boolean, continue the search recorded in `trace`, defaults to `False`.
         trace_key: String mixed into the trace's key (settings `check` depends on).
@@ -323,7 +330,7 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
                                       from_logits, seed)
         search = _Search(layers, costs, cost_goals, goals, predictor, path, base, check,
                          record, time_left, say, base_right=base_right,
-                         validation=validation)
+                         validation=validation, max_checks=max_checks)
         plan = search.run()
         plan.margin = margin
         plan.note += (f"; accuracy planned against {margin['planned_pp']:.2f} pp "
@@ -370,11 +377,12 @@ class _Search:
     """The greedy, fill, check and back-off loop of `widths` (see the module docstring)."""
 
     def __init__(self, layers, costs, cost_goals, goals, predictor, path, base, check,
-                 record, time_left, log, base_right=None, validation=None):
+                 record, time_left, log, base_right=None, validation=None, max_checks=None):
         self.layers, self.costs, self.predictor, self.path = layers, costs, predictor, path
         self.base_right, self.validation = base_right, validation  # to pair checked models
         self.cost_goals, self.goals, self.base = cost_goals, goals, base
         self.check, self.record, self.time_left, self.log = check, record, time_left, log
+        self.max_checks = max_checks
         self.seen = {}  # candidate name -> its row in Plan.candidates
         self.trained = {}  # candidate name -> compressed model, checked in this process
 
@@ -551,6 +559,9 @@ class _Search:
             if status != "met" or name in [c["name"] for c in checked]:
                 break
             durations = [c["seconds"] for c in self.record.section("checks").values()]
+            if self.max_checks is not None and len(checked) >= self.max_checks:
+                status = "checks"
+                break
             if name not in self.record.section("checks") and (
                     self.time_left() <= 0 or (durations and self.time_left() < max(durations))):
                 status = "time"  # a check would not end within the time limit
@@ -618,6 +629,7 @@ class _Search:
             missed = [g.describe(figures) for g in self.goals if not g.met(figures)]
             unknown = [g.name for g in self.goals if g.met(figures) is None]
             why = {"time": "the search time ran out", "exhausted": "no width is left to try",
+                   "checks": f"it trained the {self.max_checks} candidate(s) allowed",
                    "met": "no trained candidate met the accuracy bound",
                    "cost": "the trained candidate did not keep its planned widths: its "
                            "pruning schedule ended short of its final sparsity"}[status]
