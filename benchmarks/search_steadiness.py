@@ -80,12 +80,13 @@ def _models(baseline):
 
 
 def _whole(baseline, models, folder):
-    """Whole-file speedups and latencies, one interleaved session with the baseline."""
+    """Whole-file speedups (median per-round ratio) and 10th-percentile latencies, one
+    interleaved session with the baseline."""
     base = export.to_tflite(baseline, Path(folder) / "baseline.tflite", batch_size=1)
     files = [export.to_tflite(m, Path(folder) / f"{n}.tflite", quantize="dynamic",
                               batch_size=1) for n, m in models.items()]
     timing = bench.compare(base, *files, runs=RUNS, warmup=WARMUP, delegates=("xnnpack",))
-    return {n: (timing.timing(i + 1).speedup, timing.timing(i + 1).median_us)
+    return {n: (timing.timing(i + 1).speedup, timing.timing(i + 1).p10_us)
             for i, n in enumerate(models)}
 
 
@@ -112,7 +113,8 @@ def part_table(baseline, models):
                      f"{s_pred:.2f}x", f"{s_pred / whole[n][0] - 1:+.0%}"])
     print(f"\n## The table against whole files (calibration on {full}: latency x{k_us:.2f}, "
           f"speedup /{k_speed:.2f})\n")
-    print_table(["widths", "whole µs", "table µs", "error", "whole speedup", "table speedup",
+    print_table(["widths", "whole µs (p10)", "table µs", "error", "whole speedup",
+                 "table speedup",
                  "error"], rows)
 
 
