@@ -232,10 +232,16 @@ class Costs:
         """How far the table's predictions are from whole files, on the full-width candidate
         timed whole against the baseline: `{"latency": whole µs / table µs, "speedup":
         table speedup / measured speedup}`, in steps of 0.05 (stair steps: a little noise
-        does not move it), kept in `memo` so that a resumed search uses the same."""
+        does not move it), kept in `memo` so that a resumed search uses the same, and in
+        the table's file with its entries, so that the next search of this model does."""
         if "@calibration" not in self.memo:
-            full = self.measure_model("@full", self.build(self.layers.full))
-            self.memo["@calibration"] = _calibration(full)
+            full = self.build(self.layers.full)
+            models = (self.model, full)
+            kept = self.table.calibration(models, self.export["quantize"])
+            if kept is None:
+                kept = _calibration(self.measure_model("@full", full))
+                self.table.keep_calibration(models, self.export["quantize"], kept)
+            self.memo["@calibration"] = kept
         return dict(self.memo["@calibration"])
 
     def recalibrate(self, figures):

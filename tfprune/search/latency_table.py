@@ -96,6 +96,18 @@ class LatencyTable:
         base = self.entries[overhead[0]]["us"]
         return [base + sum(self.entries[key]["net_us"] for key, _ in bs) for bs in blocks]
 
+    def calibration(self, models, quantize):
+        """The calibration kept for these models (a baseline and its full-width candidate)
+        by `keep_calibration`, or `None`."""
+        return self.entries.get(_calibration_key(models, quantize, self.batch_size))
+
+    def keep_calibration(self, models, quantize, calibration):
+        """Keeps `calibration` (a dict of floats) for these models beside the entries: the
+        next search of the same model reads it instead of timing whole files again."""
+        self.entries[_calibration_key(models, quantize, self.batch_size)] = dict(calibration)
+        if self.path:
+            self._save()
+
     def _time(self, missing, overhead):
         """Times the missing entries beside the overhead file, in one session: an entry is
         its 10th percentile less the overhead's (never below 0)."""
@@ -176,6 +188,13 @@ def _blocks(model, quantize, batch_size):
                        [list(w.shape) for w in layer.get_weights()]])
         result.append((key, _Block(layer, shapes, quantize, batch_size)))
     return result
+
+
+def _calibration_key(models, quantize, batch_size):
+    """What a calibration depends on: every layer of the models, as their entries' keys."""
+    keys = [[key for key, _ in _blocks(model, quantize if i else "none", batch_size)]
+            for i, model in enumerate(models)]
+    return "calibration:" + _digest([keys, quantize])
 
 
 def _overhead(quantize, batch_size):
