@@ -584,6 +584,9 @@ class _Search:
                 self.log(f"trained {name} misses {missed[0].describe(row['figures'])}, which "
                          "its plan met")
                 break
+            if self.max_checks is not None and len(checked) >= self.max_checks:
+                status = "checks"  # no check left for what a back-off would find
+                break
             layer = self._most_sensitive(widths, end)
             if layer is None:
                 status = "exhausted"
