@@ -331,6 +331,16 @@ def tflm_files(config):
     return f"{BASELINE.model}_int8.tflite", f"{SHRINK.model}.tflite"
 
 
+def mode_settings(config, mode, target="litert"):
+    """The `export.to_tflite` arguments of a mode's own flags: int4's form, int8's float
+    layers (never for TFLite Micro)."""
+    if mode == "int4":
+        return {"int4_form": config.int4_form}
+    if mode == "int8" and target != "tflm":
+        return {"float_layers": config.int8_float_layers}
+    return {}
+
+
 def _compared(config):
     """The two files verify and the benchmark put side by side: baseline, compressed."""
     return tuple(tflite_files(config))[:2]
@@ -343,9 +353,10 @@ def _export(context):
     rep = context.train[0][:config.representative_size]
     files = {}
     for name, (model_name, mode, sparse) in tflite_files(config).items():
+        target = "tflm" if name in tflm_files(config) else "litert"
         settings = dict(quantize=mode, representative_data=rep, batch_size=config.export_batch_size,
-                        int8_io=config.int8_io and mode == "int8",
-                        target="tflm" if name in tflm_files(config) else "litert")
+                        int8_io=config.int8_io and mode == "int8", target=target,
+                        **mode_settings(config, mode, target))
         facts = {}
         if sparse:  # the sparse encoding only where it pays: smaller, and no op falls back
             choice = export.to_tflite_where_sparse_pays(context.model(model_name),
@@ -367,7 +378,7 @@ EXPORT = Stage(
     "export", _export, reads=(BASELINE.model_file, SHRINK.model_file),
     writes=lambda config: tuple(tflite_files(config)),
     keys=("quantize", "sparse", "representative_size", "export_batch_size", "int8_io",
-          "target"))
+          "target", "int8_float_layers", "int4_form"))
 
 # ----------------------------------------------------------------------------- verify
 
@@ -487,7 +498,8 @@ def _search_inputs(config, train):
         export={"quantize": mode, "sparse": config.sparse and config.target != "tflm",
                 "batch_size": config.export_batch_size, "target": config.target,
                 "int8_io": config.int8_io and mode == "int8",
-                "representative_data": train[0][:config.representative_size]},
+                "representative_data": train[0][:config.representative_size],
+                **mode_settings(config, mode, config.target)},
         bench={"threads": config.bench_threads, "batch_size": config.bench_batch_size,
                "runs": config.bench_runs, "warmup": config.bench_warmup})
 
