@@ -411,8 +411,10 @@ def _benchmark(context):
     from tfprune import bench
 
     config = context.config
+    # Every file of the run, interleaved: the report chooses the file to ship on these.
     names = _compared(config)
-    comparison = bench.compare(*(str(context.folder / name) for name in names),
+    timed = (*names, *(n for n in tflite_files(config) if n not in names))
+    comparison = bench.compare(*(str(context.folder / name) for name in timed),
                                threads=config.bench_threads, batch_size=config.bench_batch_size,
                                runs=config.bench_runs, warmup=config.bench_warmup,
                                delegates=("xnnpack",))
@@ -425,6 +427,10 @@ def _benchmark(context):
     files = {names[0]: {"latency_us": base.median_us, "delegate": base.delegate_used},
              names[1]: {"latency_us": comp.median_us, "delegate": comp.delegate_used,
                         "speedup": speedup, "speedup_over": names[0], **conditions}}
+    for i, name in enumerate(timed[2:], start=2):
+        t = comparison.timing(i)
+        files[name] = {"latency_us": t.median_us, "delegate": t.delegate_used,
+                       "speedup": t.speedup, "speedup_over": names[0]}
     ratio = f"{speedup:.1f}x faster"
     if speedup < 1:  # reported as slower, with what the files show
         macs = tuple(context.results.get(s.name, {}).get("macs") for s in (BASELINE, SHRINK))
@@ -436,7 +442,7 @@ def _benchmark(context):
         f"({ratio}, {config.bench_threads} thread(s), {comp.delegate_used})")
 
 
-BENCHMARK = Stage("benchmark", _benchmark, reads=_compared,
+BENCHMARK = Stage("benchmark", _benchmark, reads=lambda config: tuple(tflite_files(config)),
                   keys=("bench_threads", "bench_runs", "bench_warmup", "bench_batch_size"))
 
 # ----------------------------------------------------------------------------- tflm
