@@ -58,6 +58,8 @@ def _weight_types(path):
 def test_slow_layers_are_the_convolutions_on_few_channels(model):
     assert selective.slow_layers(model) == ("conv1",)
     assert selective.slow_layers(model, max_channels=8) == ("conv1", "conv2")
+    rgb = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="a")])
+    assert selective.slow_layers(rgb) == ()  # XNNPACK's int8 conv on RGB was the faster
 
 
 def test_auto_keeps_the_first_conv_float_and_the_rest_int8(files):

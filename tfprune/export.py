@@ -79,8 +79,8 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
             XNNPACK refuses: the slowest); see `tfprune.int4`. Defaults to `"mixed"`.
         float_layers: With `quantize="int8"`, layers whose ops stay float, through the
             converter's selective quantization (`tfprune.selective`): `"auto"` (the
-            convolutions on at most 3 input channels, whose int8 kernels XNNPACK runs
-            slower than its float ones), layer names (a sequence or a comma-separated
+            convolutions on one input channel, whose int8 kernels XNNPACK runs slower
+            than its float ones), layer names (a sequence or a comma-separated
             string), or `None`/`"none"` for every op in int8. No sparse encoding then, and
             not for `target="tflm"`. Defaults to `None`.
 

@@ -12,7 +12,8 @@ directly and the file is as fast as dynamic range with int8 activations everywhe
 TFLite guide "Inspecting quantization errors with quantization debugger", section
 "Selective quantization"): the model is calibrated once by the converter and quantized with
 the named layers' ops left in float. `slow_layers` names the layers the measurement says
-to keep: convolutions whose input has at most `MAX_FLOAT_CHANNELS` channels.
+to keep: convolutions whose input has at most `MAX_FLOAT_CHANNELS` channel (one: on
+three, an RGB image, XNNPACK's int8 conv was the faster).
 
 A file with a float op is not for integer-only hardware: TensorFlow Lite Micro, and NPUs
 and DSPs that take integer ops only, need every op in int8 (`target="tflm"` refuses it).
@@ -25,9 +26,12 @@ import warnings
 
 from tfprune.errors import TfpruneError, UnsupportedModelError
 
-# Convolutions reading at most this many channels stay float under `float_layers="auto"`:
-# the measured slow case is one channel (LeNet-5 on MNIST); RGB inputs are three.
-MAX_FLOAT_CHANNELS = 3
+# Convolutions reading at most this many channels stay float under `float_layers="auto"`.
+# Measured (`benchmarks/quantize_modes.py`, XNNPACK, `bench.profile`): on one channel
+# (LeNet-5's first conv, 28x28x1) XNNPACK's int8 conv is slower than its float one; on three
+# (mobilenet_tiny's first conv, 32x32x3 RGB) it is faster (2.06 against 2.64 µs on the
+# compressed model, 3.88 against 5.28 on the baseline), so RGB first convs stay int8.
+MAX_FLOAT_CHANNELS = 1
 _CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv1D")
 
 
@@ -35,7 +39,7 @@ def slow_layers(model, max_channels=MAX_FLOAT_CHANNELS):
     """Names of the convolutions of `model` that read at most `max_channels` channels.
 
     These are the layers whose int8 kernels XNNPACK runs slower than its float ones on
-    this machine (the first conv of an MNIST or RGB CNN).
+    this machine (the first conv of a CNN on grayscale images).
 
     Args:
         model: A built `keras.Model`.

@@ -221,8 +221,8 @@ class PipelineConfig:
                                          "for --target=tflm's files, not for the others).")
     int8_float_layers: str = setting(
         "none", "With int8: layers left in float by the converter's selective quantization: "
-                "'auto' (convolutions on at most 3 input channels, which XNNPACK runs faster "
-                "in float), comma-separated layer names, or 'none' (every op int8, as "
+                "'auto' (convolutions on one input channel, which XNNPACK runs faster in "
+                "float), comma-separated layer names, or 'none' (every op int8, as "
                 "integer-only hardware needs). Not with --target=tflm.")
     int4_form: str = setting("mixed", "With int4: how the 4-bit weights are stored and run "
                                       "(see tfprune.int4).", choices=options.INT4_FORMS)
