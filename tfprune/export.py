@@ -75,8 +75,10 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
             (int4 dense layers and int8 convolutions, both quantizing activations on the
             fly: every op runs on XNNPACK, the fastest form measured), `"dynamic"` (int4
             everywhere: XNNPACK has no int4 convolution, so convolutions run on the builtin
-            kernels) or `"weight_only"` (int4 weights dequantized before float ops, which
-            XNNPACK refuses: the slowest); see `tfprune.int4`. Defaults to `"mixed"`.
+            kernels), `"dynamic_int8_edges"` (`"dynamic"` with the first and last layer
+            with weights in int8: closer to the float model for little more) or
+            `"weight_only"` (int4 weights dequantized before float ops, which XNNPACK
+            refuses: the slowest); see `tfprune.int4`. Defaults to `"mixed"`.
         float_layers: With `quantize="int8"`, layers whose ops stay float, through the
             converter's selective quantization (`tfprune.selective`): `"auto"` (the
             convolutions on one input channel, whose int8 kernels XNNPACK runs slower
