@@ -90,7 +90,7 @@ def measure(name, model, args, test, representative):
 
 def arena(path):
     """The tensor arena TFLM measures for the file, or None where TFLM cannot run it."""
-    if not tflm.available() or tflm.problems(path):
+    if tflm.available() or tflm.problems(path):  # available(): the reason it is not, or ""
         return None
     return tflm.measure_arena(path).total
 
