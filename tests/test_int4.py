@@ -130,3 +130,21 @@ def test_the_run_refuses_int4_for_tflm_before_training():
         PipelineConfig(quantize="int4", target="tflm").validate()
     assert "put int8 first" in _one_line(e)
     assert PipelineConfig(quantize="int4").validate().quantize == ("int4",)
+
+
+def test_int8_edges_keeps_the_first_and_last_layers_int8(model, images, tmp_path):
+    path = export.to_tflite(model, tmp_path / "edges.tflite", quantize="int4",
+                            int4_form="dynamic_int8_edges", batch_size=1)
+    info = export.inspect(path)
+    assert (info.tensor("conv").dtype, info.tensor("fc").dtype,
+            info.tensor("out").dtype) == ("int8", "int4", "int8")
+    expected = model.predict(images, verbose=0)
+    got = export.predict(path, images)
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 0.15
+    assert np.mean(got.argmax(1) == expected.argmax(1)) > 0.8
+
+
+def test_edge_ops_are_the_first_and_last_weighted_ops(model, tmp_path):
+    data = export.to_tflite(model, tmp_path / "float.tflite", batch_size=1).read_bytes()
+    first, last = int4.edge_ops(data)
+    assert "/conv" in first and first != last  # the last: the model's output tensor

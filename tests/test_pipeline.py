@@ -97,6 +97,13 @@ def test_end_to_end(mnist_dir, tmp_path, capsys):
     context = pipeline.Context(config)
     keras_test = training.accuracy(context.model("compressed"), context.test)
     assert abs(float16 - keras_test) < 0.02  # float16 ~ the Keras model, on the same test set
+    # every file is timed (interleaved with the baseline) and judged for shipping
+    assert resumed["files"]["compressed_float16.tflite"]["latency_us"] > 0
+    assert resumed["files"]["compressed_float16.tflite"]["speedup_over"] == "baseline.tflite"
+    ship = resumed["ship"]
+    assert set(ship["front"]) <= set(ship["within"]) <= {"compressed.tflite",
+                                                         "compressed_float16.tflite"}
+    assert "| ship |" in (tmp_path / "report.md").read_text()
 
 
 def test_validation_is_carved_from_training_and_test_stays_apart(mnist_dir, tmp_path):

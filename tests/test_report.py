@@ -33,6 +33,36 @@ def _results():
     }
 
 
+def test_the_files_to_ship_are_the_front_within_the_accuracy_bound():
+    results = _results()
+    files = {"compressed.tflite": ("int8", 500, 10.0, 0.05),
+             "compressed_dynamic.tflite": ("dynamic", 600, 8.0, 0.0),
+             "compressed_float16.tflite": ("float16", 700, 9.0, 0.0),  # dynamic beats it
+             "compressed_int4.tflite": ("int4", 300, 20.0, 0.08),
+             "compressed_tiny.tflite": ("int4", 200, 5.0, 1.0)}  # beyond the bound
+    for name, (mode, size, latency, drop) in files.items():
+        results["export"]["files"][name] = {"model": "compressed", "quantize": mode,
+                                            "bytes": size, "gzip_bytes": size}
+        results["verify"]["files"][name] = {"accuracy": 0.99 - drop / 100, "drop_pp": drop,
+                                            "drop_ci_pp": [drop - 0.1, drop + 0.1]}
+        results["benchmark"]["files"].setdefault(name, {})["latency_us"] = latency
+    data = report.build(PipelineConfig(max_accuracy_drop=0.5), STAGES, results, {})
+    chosen = data["ship"]
+    assert chosen["front"] == ["compressed_int4.tflite", "compressed.tflite",
+                               "compressed_dynamic.tflite"]
+    assert chosen["smallest"] == "compressed_int4.tflite"
+    assert chosen["fastest"] == "compressed_dynamic.tflite"
+    assert "compressed_tiny.tflite" not in chosen["within"]
+    assert "baseline.tflite" not in chosen["within"]
+    rows = {line.split(" | ")[0][3:-1]: line for line in report.markdown(data).splitlines()
+            if line.startswith("| `")}
+    assert rows["compressed_int4.tflite"].endswith(" | front, smallest |")
+    assert rows["compressed_dynamic.tflite"].endswith(" | front, fastest |")
+    assert rows["compressed_float16.tflite"].endswith(" | — |")
+    tight = report.build(PipelineConfig(max_accuracy_drop=0.06), STAGES, results, {})["ship"]
+    assert tight["front"] == ["compressed.tflite", "compressed_dynamic.tflite"]
+
+
 def test_summary_ratios():
     data = report.build(PipelineConfig(), STAGES, _results(), {"baseline": {"seconds": 3.0}})
     s = data["summary"]
@@ -72,7 +102,10 @@ def test_markdown_table():
     assert "Ratios are baseline / compressed: for latency, the speedup." in md
     assert "| zeros after baseline | zeros after retrain | zeros after shrink |" in md
     assert "| conv1 | Conv2D | 20 | 8 | 500 | 200 | 0.0% | 60.0% | 10.0% |" in md
-    assert "| `compressed.tflite` | compressed | int8 | True | 500 | 250 | 98.95% | 10.0 |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| `compressed.tflite`"))
+    assert row.startswith("| `compressed.tflite` | compressed | int8 | True | 500 | 250 | "
+                          "98.95% | ")
+    assert row.endswith(" | — | 10.0 | 9.5x | — |"), row  # no test drop known: not judged
     assert "over 300 rounds" in md and "load average 1.5" in md
 
 

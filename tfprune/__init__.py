@@ -48,8 +48,8 @@ _NAMES = {
 _SUBMODULES = ("atomic", "backup", "batchnorm", "bench", "callbacks", "cli", "csource", "data",
                "distill", "distribute", "errors", "export", "faults", "fusion", "graph", "groups",
                "handlers", "int4", "interpreter", "masks", "models", "options", "pipeline",
-               "pruning", "report", "schedules", "search", "shrinking", "stats", "tflm",
-               "tools",
+               "pruning", "report", "schedules", "search", "selective", "shrinking", "stats",
+               "tflm", "tools",
                "verdict", "wrapper")
 
 __all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,

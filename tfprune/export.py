@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune import atomic, int4, tflm
+from tfprune import atomic, int4, selective, tflm
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
 from tfprune.interpreter import (
     NUMPY_TYPES,
@@ -41,7 +41,7 @@ from tfprune.options import QUANTIZE_MODES, TARGETS
 
 def to_tflite(model, path, quantize=None, sparse=False, representative_data=None,
               int8_io=None, allow_select_ops=False, calibration_samples=200, batch_size=None,
-              target="litert", int4_form="mixed"):
+              target="litert", int4_form="mixed", float_layers=None):
     """Converts a Keras model to a `.tflite` file, written atomically.
 
     Args:
@@ -75,8 +75,16 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
             (int4 dense layers and int8 convolutions, both quantizing activations on the
             fly: every op runs on XNNPACK, the fastest form measured), `"dynamic"` (int4
             everywhere: XNNPACK has no int4 convolution, so convolutions run on the builtin
-            kernels) or `"weight_only"` (int4 weights dequantized before float ops, which
-            XNNPACK refuses: the slowest); see `tfprune.int4`. Defaults to `"mixed"`.
+            kernels), `"dynamic_int8_edges"` (`"dynamic"` with the first and last layer
+            with weights in int8: closer to the float model for little more) or
+            `"weight_only"` (int4 weights dequantized before float ops, which XNNPACK
+            refuses: the slowest); see `tfprune.int4`. Defaults to `"mixed"`.
+        float_layers: With `quantize="int8"`, layers whose ops stay float, through the
+            converter's selective quantization (`tfprune.selective`): `"auto"` (the
+            convolutions on one input channel, whose int8 kernels XNNPACK runs slower
+            than its float ones), layer names (a sequence or a comma-separated
+            string), or `None`/`"none"` for every op in int8. No sparse encoding then, and
+            not for `target="tflm"`. Defaults to `None`.
 
     Returns:
         The `Path` written.
@@ -110,6 +118,7 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
     quantize, int8_io, batch_size = _target_defaults(target, quantize, int8_io, batch_size)
     _check_target(target, quantize, sparse, allow_select_ops, representative_data)
     _check_mode(quantize, int8_io, representative_data, sparse, int4_form)
+    float_layers = _float_layers(model, quantize, float_layers, sparse, target)
     signature = _input_signature(model)
     kwargs = _converter_settings(tf, "none" if quantize == "int4" else quantize, sparse,
                                  int8_io, allow_select_ops)
@@ -125,7 +134,12 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
     path = Path(path)
     with atomic.atomic_path(path, suffix=".tflite") as tmp:
         try:
-            model.export(str(tmp), format="litert", verbose=False, **kwargs)
+            if float_layers:
+                spec = kwargs.get("input_signature") or [tf.TensorSpec(*signature)]
+                tmp.write_bytes(selective.convert(model, spec, kwargs["representative_dataset"],
+                                                  float_layers, int8_io))
+            else:
+                model.export(str(tmp), format="litert", verbose=False, **kwargs)
         except TfpruneError:
             raise
         except Exception as e:  # the converter raises many types; say what failed, in a line
@@ -137,6 +151,23 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
             tflm.check(tmp, full_int8=True, layers=[layer.name for layer in model.layers],
                        name=path)
     return path
+
+
+def _float_layers(model, quantize, float_layers, sparse, target):
+    """`float_layers` resolved to layer names, or `()`; raises where it cannot apply."""
+    if float_layers in (None, "none", "", ()):
+        return ()
+    if quantize != "int8":
+        raise TfpruneError(f"float_layers applies to quantize='int8' only. Received: "
+                           f"quantize={quantize!r}, float_layers={float_layers!r}")
+    if target == "tflm":
+        raise TfpruneError("target='tflm' needs every op in int8 (TFLite Micro on a "
+                           "microcontroller has no float kernels to spare): leave "
+                           f"float_layers out. Received: float_layers={float_layers!r}")
+    if sparse:
+        raise TfpruneError("float_layers has no sparse encoding (the converter's selective "
+                           "quantization skips it): pass sparse=False. Received: sparse=True")
+    return selective.resolve(model, float_layers)
 
 
 def _target_defaults(target, quantize, int8_io, batch_size):
@@ -237,11 +268,12 @@ def to_tflite_where_sparse_pays(model, path, **kwargs):
         raise TfpruneError("to_tflite_where_sparse_pays chooses the encoding itself. "
                            f"Received: sparse={kwargs['sparse']!r}")
     path = Path(path)
-    if kwargs.get("quantize") == "int4":  # litert-quantizer has no sparse encoding
+    dense_only = _dense_only(model, kwargs)
+    if dense_only:
         to_tflite(model, path, sparse=False, **kwargs)
         ran = _runs_on(path)
-        return SparseChoice(path, False, "dense: int4 files have no sparse encoding",
-                            ran["bytes"], ran["bytes"], ran["delegate"], ran["delegate"])
+        return SparseChoice(path, False, dense_only, ran["bytes"], ran["bytes"],
+                            ran["delegate"], ran["delegate"])
     trial = path.with_name(f".{path.name}.sparse-trial")
     try:
         to_tflite(model, trial, sparse=True, **kwargs)
@@ -254,6 +286,16 @@ def to_tflite_where_sparse_pays(model, path, **kwargs):
         trial.unlink(missing_ok=True)
     return SparseChoice(path, keep, reason, dense["bytes"], sparse["bytes"],
                         dense["delegate"], sparse["delegate"])
+
+
+def _dense_only(model, kwargs):
+    """Why a file of these `to_tflite` arguments can have no sparse encoding, or `""`."""
+    if kwargs.get("quantize") == "int4":  # litert-quantizer has no sparse encoding
+        return "dense: int4 files have no sparse encoding"
+    if (kwargs.get("quantize") == "int8" and kwargs.get("target", "litert") != "tflm"
+            and selective.resolve(_as_model(model), kwargs.get("float_layers"))):
+        return "dense: the converter's selective quantization (float_layers) has no sparse encoding"
+    return ""
 
 
 def _runs_on(path):

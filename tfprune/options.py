@@ -8,7 +8,7 @@ TensorFlow loads.
 GRANULARITIES = ("weight", "block", "n:m", "filter")
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8", "int4")
 # How `quantize="int4"` stores and runs its 4-bit weights (tfprune.int4 says which is fastest).
-INT4_FORMS = ("mixed", "dynamic", "weight_only")
+INT4_FORMS = ("mixed", "dynamic", "dynamic_int8_edges", "weight_only")
 # The interpreter an export is for: LiteRT, or TensorFlow Lite for Microcontrollers.
 TARGETS = ("litert", "tflm")
 MERGES = ("none", "exact", "approximate")

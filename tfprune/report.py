@@ -80,8 +80,12 @@ def build(config, stages, results, records, data=None):
               "results": {stage.name: results[stage.name] for stage in stages
                           if stage.name in results}, **({"data": data} if data else {})}
     report["verdict"] = verdict.judge(report)
+    report["ship"] = None
     if not report["verdict"]["finite"]:  # no ratio is ever stated for a broken model
         report["summary"].update(dict.fromkeys(RATIOS))
+    else:
+        report["ship"] = ship(files, cfg.get("max_accuracy_drop", 0.5),
+                              exclude=models[0].model if models else None)
     return report
 
 
@@ -198,6 +202,50 @@ def targets(config, summary):
     goals = target.goals({"bytes": base["bytes"], "macs": base.get("macs") or 0})
     return [{**goal.to_dict(), "value": figures.get(goal.figure), "met": goal.met(figures)}
             for goal in goals]
+
+
+def ship(files, bound_pp, exclude=None):
+    """Which files to ship: those within the accuracy bound, their Pareto front on bytes
+    and latency, the smallest and the fastest.
+
+    A file is on the front when no other file within the bound is at most as large and at
+    most as slow, and smaller or faster. Only files with a size, a latency and a test drop
+    against the baseline (verify's `drop_pp`) take part.
+
+    Args:
+        files: Dict of file name -> facts (`bytes`, `latency_us`, `drop_pp`, `model`).
+        bound_pp: Float, the largest test accuracy drop allowed, in percentage points.
+        exclude: Keras model name whose files do not take part (the baseline's), or `None`.
+
+    Returns:
+        Dict with `bound_pp`, `within` (names, smallest first), `front` (names, smallest
+        first), `smallest` and `fastest` (names, or `None` when no file is within).
+
+    Example:
+
+    >>> from tfprune import report
+    >>> files = {"a.tflite": {"bytes": 50, "latency_us": 5.0, "drop_pp": 0.1},
+    ...          "b.tflite": {"bytes": 30, "latency_us": 9.0, "drop_pp": 0.0},
+    ...          "c.tflite": {"bytes": 60, "latency_us": 6.0, "drop_pp": 0.0},
+    ...          "d.tflite": {"bytes": 10, "latency_us": 4.0, "drop_pp": 2.0}}
+    >>> front = report.ship(files, bound_pp=0.5)
+    >>> front["front"], front["smallest"], front["fastest"]
+    (['b.tflite', 'a.tflite'], 'b.tflite', 'a.tflite')
+    """
+    within = sorted((name for name, f in files.items()
+                     if (exclude is None or f.get("model") != exclude)
+                     and None not in (f.get("bytes"), f.get("latency_us"), f.get("drop_pp"))
+                     and f["drop_pp"] <= bound_pp), key=lambda n: files[n]["bytes"])
+
+    def beats(a, b):
+        fa, fb = files[a], files[b]
+        return (fa["bytes"] <= fb["bytes"] and fa["latency_us"] <= fb["latency_us"]
+                and (fa["bytes"], fa["latency_us"]) != (fb["bytes"], fb["latency_us"]))
+
+    front = [n for n in within if not any(beats(m, n) for m in within)]
+    return {"bound_pp": bound_pp, "within": within, "front": front,
+            "smallest": within[0] if within else None,
+            "fastest": min(within, key=lambda n: files[n]["latency_us"]) if within else None}
 
 
 def _file_of(files, model):
@@ -357,13 +405,7 @@ def markdown(report):
         lines.append(f"| {row['name']} | {row['class']} | {row['units']} | "
                      f"{_num(row['units_kept'])} | {_num(row['weights'])} | "
                      f"{_num(row['weights_kept'])} | {zeros} |")
-    lines += ["", "## Files", "", "| file | model | quantize | sparse | bytes | gzip | "
-              "test accuracy | latency (µs) |", "|---|---|---|---|---:|---:|---:|---:|"]
-    for name, info in report["files"].items():
-        lines.append(f"| `{name}` | {info.get('model', '—')} | {info.get('quantize', '—')} | "
-                     f"{info.get('sparse', '—')} | {_num(info.get('bytes'))} | "
-                     f"{_num(info.get('gzip_bytes'))} | {_num(info.get('accuracy'), pct)} | "
-                     f"{_num(info.get('latency_us'), '{:.1f}')} |")
+    lines += _files_section(report)
     lines += _tflm_section(report)
     total = sum(v for v in report["seconds"].values() if v)
     notes = f"Stage times total {total:.0f} s."
@@ -380,6 +422,32 @@ def markdown(report):
     lines += _data_lines(report.get("data"))
     lines += [""]
     return "\n".join(lines)
+
+
+def _files_section(report):
+    """The table of every file (size, accuracy, latency) with the file-to-ship marks."""
+    pct, chosen = "{:.2%}", report.get("ship") or {}
+    front = set(chosen.get("front") or ())
+    lines = ["", "## Files", "", "| file | model | quantize | sparse | bytes | gzip | "
+             "test accuracy | change (paired 95% CI) | latency (µs) | speedup | ship |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name, info in report["files"].items():
+        drop = info.get("drop_pp")
+        change = "—" if drop is None else stats.change_text(drop, info.get("drop_ci_pp"))
+        marks = [m for m in ("smallest", "fastest") if chosen.get(m) == name]
+        mark = ", ".join(["front"] * (name in front) + marks) or "—"
+        speedup = info.get("speedup") if chosen else None  # no ratio for a broken model
+        lines.append(f"| `{name}` | {info.get('model', '—')} | {info.get('quantize', '—')} | "
+                     f"{info.get('sparse', '—')} | {_num(info.get('bytes'))} | "
+                     f"{_num(info.get('gzip_bytes'))} | {_num(info.get('accuracy'), pct)} | "
+                     f"{change} | {_num(info.get('latency_us'), '{:.1f}')} | "
+                     f"{_x(speedup)} | {mark} |")
+    if chosen:
+        lines += ["", f"*ship*: the files that lose at most {chosen['bound_pp']} pp on the test "
+                  "set (--max_accuracy_drop) and that no other such file beats on both size "
+                  "and LiteRT latency (the Pareto *front*), with the *smallest* and the "
+                  f"*fastest* of them. Within the bound: {len(chosen['within'])} file(s)."]
+    return lines
 
 
 def _data_lines(data, shown=20):

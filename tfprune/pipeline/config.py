@@ -219,6 +219,13 @@ class PipelineConfig:
               "dynamic.", range=_AT_LEAST_1)
     int8_io: bool | None = setting(None, "With int8: integer input and output too (default: "
                                          "for --target=tflm's files, not for the others).")
+    int8_float_layers: str = setting(
+        "none", "With int8: layers left in float by the converter's selective quantization: "
+                "'auto' (convolutions on one input channel, which XNNPACK runs faster in "
+                "float), comma-separated layer names, or 'none' (every op int8, as "
+                "integer-only hardware needs). Not with --target=tflm.")
+    int4_form: str = setting("mixed", "With int4: how the 4-bit weights are stored and run "
+                                      "(see tfprune.int4).", choices=options.INT4_FORMS)
     # TensorFlow Lite Micro.
     target: str = setting(
         "litert", "The interpreter compressed.tflite is for. tflm (TensorFlow Lite Micro): it "
@@ -357,6 +364,11 @@ def _check_target(config):
                 raise TfpruneError(f"{name} is for TFLite Micro files: add --target=tflm. "
                                    f"Received: {name}={getattr(config, name)!r}")
         return
+    if config.int8_float_layers != "none":
+        raise TfpruneError("--target=tflm needs every op in int8 (TFLite Micro on a "
+                           "microcontroller has no float kernels to spare): leave "
+                           "int8_float_layers at 'none'. Received: "
+                           f"int8_float_layers={config.int8_float_layers!r}")
     if config.quantize[0] != "int8":
         raise TfpruneError("--target=tflm makes compressed.tflite full int8: put int8 first "
                            f"in quantize. Received: quantize={','.join(config.quantize)!r}")

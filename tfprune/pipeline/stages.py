@@ -331,6 +331,16 @@ def tflm_files(config):
     return f"{BASELINE.model}_int8.tflite", f"{SHRINK.model}.tflite"
 
 
+def mode_settings(config, mode, target="litert"):
+    """The `export.to_tflite` arguments of a mode's own flags: int4's form, int8's float
+    layers (never for TFLite Micro)."""
+    if mode == "int4":
+        return {"int4_form": config.int4_form}
+    if mode == "int8" and target != "tflm":
+        return {"float_layers": config.int8_float_layers}
+    return {}
+
+
 def _compared(config):
     """The two files verify and the benchmark put side by side: baseline, compressed."""
     return tuple(tflite_files(config))[:2]
@@ -343,9 +353,10 @@ def _export(context):
     rep = context.train[0][:config.representative_size]
     files = {}
     for name, (model_name, mode, sparse) in tflite_files(config).items():
+        target = "tflm" if name in tflm_files(config) else "litert"
         settings = dict(quantize=mode, representative_data=rep, batch_size=config.export_batch_size,
-                        int8_io=config.int8_io and mode == "int8",
-                        target="tflm" if name in tflm_files(config) else "litert")
+                        int8_io=config.int8_io and mode == "int8", target=target,
+                        **mode_settings(config, mode, target))
         facts = {}
         if sparse:  # the sparse encoding only where it pays: smaller, and no op falls back
             choice = export.to_tflite_where_sparse_pays(context.model(model_name),
@@ -367,7 +378,7 @@ EXPORT = Stage(
     "export", _export, reads=(BASELINE.model_file, SHRINK.model_file),
     writes=lambda config: tuple(tflite_files(config)),
     keys=("quantize", "sparse", "representative_size", "export_batch_size", "int8_io",
-          "target"))
+          "target", "int8_float_layers", "int4_form"))
 
 # ----------------------------------------------------------------------------- verify
 
@@ -400,8 +411,10 @@ def _benchmark(context):
     from tfprune import bench
 
     config = context.config
+    # Every file of the run, interleaved: the report chooses the file to ship on these.
     names = _compared(config)
-    comparison = bench.compare(*(str(context.folder / name) for name in names),
+    timed = (*names, *(n for n in tflite_files(config) if n not in names))
+    comparison = bench.compare(*(str(context.folder / name) for name in timed),
                                threads=config.bench_threads, batch_size=config.bench_batch_size,
                                runs=config.bench_runs, warmup=config.bench_warmup,
                                delegates=("xnnpack",))
@@ -414,6 +427,10 @@ def _benchmark(context):
     files = {names[0]: {"latency_us": base.median_us, "delegate": base.delegate_used},
              names[1]: {"latency_us": comp.median_us, "delegate": comp.delegate_used,
                         "speedup": speedup, "speedup_over": names[0], **conditions}}
+    for i, name in enumerate(timed[2:], start=2):
+        t = comparison.timing(i)
+        files[name] = {"latency_us": t.median_us, "delegate": t.delegate_used,
+                       "speedup": t.speedup, "speedup_over": names[0]}
     ratio = f"{speedup:.1f}x faster"
     if speedup < 1:  # reported as slower, with what the files show
         macs = tuple(context.results.get(s.name, {}).get("macs") for s in (BASELINE, SHRINK))
@@ -425,7 +442,7 @@ def _benchmark(context):
         f"({ratio}, {config.bench_threads} thread(s), {comp.delegate_used})")
 
 
-BENCHMARK = Stage("benchmark", _benchmark, reads=_compared,
+BENCHMARK = Stage("benchmark", _benchmark, reads=lambda config: tuple(tflite_files(config)),
                   keys=("bench_threads", "bench_runs", "bench_warmup", "bench_batch_size"))
 
 # ----------------------------------------------------------------------------- tflm
@@ -487,7 +504,8 @@ def _search_inputs(config, train):
         export={"quantize": mode, "sparse": config.sparse and config.target != "tflm",
                 "batch_size": config.export_batch_size, "target": config.target,
                 "int8_io": config.int8_io and mode == "int8",
-                "representative_data": train[0][:config.representative_size]},
+                "representative_data": train[0][:config.representative_size],
+                **mode_settings(config, mode, config.target)},
         bench={"threads": config.bench_threads, "batch_size": config.bench_batch_size,
                "runs": config.bench_runs, "warmup": config.bench_warmup})
 
