@@ -16,7 +16,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from tfprune import handlers
+from tfprune import handlers, operations
 from tfprune.errors import TfpruneError, UnsupportedModelError
 
 
@@ -94,31 +94,15 @@ class LayerGraph:
             nodes[layer.name] = Node(layer.name, layer, [], output_shape=tuple(tensor.shape))
         for depth in sorted(functional._nodes_by_depth, reverse=True):
             for kn in functional._nodes_by_depth[depth]:
-                layer = kn.operation
-                if kn.is_input or isinstance(layer, keras.layers.InputLayer):
+                if kn.is_input or isinstance(kn.operation, keras.layers.InputLayer):
                     continue
-                _check_layer(layer, model)
-                if layer.name in nodes:
+                node = _node(kn, model)
+                if node.name in nodes:
                     raise UnsupportedModelError(
-                        f"Layer {layer.name!r} is called more than once (shared weights); "
+                        f"Layer {node.name!r} is called more than once (shared weights); "
                         "tfprune rewrites only models where each layer is used once."
                     )
-                args = kn.arguments.args
-                packed = len(args) == 1 and isinstance(args[0], (list, tuple))
-                if len(kn.outputs) != 1:
-                    raise UnsupportedModelError(
-                        f"Layer {layer.name!r} has {len(kn.outputs)} outputs; tfprune rewrites "
-                        "only layers with one output."
-                    )
-                nodes[layer.name] = Node(
-                    name=layer.name,
-                    layer=layer,
-                    inputs=[t._keras_history.operation.name for t in kn.input_tensors],
-                    packed=packed,
-                    weights=[np.array(w) for w in layer.get_weights()],
-                    input_shapes=[tuple(t.shape) for t in kn.input_tensors],
-                    output_shape=tuple(kn.outputs[0].shape),
-                )
+                nodes[node.name] = node
         outputs = [t._keras_history.operation.name for t in functional.outputs]
         return cls(nodes, outputs, isinstance(model, keras.Sequential), model.name)
 
@@ -225,36 +209,35 @@ def _as_functional(model):
     return model
 
 
-def _check_layer(layer, model):
+def _node(keras_node, model):
+    """The `Node` of one call in a functional model: a layer's, or a `keras.ops` call's."""
+    layer = keras_node.operation
     if not isinstance(layer, keras.layers.Layer):
-        raise UnsupportedModelError(_operation_message(layer, model))
+        layer, tensors = operations.from_call(keras_node, model)
+        return Node(name=layer.name, layer=layer, packed=True,
+                    inputs=[t._keras_history.operation.name for t in tensors],
+                    input_shapes=[tuple(t.shape) for t in tensors],
+                    output_shape=tuple(keras_node.outputs[0].shape))
     if isinstance(layer, keras.Model):
         raise UnsupportedModelError(
             f"Model {model.name!r} nests model {layer.name!r}: flatten it into one "
             "Functional model first."
         )
-
-
-def _operation_message(operation, model):
-    """One line for a `keras.ops` call between layers: which, where, and what to do.
-
-    A functional model records such a call (`x * 0.5`, `ops.relu6(x + 3) / 6`) as an
-    operation node; so does Keras for a `Masking` layer's mask (`NotEqual`, `Any`).
-    """
-    nodes = getattr(operation, "_inbound_nodes", None) or []
-    feeds = sorted({tensor._keras_history.operation.name for node in nodes[:1]
-                    for tensor in node.input_tensors if hasattr(tensor, "_keras_history")})
-    where = f" on the output of {', '.join(repr(name) for name in feeds)}" if feeds else ""
-    kind = type(operation).__name__
-    if kind in ("NotEqual", "Any") and any(isinstance(layer, keras.layers.Masking)
-                                           for layer in model.layers):
-        fix = "tfprune rewrites models without masking: remove the Masking layer"
-    else:
-        fix = ("tfprune rewrites models made of layers: make it a layer (keras.layers.Add, "
-               "Multiply, Activation, ReLU(max_value=6), Rescaling, or a Layer subclass "
-               "taught to tfprune with tfprune.register_layer)")
-    return (f"Model {model.name!r} calls operation {operation.name!r} ({kind}){where} "
-            f"outside any layer: {fix}. Received: operation={operation.name!r}")
+    if len(keras_node.outputs) != 1:
+        raise UnsupportedModelError(
+            f"Layer {layer.name!r} has {len(keras_node.outputs)} outputs; tfprune rewrites "
+            "only layers with one output."
+        )
+    args = keras_node.arguments.args
+    return Node(
+        name=layer.name,
+        layer=layer,
+        inputs=[t._keras_history.operation.name for t in keras_node.input_tensors],
+        packed=len(args) == 1 and isinstance(args[0], (list, tuple)),
+        weights=[np.array(w) for w in layer.get_weights()],
+        input_shapes=[tuple(t.shape) for t in keras_node.input_tensors],
+        output_shape=tuple(keras_node.outputs[0].shape),
+    )
 
 
 def clone_layer(layer):
