@@ -169,7 +169,7 @@ def _fill(value, inputs):
 
 def _walk(value, fn):
     fn(value)
-    if isinstance(value, dict) and "__array__" not in value:
+    if isinstance(value, dict) and "__array__" not in value and "__input__" not in value:
         for v in value.values():
             _walk(v, fn)
     elif isinstance(value, list):
@@ -246,6 +246,26 @@ class Elementwise(LayerHandler):
         config["arguments"] = _map_constants(config["arguments"], cut)
         return config, []
 
+    def affine(self, node):
+        """`x + c`, `x - c`, `c - x`, `x * c`, `c * x`, `x / c` with one constant `c` that is
+        a scalar or per channel: `(s, t)` per channel (else `None`)."""
+        args = node.layer.arguments["args"]
+        kind, channels = node.layer.kind, node.output_shape[-1]
+        if (kind not in _AFFINE or len(args) != 2 or node.layer.arguments["kwargs"]
+                or len(node.inputs) != 1 or sum(_is_constant(a) for a in args) != 1):
+            return None
+        first = args[0] == {"__input__": 0}
+        c = _value(args[1] if first else args[0]).astype(np.float64)
+        if c.size not in (1, channels) or (c.ndim and c.size != c.shape[-1]):
+            return None
+        c = np.broadcast_to(c.reshape(-1), (channels,))
+        one, zero = np.ones(channels), np.zeros(channels)
+        return {("Add", True): (one, c), ("Add", False): (one, c),
+                ("Subtract", True): (one, -c), ("Subtract", False): (-one, c),
+                ("Multiply", True): (c, zero), ("Multiply", False): (c, zero),
+                ("TrueDivide", True): (1 / c, zero), ("Divide", True): (1 / c, zero),
+                }.get((kind, first))
+
     def as_activation(self, config):
         arguments = config["arguments"]
         plain = arguments["args"] == [{"__input__": 0}] and not arguments["kwargs"]
@@ -254,6 +274,9 @@ class Elementwise(LayerHandler):
         if not plain or _extra_config(config):
             return None, f"{config['operation']['class_name']} with arguments"
         return self.activation, None
+
+
+_AFFINE = ("Add", "Subtract", "Multiply", "TrueDivide", "Divide")
 
 
 def _extra_config(config):
@@ -335,6 +358,10 @@ class Operations(LayerHandler):
 
     def slice(self, node, keep_in, keep_out, dropped):
         return self._of(node.layer).slice(node, keep_in, keep_out, dropped)
+
+    def affine(self, node):
+        handler = self._of(node.layer)
+        return None if handler is None else handler.affine(node)
 
     def as_activation(self, config):
         handler = self._of(config)
