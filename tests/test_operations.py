@@ -141,3 +141,16 @@ def test_mobilenet_v3_merges_prunes_shrinks_and_exports_exactly(name):
     reference = np.asarray(stripped(x))
     assert rel_err(small(x), reference) < 1e-5
     assert rel_err(tflite_outputs(small, x), reference) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v3_large"])
+def test_zoo_mobilenet_v3_scales_its_own_input_and_has_short_run_batchnorm(name):
+    model = tfprune.models.get(name, input_shape=(32, 32, 3), num_classes=4)
+    assert model.output_shape == (None, 4) and model.layers[1].name == "rescale"
+    assert {layer.momentum for layer in model.layers
+            if isinstance(layer, layers.BatchNormalization)} == {0.9}
+    assert not any(isinstance(layer, layers.Rescaling) for layer in model.layers[2:])
+    groups = ChannelGroups(LayerGraph.from_model(model))
+    assert list(groups.barriers) == ["predictions"]  # only the softmax stops the analysis
+    with pytest.raises(tfprune.errors.TfpruneError, match="at least 32x32"):
+        tfprune.models.get(name, input_shape=(16, 16, 3))
