@@ -12,7 +12,8 @@ channel is trivially zero), 10 classes, no softmax, at a small input, and then:
 4. **speed**: both files timed together on LiteRT + XNNPACK (`bench.compare`, 1 thread,
    batch 1): the speedup at half of every channel group.
 
-A model that fails a step is a row saying which step and why. Differences are relative:
+A model with nested models (ConvNeXt) is flattened first (`tfprune.graph.flatten`). A model
+that fails a step is a row saying which step and why. Differences are relative:
 the largest absolute difference over the largest absolute reference output.
 
     python benchmarks/conformance.py                     # every model, the README table
@@ -36,7 +37,7 @@ import numpy as np  # noqa: E402
 
 import tfprune  # noqa: E402
 from tfprune import atomic, bench, export  # noqa: E402
-from tfprune.graph import ChannelGroups, LayerGraph  # noqa: E402
+from tfprune.graph import ChannelGroups, LayerGraph, flatten  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -124,6 +125,10 @@ def check(name, export_files=True, runs=200, folder=None):
         side = MODELS[name][1]
         x = np.random.default_rng(1).uniform(0, 255, (2, side, side, 3)).astype("float32")
         expected = np.asarray(model(x))
+        if any(isinstance(layer, keras.Model) for layer in model.layers):
+            step = "flatten"
+            model = flatten(model)  # ConvNeXt's stem and head are models of their own
+            row["flattened"] = True
         step = "merge"
         fused = tfprune.fuse(model)
         row.update(nodes=nodes(model), merged_nodes=nodes(fused),
@@ -169,12 +174,21 @@ def _prune_shrink(model):
 
 
 def _barriers(model):
-    """How many nodes stop the channel analysis, with the first reason of each kind."""
+    """How many nodes stop the channel analysis (their channels are kept), and why, by kind."""
     found = ChannelGroups(LayerGraph.from_model(model)).barriers
     kinds = {}
     for reason in found.values():
-        kinds.setdefault(reason.split(" ", 1)[0], reason)
-    return {"count": len(found), "examples": list(kinds.values())[:3]}
+        kinds.setdefault(_barrier_kind(reason), reason)
+    return {"count": len(found), "kinds": sorted(kinds), "examples": list(kinds.values())}
+
+
+def _barrier_kind(reason):
+    """'LayerNormalization', 'grouped Conv2D', 'softmax', ... from a barrier's reason."""
+    for words, kind in (("grouped convolution", "grouped conv"), ("softmax", "softmax"),
+                        ("does not know", None), ("mixes channels", None)):
+        if words in reason:
+            return kind or reason.split(" ", 1)[0]
+    return reason.split(" ", 1)[0]
 
 
 def _ratio(a, b):
@@ -184,11 +198,13 @@ def _ratio(a, b):
 def table(rows):
     """The Markdown table of `rows`."""
     head = ["model", "input", "merge: nodes, max rel. diff", "prune 50% + shrink: params, MACs",
-            "shrink max rel. diff", ".tflite max rel. diff", "LiteRT XNNPACK speedup"]
+            "shrink max rel. diff", ".tflite max rel. diff", "LiteRT XNNPACK speedup",
+            "channels kept at"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in rows:
         side = MODELS[row["model"]][1]
-        cells = [row["model"], f"{side}x{side}"]
+        cells = [row["model"] + (" (flattened)" if row.get("flattened") else ""),
+                 f"{side}x{side}"]
         if "merge_err" in row:
             cells.append(f"{row['nodes']} -> {row['merged_nodes']}, {row['merge_err']:.1e}")
         if "shrink_err" in row:
@@ -203,6 +219,10 @@ def table(rows):
                          f"{row['small_us']:.0f} µs)")
         if "failed" in row:
             cells.append(f"**fails at {row['failed']}**")
+        elif "barriers" in row:
+            cells += [""] * (len(head) - 1 - len(cells))
+            kinds = row["barriers"]["kinds"]
+            cells.append(f"{row['barriers']['count']}: {', '.join(kinds)}" if kinds else "-")
         cells += [""] * (len(head) - len(cells))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

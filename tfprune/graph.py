@@ -80,30 +80,27 @@ class LayerGraph:
         self.name = name
 
     @classmethod
-    def from_model(cls, model):
+    def from_model(cls, model, nested=False):
         """Reads `model` into a graph.
 
+        Args:
+            model: A Sequential or Functional model.
+            nested: Boolean, defaults to `False`: a model nested in `model` is refused.
+                `True`: a nested model called once is read as its layers, so the graph
+                (and `to_model`) is flat; see `flatten`.
+
         Raises:
-            UnsupportedModelError: a subclassed or unbuilt model, a nested model, a layer
-                called more than once (shared weights), or a layer with several outputs.
+            UnsupportedModelError: a subclassed or unbuilt model, a layer called more than
+                once (shared weights), a layer with several outputs, or a nested model
+                (unless `nested`).
         """
         functional = _as_functional(model)
         nodes = {}
         for tensor in functional.inputs:
             layer = tensor._keras_history.operation
             nodes[layer.name] = Node(layer.name, layer, [], output_shape=tuple(tensor.shape))
-        for depth in sorted(functional._nodes_by_depth, reverse=True):
-            for kn in functional._nodes_by_depth[depth]:
-                if kn.is_input or isinstance(kn.operation, keras.layers.InputLayer):
-                    continue
-                node = _node(kn, model)
-                if node.name in nodes:
-                    raise UnsupportedModelError(
-                        f"Layer {node.name!r} is called more than once (shared weights); "
-                        "tfprune rewrites only models where each layer is used once."
-                    )
-                nodes[node.name] = node
-        outputs = [t._keras_history.operation.name for t in functional.outputs]
+        alias = _read(functional, model, nodes, {}, nested)
+        outputs = [_source(t, alias) for t in functional.outputs]
         return cls(nodes, outputs, isinstance(model, keras.Sequential), model.name)
 
     # Queries.
@@ -209,6 +206,56 @@ def _as_functional(model):
     return model
 
 
+def _read(functional, model, nodes, alias, nested):
+    """Adds the calls of `functional` to `nodes` in order, a nested model's as its own.
+
+    `alias` maps names that are no node (a nested model, its inputs) to the node whose
+    output they stand for; returns it.
+    """
+    for depth in sorted(functional._nodes_by_depth, reverse=True):
+        for kn in functional._nodes_by_depth[depth]:
+            if kn.is_input or isinstance(kn.operation, keras.layers.InputLayer):
+                continue
+            if isinstance(kn.operation, keras.Model):
+                if not nested:
+                    raise UnsupportedModelError(
+                        f"Model {model.name!r} nests model {kn.operation.name!r}: flatten it "
+                        "into one Functional model first (tfprune.graph.flatten(model)). "
+                        f"Received: model={kn.operation.name!r}")
+                _inline(kn, model, nodes, alias)
+                continue
+            node = _node(kn, model)
+            node.inputs = [alias.get(name, name) for name in node.inputs]
+            if node.name in nodes:
+                raise UnsupportedModelError(
+                    f"Layer {node.name!r} is called more than once (shared weights); "
+                    "tfprune rewrites only models where each layer is used once.")
+            nodes[node.name] = node
+    return alias
+
+
+def _inline(keras_node, model, nodes, alias):
+    """Reads a nested model's layers in place of its call (a fine-tuned base, a stem)."""
+    nested = keras_node.operation
+    inner = _as_functional(nested)
+    if nested.name in alias or len(inner.outputs) != 1:
+        raise UnsupportedModelError(
+            f"Model {model.name!r} nests model {nested.name!r} "
+            + ("more than once (shared weights)" if nested.name in alias
+               else f"with {len(inner.outputs)} outputs")
+            + ": tfprune reads a nested model called once, with one output. "
+            f"Received: model={nested.name!r}")
+    for outer, tensor in zip(keras_node.input_tensors, inner.inputs, strict=True):
+        alias[tensor._keras_history.operation.name] = _source(outer, alias)
+    _read(inner, model, nodes, alias, nested=True)
+    alias[nested.name] = _source(inner.outputs[0], alias)
+
+
+def _source(tensor, alias):
+    name = tensor._keras_history.operation.name
+    return alias.get(name, name)
+
+
 def _node(keras_node, model):
     """The `Node` of one call in a functional model: a layer's, or a `keras.ops` call's."""
     layer = keras_node.operation
@@ -218,11 +265,6 @@ def _node(keras_node, model):
                     inputs=[t._keras_history.operation.name for t in tensors],
                     input_shapes=[tuple(t.shape) for t in tensors],
                     output_shape=tuple(keras_node.outputs[0].shape))
-    if isinstance(layer, keras.Model):
-        raise UnsupportedModelError(
-            f"Model {model.name!r} nests model {layer.name!r}: flatten it into one "
-            "Functional model first."
-        )
     if len(keras_node.outputs) != 1:
         raise UnsupportedModelError(
             f"Layer {layer.name!r} has {len(keras_node.outputs)} outputs; tfprune rewrites "
@@ -238,6 +280,30 @@ def _node(keras_node, model):
         input_shapes=[tuple(t.shape) for t in keras_node.input_tensors],
         output_shape=tuple(keras_node.outputs[0].shape),
     )
+
+
+def flatten(model):
+    """`model` as one Functional model, with the layers of any nested model in its place.
+
+    A fine-tuned `keras.applications` base inside a Sequential, or a model built of
+    sub-models (ConvNeXt's stem), becomes a model every tfprune stage can read. Nothing is
+    shared with `model`: layers are re-created with its weights.
+
+    Raises:
+        UnsupportedModelError: see `LayerGraph.from_model` (a nested model called twice, or
+            with several outputs).
+
+    Example:
+
+    >>> base = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="inner")])
+    >>> x = keras.Input((8,))
+    >>> model = keras.Model(x, keras.layers.Dense(2, name="head")(base(x)))
+    >>> [layer.name for layer in tfprune.graph.flatten(model).layers[1:]]
+    ['inner', 'head']
+    """
+    graph = LayerGraph.from_model(model, nested=True)
+    graph.sequential = False
+    return graph.to_model()
 
 
 def clone_layer(layer):
