@@ -17,7 +17,7 @@ that fails a step is a row saying which step and why. Differences are relative:
 the largest absolute difference over the largest absolute reference output.
 
     python benchmarks/conformance.py                     # every model, the README table
-    python benchmarks/conformance.py --models=ResNet50,MobileNetV3Small --runs=100
+    python benchmarks/conformance.py --models=ResNet50,MobileNetV3Small --runs=100 --update
 
 Writes benchmarks/out/conformance.json and prints the Markdown table.
 """
@@ -234,15 +234,22 @@ def main(argv=None):
                         help="Comma-separated keras.applications names (default: all).")
     parser.add_argument("--runs", type=int, default=200, help="Timed rounds per model.")
     parser.add_argument("--out", default=str(OUT / "conformance.json"))
+    parser.add_argument("--update", action="store_true",
+                        help="Keep the other models' rows already in --out.")
     args = parser.parse_args(argv)
-    rows = []
-    for name in args.models.split(","):
+    names = args.models.split(",")
+    for name in names:
         if name not in MODELS:
             parser.error(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-        rows.append(check(name, runs=args.runs))
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "traceback"}),
+    out = Path(args.out)
+    rows = {r["model"]: r for r in json.loads(out.read_text())} if (
+        args.update and out.exists()) else {}
+    for name in names:
+        rows[name] = check(name, runs=args.runs)
+        print(json.dumps({k: v for k, v in rows[name].items() if k != "traceback"}),
               file=sys.stderr, flush=True)
-    with atomic.atomic_path(Path(args.out), make_parents=True) as tmp:
+    rows = [rows[name] for name in MODELS if name in rows]
+    with atomic.atomic_path(out, make_parents=True) as tmp:
         Path(tmp).write_text(json.dumps(rows, indent=1))
     print(table(rows))
     return 0 if not any("failed" in row for row in rows) else 1
