@@ -154,3 +154,17 @@ def test_zoo_mobilenet_v3_scales_its_own_input_and_has_short_run_batchnorm(name)
     assert list(groups.barriers) == ["predictions"]  # only the softmax stops the analysis
     with pytest.raises(tfprune.errors.TfpruneError, match="at least 32x32"):
         tfprune.models.get(name, input_shape=(16, 16, 3))
+
+
+def test_the_command_refuses_an_operation_it_cannot_rebuild_before_training(
+        capsys, tmp_path, mnist_dir):
+    from test_cli import _assert_one_line_error, _main
+
+    x = keras.Input((28, 28, 1))
+    a, b = ops.split(layers.Conv2D(4, 3, name="conv")(x), 2, axis=-1)
+    y = layers.Flatten()(layers.Add()([a, b]))
+    keras.Model(x, layers.Dense(10, activation="softmax")(y)).save(tmp_path / "split.keras")
+    out = _main(capsys, f"--model={tmp_path / 'split.keras'}",
+                f"--export_dir={tmp_path / 'run'}", f"--data_dir={mnist_dir}")
+    _assert_one_line_error(*out, "operation 'split", "on the output of 'conv'", "2 outputs")
+    assert not (tmp_path / "run" / "baseline.keras").exists()
