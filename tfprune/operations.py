@@ -107,11 +107,11 @@ def from_call(keras_node, model):
     try:
         arguments = {"args": _template(list(keras_node.arguments.args), tensors),
                      "kwargs": _template(dict(keras_node.arguments.kwargs), tensors)}
-        serialized = keras.saving.serialize_keras_object(operation)
-    except (TypeError, NotImplementedError) as error:
-        raise UnsupportedModelError(refusal(operation, model, str(error).split("\n")[0])) \
-            from None
-    layer = OperationLayer(serialized, arguments, name=operation.name)
+        layer = OperationLayer(keras.saving.serialize_keras_object(operation), arguments,
+                               name=operation.name)
+    except Exception as error:  # whatever stops the call being rebuilt from its config
+        why = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise UnsupportedModelError(refusal(operation, model, why)) from None
     return layer, tensors
 
 
