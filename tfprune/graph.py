@@ -4,7 +4,9 @@
 each knowing the names of the nodes it reads from. Rewriters edit the graph (`replace`,
 `remove`) and `to_model` builds a new, independent Keras model from it: every layer is
 re-created from its config and given its weights, so nothing is shared with the caller's
-model.
+model. A `keras.ops` call between layers (`x + 3`, `ops.concatenate`) is a node too, as a
+`tfprune.operations.OperationLayer`; a nested model is refused, or read as its layers by
+`flatten`.
 
 `ChannelGroups` finds the channels that must be removed together (Torch-Pruning's
 dependency graph); how each layer passes channels on comes from its handler, in the one
