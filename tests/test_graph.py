@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from keras import layers
 
+import tfprune
 from tfprune.errors import UnsupportedModelError
 from tfprune.graph import LayerGraph
 from tfprune.models import lenet5
@@ -65,3 +66,21 @@ def test_unsupported_models_are_named():
     inner = keras.Sequential([keras.Input((4,)), layers.Dense(2)])
     with pytest.raises(UnsupportedModelError, match="nests"):
         LayerGraph.from_model(keras.Model(x, inner(x)))
+
+
+def test_flatten_reads_a_nested_model_as_its_layers():
+    base = keras.Sequential([keras.Input((6, 6, 3)), layers.Conv2D(4, 3, name="inner_conv"),
+                             layers.BatchNormalization(name="inner_bn")], name="base")
+    x = keras.Input((6, 6, 3))
+    y = layers.GlobalAveragePooling2D(name="gap")(layers.ReLU(name="relu")(base(x)))
+    model = keras.Model(x, layers.Dense(2, name="head")(y))
+    flat = tfprune.graph.flatten(model)
+    assert [layer.name for layer in flat.layers[1:]] == [
+        "inner_conv", "inner_bn", "relu", "gap", "head"]
+    data = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    np.testing.assert_allclose(flat(data), model(data), rtol=1e-6, atol=1e-6)
+    graph = LayerGraph.from_model(model, nested=True)
+    assert graph.nodes["relu"].inputs == ["inner_bn"]
+    twice = keras.Model(x, layers.Add()([base(x), base(x)]))
+    with pytest.raises(UnsupportedModelError, match="more than once"):
+        tfprune.graph.flatten(twice)

@@ -4,7 +4,9 @@
 each knowing the names of the nodes it reads from. Rewriters edit the graph (`replace`,
 `remove`) and `to_model` builds a new, independent Keras model from it: every layer is
 re-created from its config and given its weights, so nothing is shared with the caller's
-model.
+model. A `keras.ops` call between layers (`x + 3`, `ops.concatenate`) is a node too, as a
+`tfprune.operations.OperationLayer`; a nested model is refused, or read as its layers by
+`flatten`.
 
 `ChannelGroups` finds the channels that must be removed together (Torch-Pruning's
 dependency graph); how each layer passes channels on comes from its handler, in the one
@@ -16,7 +18,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from tfprune import handlers
+from tfprune import handlers, operations
 from tfprune.errors import TfpruneError, UnsupportedModelError
 
 
@@ -80,46 +82,27 @@ class LayerGraph:
         self.name = name
 
     @classmethod
-    def from_model(cls, model):
+    def from_model(cls, model, nested=False):
         """Reads `model` into a graph.
 
+        Args:
+            model: A Sequential or Functional model.
+            nested: Boolean, defaults to `False`: a model nested in `model` is refused.
+                `True`: a nested model called once is read as its layers, so the graph
+                (and `to_model`) is flat; see `flatten`.
+
         Raises:
-            UnsupportedModelError: a subclassed or unbuilt model, a nested model, a layer
-                called more than once (shared weights), or a layer with several outputs.
+            UnsupportedModelError: a subclassed or unbuilt model, a layer called more than
+                once (shared weights), a layer with several outputs, or a nested model
+                (unless `nested`).
         """
         functional = _as_functional(model)
         nodes = {}
         for tensor in functional.inputs:
             layer = tensor._keras_history.operation
             nodes[layer.name] = Node(layer.name, layer, [], output_shape=tuple(tensor.shape))
-        for depth in sorted(functional._nodes_by_depth, reverse=True):
-            for kn in functional._nodes_by_depth[depth]:
-                layer = kn.operation
-                if kn.is_input or isinstance(layer, keras.layers.InputLayer):
-                    continue
-                _check_layer(layer, model)
-                if layer.name in nodes:
-                    raise UnsupportedModelError(
-                        f"Layer {layer.name!r} is called more than once (shared weights); "
-                        "tfprune rewrites only models where each layer is used once."
-                    )
-                args = kn.arguments.args
-                packed = len(args) == 1 and isinstance(args[0], (list, tuple))
-                if len(kn.outputs) != 1:
-                    raise UnsupportedModelError(
-                        f"Layer {layer.name!r} has {len(kn.outputs)} outputs; tfprune rewrites "
-                        "only layers with one output."
-                    )
-                nodes[layer.name] = Node(
-                    name=layer.name,
-                    layer=layer,
-                    inputs=[t._keras_history.operation.name for t in kn.input_tensors],
-                    packed=packed,
-                    weights=[np.array(w) for w in layer.get_weights()],
-                    input_shapes=[tuple(t.shape) for t in kn.input_tensors],
-                    output_shape=tuple(kn.outputs[0].shape),
-                )
-        outputs = [t._keras_history.operation.name for t in functional.outputs]
+        alias = _read(functional, model, nodes, {}, nested)
+        outputs = [_source(t, alias) for t in functional.outputs]
         return cls(nodes, outputs, isinstance(model, keras.Sequential), model.name)
 
     # Queries.
@@ -225,36 +208,104 @@ def _as_functional(model):
     return model
 
 
-def _check_layer(layer, model):
-    if not isinstance(layer, keras.layers.Layer):
-        raise UnsupportedModelError(_operation_message(layer, model))
-    if isinstance(layer, keras.Model):
-        raise UnsupportedModelError(
-            f"Model {model.name!r} nests model {layer.name!r}: flatten it into one "
-            "Functional model first."
-        )
+def _read(functional, model, nodes, alias, nested):
+    """Adds the calls of `functional` to `nodes` in order, a nested model's as its own.
 
-
-def _operation_message(operation, model):
-    """One line for a `keras.ops` call between layers: which, where, and what to do.
-
-    A functional model records such a call (`x * 0.5`, `ops.relu6(x + 3) / 6`) as an
-    operation node; so does Keras for a `Masking` layer's mask (`NotEqual`, `Any`).
+    `alias` maps names that are no node (a nested model, its inputs) to the node whose
+    output they stand for; returns it.
     """
-    nodes = getattr(operation, "_inbound_nodes", None) or []
-    feeds = sorted({tensor._keras_history.operation.name for node in nodes[:1]
-                    for tensor in node.input_tensors if hasattr(tensor, "_keras_history")})
-    where = f" on the output of {', '.join(repr(name) for name in feeds)}" if feeds else ""
-    kind = type(operation).__name__
-    if kind in ("NotEqual", "Any") and any(isinstance(layer, keras.layers.Masking)
-                                           for layer in model.layers):
-        fix = "tfprune rewrites models without masking: remove the Masking layer"
-    else:
-        fix = ("tfprune rewrites models made of layers: make it a layer (keras.layers.Add, "
-               "Multiply, Activation, ReLU(max_value=6), Rescaling, or a Layer subclass "
-               "taught to tfprune with tfprune.register_layer)")
-    return (f"Model {model.name!r} calls operation {operation.name!r} ({kind}){where} "
-            f"outside any layer: {fix}. Received: operation={operation.name!r}")
+    for depth in sorted(functional._nodes_by_depth, reverse=True):
+        for kn in functional._nodes_by_depth[depth]:
+            if kn.is_input or isinstance(kn.operation, keras.layers.InputLayer):
+                continue
+            if isinstance(kn.operation, keras.Model):
+                if not nested:
+                    raise UnsupportedModelError(
+                        f"Model {model.name!r} nests model {kn.operation.name!r}: flatten it "
+                        "into one Functional model first (tfprune.graph.flatten(model)). "
+                        f"Received: model={kn.operation.name!r}")
+                _inline(kn, model, nodes, alias)
+                continue
+            node = _node(kn, model)
+            node.inputs = [alias.get(name, name) for name in node.inputs]
+            if node.name in nodes:
+                raise UnsupportedModelError(
+                    f"Layer {node.name!r} is called more than once (shared weights); "
+                    "tfprune rewrites only models where each layer is used once.")
+            nodes[node.name] = node
+    return alias
+
+
+def _inline(keras_node, model, nodes, alias):
+    """Reads a nested model's layers in place of its call (a fine-tuned base, a stem)."""
+    nested = keras_node.operation
+    inner = _as_functional(nested)
+    if nested.name in alias or len(inner.outputs) != 1:
+        raise UnsupportedModelError(
+            f"Model {model.name!r} nests model {nested.name!r} "
+            + ("more than once (shared weights)" if nested.name in alias
+               else f"with {len(inner.outputs)} outputs")
+            + ": tfprune reads a nested model called once, with one output. "
+            f"Received: model={nested.name!r}")
+    for outer, tensor in zip(keras_node.input_tensors, inner.inputs, strict=True):
+        alias[tensor._keras_history.operation.name] = _source(outer, alias)
+    _read(inner, model, nodes, alias, nested=True)
+    alias[nested.name] = _source(inner.outputs[0], alias)
+
+
+def _source(tensor, alias):
+    name = tensor._keras_history.operation.name
+    return alias.get(name, name)
+
+
+def _node(keras_node, model):
+    """The `Node` of one call in a functional model: a layer's, or a `keras.ops` call's."""
+    layer = keras_node.operation
+    if not isinstance(layer, keras.layers.Layer):
+        layer, tensors = operations.from_call(keras_node, model)
+        return Node(name=layer.name, layer=layer, packed=True,
+                    inputs=[t._keras_history.operation.name for t in tensors],
+                    input_shapes=[tuple(t.shape) for t in tensors],
+                    output_shape=tuple(keras_node.outputs[0].shape))
+    if len(keras_node.outputs) != 1:
+        raise UnsupportedModelError(
+            f"Layer {layer.name!r} has {len(keras_node.outputs)} outputs; tfprune rewrites "
+            "only layers with one output."
+        )
+    args = keras_node.arguments.args
+    return Node(
+        name=layer.name,
+        layer=layer,
+        inputs=[t._keras_history.operation.name for t in keras_node.input_tensors],
+        packed=len(args) == 1 and isinstance(args[0], (list, tuple)),
+        weights=[np.array(w) for w in layer.get_weights()],
+        input_shapes=[tuple(t.shape) for t in keras_node.input_tensors],
+        output_shape=tuple(keras_node.outputs[0].shape),
+    )
+
+
+def flatten(model):
+    """`model` as one Functional model, with the layers of any nested model in its place.
+
+    A fine-tuned `keras.applications` base inside a Sequential, or a model built of
+    sub-models (ConvNeXt's stem), becomes a model every tfprune stage can read. Nothing is
+    shared with `model`: layers are re-created with its weights.
+
+    Raises:
+        UnsupportedModelError: see `LayerGraph.from_model` (a nested model called twice, or
+            with several outputs).
+
+    Example:
+
+    >>> base = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="inner")])
+    >>> x = keras.Input((8,))
+    >>> model = keras.Model(x, keras.layers.Dense(2, name="head")(base(x)))
+    >>> [layer.name for layer in tfprune.graph.flatten(model).layers[1:]]
+    ['inner', 'head']
+    """
+    graph = LayerGraph.from_model(model, nested=True)
+    graph.sequential = False
+    return graph.to_model()
 
 
 def clone_layer(layer):

@@ -233,6 +233,11 @@ class LayerHandler:
         """Whether a layer with this config is the identity at inference (fusion removes it)."""
         return False
 
+    def affine(self, node):
+        """`(s, t)` per output channel (float64) if the node computes `s * x + t` of its one
+        input at inference and fusion may fold it into the layer before; else `None`."""
+        return None
+
     def as_activation(self, config):
         """The `activation=` this layer equals, applied to its input.
 

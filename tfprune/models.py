@@ -1,5 +1,5 @@
 """The model zoo: the two LeNet-5 variants, a small MobileNet-style CNN and
-keras.applications' MobileNetV2.
+keras.applications' MobileNetV2 and MobileNetV3 (Small and Large).
 
 `get(name)` builds one by the name the command line's `--model` takes.
 """
@@ -194,10 +194,77 @@ def mobilenet_v2(input_shape=(32, 32, 3), num_classes=10, alpha=0.35, momentum=0
         raise TfpruneError(f"mobilenet_v2 needs an input of at least 32x32 with channels and "
                            f"an alpha of {_MOBILENET_V2_ALPHAS}. Received: "
                            f"input_shape={input_shape}, alpha={alpha}")
+    return _scaled_application(keras.applications.MobileNetV2, input_shape, momentum, name,
+                               alpha=alpha, weights=None, classes=num_classes)
+
+
+def mobilenet_v3_small(input_shape=(32, 32, 3), num_classes=10, alpha=0.75, momentum=0.9,
+                       minimalistic=False, name="mobilenet_v3_small"):
+    """keras.applications' MobileNetV3Small, from scratch, with its own input scaling.
+
+    As `mobilenet_v2`: random weights, a `Rescaling` layer mapping 0-255 to [-1, 1] in
+    place of keras.applications' own (`include_preprocessing=False`), and every BatchNorm's
+    momentum set to `momentum`. Its squeeze-and-excitation gates and hard-sigmoids are
+    `keras.ops` calls between layers (`x + 3`, `x * (1 / 6)`), which tfprune reads as
+    operation nodes (`tfprune.operations`).
+
+    Args:
+        input_shape: Tuple, height, width (32 and up) and channels, defaults to
+            `(32, 32, 3)`.
+        num_classes: Integer, defaults to `10`.
+        alpha: Float, the width multiplier, defaults to `0.75`.
+        momentum: Float, every BatchNorm's momentum, defaults to `0.9`.
+        minimalistic: Boolean, defaults to `False`: no squeeze-and-excitation, no
+            hard-swish, 3x3 kernels only.
+        name: String, defaults to `"mobilenet_v3_small"`.
+
+    Returns:
+        An uncompiled Functional `keras.Model` whose output is a softmax.
+
+    Raises:
+        TfpruneError: an input smaller than 32x32, or an `alpha` not above 0.
+
+    Example:
+
+    >>> import tfprune
+    >>> model = tfprune.models.mobilenet_v3_small()
+    >>> model.output_shape, model.layers[1].name
+    ((None, 10), 'rescale')
+    """
+    return _mobilenet_v3(keras.applications.MobileNetV3Small, input_shape, num_classes, alpha,
+                         momentum, minimalistic, name)
+
+
+def mobilenet_v3_large(input_shape=(32, 32, 3), num_classes=10, alpha=0.75, momentum=0.9,
+                       minimalistic=False, name="mobilenet_v3_large"):
+    """keras.applications' MobileNetV3Large, from scratch: see `mobilenet_v3_small`.
+
+    Example:
+
+    >>> import tfprune
+    >>> tfprune.models.mobilenet_v3_large(num_classes=3).output_shape
+    (None, 3)
+    """
+    return _mobilenet_v3(keras.applications.MobileNetV3Large, input_shape, num_classes, alpha,
+                         momentum, minimalistic, name)
+
+
+def _mobilenet_v3(application, input_shape, num_classes, alpha, momentum, minimalistic, name):
+    if len(input_shape) != 3 or min(input_shape[:2]) < 32 or not alpha > 0:
+        raise TfpruneError(f"{name} needs an input of at least 32x32 with channels and an "
+                           f"alpha above 0. Received: input_shape={input_shape}, "
+                           f"alpha={alpha}")
+    return _scaled_application(application, input_shape, momentum, name, alpha=alpha,
+                               minimalistic=minimalistic, include_preprocessing=False,
+                               weights=None, classes=num_classes)
+
+
+def _scaled_application(application, input_shape, momentum, name, **kwargs):
+    """A keras.applications model on 0-255 pixels scaled to [-1, 1] by our own layer, with
+    BatchNorm momentum fit for short runs from scratch."""
     inputs = keras.Input(input_shape, name="image")
     scaled = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
-    base = keras.applications.MobileNetV2(input_tensor=scaled, alpha=alpha, weights=None,
-                                          classes=num_classes, include_top=True)
+    base = application(input_tensor=scaled, include_top=True, **kwargs)
     for layer in base.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = momentum
@@ -207,7 +274,8 @@ def mobilenet_v2(input_shape=(32, 32, 3), num_classes=10, alpha=0.35, momentum=0
 _MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
 MODELS = {"lenet5": lenet5, "lenet5_classic": lenet5_classic, "mobilenet_tiny": mobilenet_tiny,
-          "mobilenet_v2": mobilenet_v2}
+          "mobilenet_v2": mobilenet_v2, "mobilenet_v3_small": mobilenet_v3_small,
+          "mobilenet_v3_large": mobilenet_v3_large}
 
 
 def get(name, **kwargs):
@@ -215,7 +283,8 @@ def get(name, **kwargs):
 
     Args:
         name: String, a key of `MODELS` (`"lenet5"`, `"lenet5_classic"`,
-            `"mobilenet_tiny"`, `"mobilenet_v2"`).
+            `"mobilenet_tiny"`, `"mobilenet_v2"`, `"mobilenet_v3_small"`,
+            `"mobilenet_v3_large"`).
         **kwargs: Passed to the model's function (`input_shape`, `num_classes`, `name`).
 
     Returns:

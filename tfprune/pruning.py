@@ -210,6 +210,8 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
     pairs = []
 
     def clone_function(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            return clone_layer(layer)  # a keras.ops call: no weights, nothing to prune
         new = clone_layer(layer)
         pairs.append((layer.get_weights(), new))
         if layer.name in chosen:
@@ -284,6 +286,8 @@ def strip(model):
     pairs = []
 
     def clone_function(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            return clone_layer(layer)  # a keras.ops call
         if isinstance(layer, PruneLowMagnitude):
             new = clone_layer(layer.layer)
             pairs.append((layer.masked_weights(), new))

@@ -39,9 +39,11 @@ def fold_after(graph, node, options):
     if type(node.layer) is not keras.layers.BatchNormalization:
         return None
     producer = graph.nodes[node.inputs[0]]
-    reason = _why_not(graph, node, producer)
+    reason = why_not_after(graph, node, producer)
     if reason:
         return reason
+    if bn_axis(node) != layers.channel_axis(producer):
+        return "it normalises an axis other than the channels"
     s, t = affine_of(node)
     weights = layers.scale_outputs(producer, s, t)
     layers.rebuild(graph, producer.name, weights, use_bias=True)
@@ -50,7 +52,8 @@ def fold_after(graph, node, options):
                 "folded into kernel and bias")
 
 
-def _why_not(graph, node, producer):
+def why_not_after(graph, node, producer):
+    """Why `node` cannot fold into `producer` before it (a string), or `None`."""
     if layers.kind(producer) is None:
         return f"{producer.name!r} before it is not a dense or conv layer"
     reason = layers.plain_tensor_layer(producer)
@@ -60,6 +63,4 @@ def _why_not(graph, node, producer):
         return f"{producer.name!r} before it has an activation"
     if graph.only_consumer(producer.name) is not node:
         return f"{producer.name!r} feeds other layers too"
-    if bn_axis(node) != layers.channel_axis(producer):
-        return "it normalises an axis other than the channels"
     return None

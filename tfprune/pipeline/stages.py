@@ -53,8 +53,11 @@ def _baseline_settings(config):
 
 
 def _check_baseline(context):
-    """The source model loads, the dataset loads made to fit it, and its classes match."""
-    model, splits = context.source_model, context.data
+    """The source model loads and every stage can read it (a `keras.ops` call it cannot
+    rebuild is named here, before training), the dataset fits it, and its classes match."""
+    model = context.source_model
+    tfprune.graph.LayerGraph.from_model(model)
+    splits = context.data
     x, y = splits.train
     want = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
     got = tuple(x.shape[1:])
