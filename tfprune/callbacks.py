@@ -46,6 +46,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
     resumes where it stopped); ordinary batches run no TensorFlow op here. At the end of every
     epoch and of training the masks are applied to the weights again (the optimizer's
     momentum can move pruned weights), so saved and stripped weights equal mask x weight.
+    On every Keras backend: under JAX, whose trainer holds the weights during an epoch, a
+    batch that updates masks first writes them back (`tfprune.backend.sync_trainer_state`),
+    and the trainer's next step reads the new masks.
 
     With `steps_per_execution=k` in `compile`, Keras calls the callback once per `k`
     batches: the step still counts batches, and a mask update due within those `k` steps
