@@ -10,6 +10,9 @@ import tensorflow as tf
 import tfprune
 from tfprune.errors import TfpruneError
 
+# Also run under KERAS_BACKEND=jax by .ci/run.
+pytestmark = pytest.mark.backend_neutral
+
 
 class Recording(tfprune.PruningSchedule):
     """ConstantSparsity that records the steps it was asked about."""

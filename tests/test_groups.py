@@ -9,6 +9,8 @@ from tfprune import groups
 from tfprune.pipeline import hold_zeros
 
 L = keras.layers
+# Also run under KERAS_BACKEND=jax by .ci/run.
+pytestmark = pytest.mark.backend_neutral
 
 
 def _residual(beta=True):

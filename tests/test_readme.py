@@ -48,3 +48,61 @@ def test_the_microcontroller_example_runs(mnist_dir, tmp_path, monkeypatch, caps
     accuracy = float(re.search(r"^(0\.\d+|1\.0)$", out, re.M).group(1))
     assert accuracy > 0.8
     assert (tmp_path / "model_data.h").is_file() and (tmp_path / "model_data.cc").is_file()
+
+
+def _backend_example():
+    """The "Other Keras backends" section's script, and its export command's Python."""
+    text = README.read_text()
+    section = text[text.index("## Other Keras backends"):text.index("## The Python API")]
+    script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    export = re.search(r'KERAS_BACKEND=tensorflow python -c "(.*?)"', section).group(1)
+    return script, export
+
+
+def _run_script(script, backend, folder):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([str(README.parent), os.environ.get("PYTHONPATH", "")])}
+    folder.mkdir()
+    (folder / "prune_jax.py").write_text(script)
+    return subprocess.Popen([sys.executable, "prune_jax.py"], cwd=folder, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_the_other_backends_example_runs_under_jax_and_exports_under_tensorflow(
+        mnist_dir, tmp_path, monkeypatch):
+    pytest.importorskip("jax", reason="jax is not installed (pip install -e '.[dev]')")
+    import ast
+
+    import keras
+
+    import tfprune
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the export half needs this process on the TensorFlow backend")
+    script, export = _backend_example()
+    monkeypatch.setenv("TFPRUNE_DATA_DIR", mnist_dir)
+    # The same script under JAX and under TensorFlow, side by side.
+    runs = {b: _run_script(script, b, tmp_path / b) for b in ("jax", "tensorflow")}
+    printed, accuracy = {}, {}
+    test_x, test_y = tfprune.data.mnist_arrays("test")
+    for backend, process in runs.items():
+        out, err = process.communicate(timeout=900)
+        assert process.returncode == 0, err[-3000:]
+        line = next(ln for ln in out.splitlines() if ln.startswith(f"{backend} {{"))
+        printed[backend] = ast.literal_eval(line.split(" ", 1)[1])
+        monkeypatch.chdir(tmp_path / backend)
+        exec(export, {})   # the README's export command, in this TensorFlow process
+        accuracy[backend] = tfprune.export.evaluate("small.tflite", test_x, test_y)
+    # 5 of 20 filters, 12 of 50, 125 of 500 units; the classifier whole: the same on both.
+    assert printed["jax"] == printed["tensorflow"] == {
+        "conv1": 0.75, "conv2": 0.76, "ip1": 0.75, "ip2": 0.0}
+    small = keras.saving.load_model(tmp_path / "jax" / "small.keras")
+    assert small.get_layer("conv1").filters == 5 and small.get_layer("ip1").units == 125
+    # Two seeded runs, but each backend draws its own initial weights: close, not equal.
+    assert min(accuracy.values()) > 0.9, accuracy
+    assert abs(accuracy["jax"] - accuracy["tensorflow"]) <= 0.01, accuracy
+    print(f"README backends example, .tflite test accuracy: {accuracy}")

@@ -11,6 +11,8 @@ from tfprune.errors import TfpruneError, UnsupportedModelError
 
 SCHEDULE = tfprune.ConstantSparsity(0.5, begin_step=0, frequency=1)
 L = keras.layers
+# Also run under KERAS_BACKEND=jax by .ci/run.
+pytestmark = pytest.mark.backend_neutral
 
 CASES = [
     ("Dense", lambda: L.Dense(8), (12,), ["kernel"]),
@@ -69,6 +71,7 @@ def test_wrapped_layer_computes_with_masked_weights(name, factory, shape, kernel
         assert (value[np.asarray(mask) == 0] == 0).all()
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.GradientTape")
 def test_gradients_reach_only_kept_weights():
     wrapped = tfprune.PruneLowMagnitude(L.Dense(4), SCHEDULE)
     wrapped.build((None, 6))

@@ -45,7 +45,8 @@ _NAMES = {
     "register_layer": "tfprune.handlers",
 }
 # Submodules reachable as attributes after `import tfprune`.
-_SUBMODULES = ("atomic", "backup", "batchnorm", "bench", "callbacks", "cli", "csource", "data",
+_SUBMODULES = ("atomic", "backend", "backup", "batchnorm", "bench", "callbacks", "cli", "csource",
+               "data",
                "distill", "distribute", "errors", "export", "faults", "fusion", "graph", "groups",
                "handlers", "int4", "interpreter", "masks", "models", "options", "pipeline",
                "pruning", "report", "schedules", "search", "selective", "shrinking", "stats",

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 
 from tfprune import batchnorm
+from tfprune.backend import sync_trainer_state
 from tfprune.errors import TfpruneError
 from tfprune.groups import FilterGroups, update_masks
 from tfprune.wrapper import PruneLowMagnitude
@@ -45,6 +46,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
     resumes where it stopped); ordinary batches run no TensorFlow op here. At the end of every
     epoch and of training the masks are applied to the weights again (the optimizer's
     momentum can move pruned weights), so saved and stripped weights equal mask x weight.
+    On every Keras backend: under JAX, whose trainer holds the weights during an epoch, a
+    batch that updates masks first writes them back (`tfprune.backend.sync_trainer_state`),
+    and the trainer's next step reads the new masks.
 
     With `steps_per_execution=k` in `compile`, Keras calls the callback once per `k`
     batches: the step still counts batches, and a mask update due within those `k` steps
@@ -110,6 +114,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 due[wrapper] = answers[key]
         if not due:
             return
+        # Under JAX the trainer holds the weights during an epoch: write them back first,
+        # so that the masks are computed from them and the next step reads the new ones.
+        sync_trainer_state(self.model)
         for wrapper in due:
             wrapper.sync_step()
         update_masks(self.groups, due)
@@ -269,6 +276,7 @@ class PruningSummaries(keras.callbacks.Callback):
             self._writer = None
 
     def _write(self):
+        sync_trainer_state(self.model)  # JAX: the masks and weights of the latest step
         step = max(w.current_step() for w in self.wrappers)
         with self._writer.as_default(step=max(step, 0)):
             for wrapper in self.wrappers:

@@ -91,7 +91,9 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
 
     Raises:
         TfpruneError: bad arguments, representative data of the wrong shape, a folder that
-            is missing or cannot be written, `quantize="int4"` without `litert-quantizer`.
+            is missing or cannot be written, `quantize="int4"` without `litert-quantizer`,
+            a Keras backend other than TensorFlow (save `.keras` and export it in a
+            TensorFlow-backend process: `tfprune.backend.require_tensorflow`).
         UnsupportedModelError: the model needs non-builtin ops or does not convert; with
             `target="tflm"`, an op TFLM lacks or a hybrid op (named with its layer).
 
@@ -112,6 +114,9 @@ def to_tflite(model, path, quantize=None, sparse=False, representative_data=None
     >>> tfprune.export.inspect(int4).tensor("fc").dtype
     'int4'
     """
+    from tfprune.backend import require_tensorflow  # imports Keras: not at module load
+
+    require_tensorflow("tfprune.export.to_tflite")
     import tensorflow as tf
 
     model = _as_model(model)

@@ -267,7 +267,8 @@ def _evaluate(node, inputs):
             noise = rng.normal(size=(1, *shape)).astype(np.float32)
             args.append(np.where(np.isnan(value), noise, x))
         out = node.layer(args if node.packed else args[0], training=False)
-        runs.append(np.asarray(out, dtype=np.float64).reshape(-1, size))
+        # convert_to_numpy: a PyTorch output that carries a gradient refuses np.asarray.
+        runs.append(keras.ops.convert_to_numpy(out).astype(np.float64).reshape(-1, size))
     a, b = runs
     scale = 1e-5 * (1.0 + np.abs(a).max(axis=0))
     const = (np.ptp(a, axis=0) <= scale) & (np.ptp(b, axis=0) <= scale) & (
@@ -355,7 +356,7 @@ def _check_same_outputs(original, shrunk):
     before = keras.tree.flatten(original(xs, training=False))
     after = keras.tree.flatten(shrunk(xs, training=False))
     for a, b in zip(before, after, strict=True):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        a, b = (keras.ops.convert_to_numpy(v).astype(np.float64) for v in (a, b))
         if a.shape != b.shape or np.abs(a - b).max() > 1e-4 * max(np.abs(a).max(), 1e-6):
             raise TfpruneError(
                 f"Shrinking {original.name!r} changed its outputs: a custom layer handler "

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from tfprune import masks, schedules
+from tfprune.backend import MaskScope
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.handlers import (  # noqa: F401  (re-exported: tfprune.wrapper.PrunableWeight)
     REGISTRY,
@@ -176,14 +177,17 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         mapping = [(pw.variable, pw.variable * mask)
                    for pw, mask in zip(self.prunable, self.masks, strict=True)]
         mapping += [(v, v * self.channel_mask) for v in self.channel_weights]
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+        # A MaskScope: inside JAX's stateless step the other variables (a bias) have
+        # their values only in the trainer's scope, which this one falls back on.
+        with MaskScope(state_mapping=mapping, collect_losses=True) as scope:
             outputs = self.layer(inputs, *args, **kwargs)
         for loss in scope.losses:  # activity regularizers, collected inside the scope
             self.add_loss(loss)
         # The scope collected the layer's own state updates (a BatchNorm's moving mean and
-        # variance in training) instead of making them: make them now.
+        # variance in training) instead of making them: make them now (into the enclosing
+        # scope, if any).
         for variable in self.layer.non_trainable_variables:
-            value = scope.get_current_value(variable)
+            value = scope.own_value(variable)
             if value is not None:
                 variable.assign(value)
         return outputs

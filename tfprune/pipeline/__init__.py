@@ -45,8 +45,8 @@ def run(config):
         or on a worker that is not the chief.
 
     Raises:
-        TfpruneError: bad settings, model, data or export folder — raised before any
-            stage runs.
+        TfpruneError: bad settings, model, data or export folder, or a Keras backend
+            other than TensorFlow — raised before any stage runs.
 
     Example:
 
@@ -58,6 +58,9 @@ def run(config):
     tfprune.errors.TfpruneError: Expected final_sparsity in [0.0, 1.0). Received: final_sparsity=2.0
     """
     config, stages, distribution = config.validate(), STAGES, None
+    from tfprune.backend import require_tensorflow
+
+    require_tensorflow("The tfprune pipeline")  # it converts and measures .tflite files
     if config.distribute != "none":
         from tfprune.pipeline import distributed
 
