@@ -58,13 +58,13 @@ def run(config):
     tfprune.errors.TfpruneError: Expected final_sparsity in [0.0, 1.0). Received: final_sparsity=2.0
     """
     config, stages, distribution = config.validate(), STAGES, None
-    from tfprune.backend import require_tensorflow
-
-    require_tensorflow("The tfprune pipeline")  # it converts and measures .tflite files
-    if config.distribute != "none":
+    if config.distribute != "none":  # its settings are checked before TensorFlow loads
         from tfprune.pipeline import distributed
 
         config, stages, distribution = distributed.setup(config, stages)
+    from tfprune.backend import require_tensorflow  # imports Keras
+
+    require_tensorflow("The tfprune pipeline")  # it converts and measures .tflite files
     context = Context(config)
     context.distribution = distribution
     results = execute(stages, context)
