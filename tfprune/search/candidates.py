@@ -322,8 +322,7 @@ class Costs:
                                speedup_p90=t.speedup_p90, predicted=False)
                 if "table_us" in figures:  # how far the table is from the whole file
                     table_speedup = self.memo["baseline"]["table_us"] / figures["table_us"]
-                    figures.update(table_speedup=table_speedup,
-                                   table_error=table_speedup / t.speedup - 1.0)
+                    figures["table_speedup"] = table_speedup
         for key, (path, figures) in files.items():
             self.memo[key] = figures
             path.unlink(missing_ok=True)

@@ -537,6 +537,12 @@ class _Search:
         self.log(f"checked {name}: validation accuracy {figures['val_accuracy']:.2%}, "
                  f"{change}; predicted {-self.predictor.predict(widths):+.2f} pp; planned "
                  f"to lose at most {self.goals[-1].bound:.2f} pp")
+        if figures.get("table_speedup") and figures.get("speedup"):
+            predicted = figures["table_speedup"] / self.costs.calibration()["speedup"]
+            figures["table_error"] = predicted / figures["speedup"] - 1.0
+            self.log(f"latency of {name}: the table predicted {predicted:.2f}x (calibrated), "
+                     f"its file timed whole {figures['speedup']:.2f}x: "
+                     f"{figures['table_error']:+.0%}")
         return figures
 
     def _table(self, model, accuracy):
@@ -576,7 +582,8 @@ class _Search:
                     and self.costs.recalibrate(row["figures"])):
                 self.log(f"trained {name} misses {missed[0].describe(row['figures'])}: its "
                          f"file is slower than the table predicted "
-                         f"({row['figures'].get('table_error', 0):+.0%}); recalibrated "
+                         f"({row['figures'].get('table_error', 0):+.0%}, calibrated); "
+                         "recalibrated "
                          f"{self.costs.calibration()}, searching again")
                 continue
             if any(g.figure != "drop_pp" for g in missed):
