@@ -7,6 +7,7 @@
 
     targets.py      Target and Goal: targets parsed from text, checked against figures
     candidates.py   a model cut to widths, compressed; its .tflite bytes, latency, MACs
+    latency_table.py  a model's latency from its layers timed alone, kept on disk
     sensitivity.py  each layer cut alone: validation accuracy, predicted loss of candidates
     searcher.py     widths(): greedy steps, fill, check by training, back off; the Plan
     trace.py        every measurement in a JSON file, so a stopped search resumes
