@@ -61,7 +61,9 @@ def _spin():
 @contextlib.contextmanager
 def _load(processes):
     """`processes` CPU-bound processes running beside the measurement."""
-    spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(processes)]
+    # Spawned, not forked: a fork of a process running TensorFlow's threads can hang.
+    spawn = multiprocessing.get_context("spawn")
+    spinners = [spawn.Process(target=_spin, daemon=True) for _ in range(processes)]
     for p in spinners:
         p.start()
     try:
