@@ -155,19 +155,19 @@ class Context:
 
 
 class Precomputed:
-    """A stage run in a scratch folder: its `(outputs, result, figure)` and the models it
-    made, moved into the run folder by `take`."""
+    """A stage run in a scratch folder: its `(outputs, result, figure)`, its files moved
+    into the run folder by `take` (the stages after it load them, as a resumed run does)."""
 
-    def __init__(self, folder, outputs, result, figure, models):
-        self.folder, self.outputs, self.result = Path(folder), outputs, result
-        self.figure, self.models = figure, models
+    def __init__(self, folder, outputs, result, figure):
+        self.folder, self.outputs = Path(folder), outputs
+        self.result, self.figure = result, figure
 
     def take(self, context):
         """Moves the stage's files into `context.folder`; `(outputs, result, figure)`."""
         for name in self.outputs:
             (self.folder / name).replace(context.folder / name)
-        for name, model in self.models.items():
-            context._models[name] = model
+        for name in self.outputs:
+            context._models.pop(Path(name).stem, None)  # a model of that name is stale
         if not any(p.folder == self.folder for p in context.precomputed.values()):
             shutil.rmtree(self.folder, ignore_errors=True)  # its last stage taken
         return self.outputs, self.result, f"{self.figure} (trained by the search's check)"

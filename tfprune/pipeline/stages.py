@@ -593,8 +593,7 @@ def _train_candidate(context, sparsities):
                 outputs, result, figure = stage.run(scratch)
             result = json.loads(json.dumps(result, default=jsonable))  # as the runner keeps it
             scratch.results[stage.name] = result
-            models = {stage.model: scratch.model(stage.model)} if stage.model else {}
-            done[stage.name] = Precomputed(folder, outputs, result, figure, models)
+            done[stage.name] = Precomputed(folder, outputs, result, figure)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -287,7 +287,7 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
     costs = candidates.Costs(model, layers, granularity, compress, export, bench,
                              other_sparsity, memo=record.section("costs"),
                              estimates=record.section("estimates"), timed=_timed(target),
-                             table=_table(latency_table, bench, say))
+                             table=_table(latency_table, bench, say) if _timed(target) else None)
     try:
         base = costs.baseline()
         goals = target.goals(base)
