@@ -442,6 +442,27 @@ def test_the_latency_table_is_timed_once_and_read_back(tmp_path):
     assert LatencyTable(path=path).entries == {}
 
 
+@pytest.mark.parametrize("quantize", ["dynamic", "int8"])
+def test_the_latency_table_times_layers_of_several_inputs(quantize):
+    from tfprune.search.latency_table import LatencyTable
+
+    # A residual Add, an SE gate's broadcast Multiply and a Concatenate of unequal widths:
+    # each is timed alone as a one-input file (the others constants).
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.Add(name="add")([inputs, x])
+    gate = keras.layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    x = keras.layers.Multiply(name="scale")([x, gate])
+    x = keras.layers.Concatenate(name="concat")([x, keras.layers.Conv2D(
+        2, 1, name="side")(x)])
+    model = keras.Model(inputs, x)
+    table = LatencyTable(runs=20, warmup=2, path=False)
+    assert table.predict(model, quantize) > 0
+    described = sorted(e["layer"].split()[0] for e in table.entries.values())
+    assert described == ["Add", "Concatenate", "Conv2D", "Conv2D", "GlobalAveragePooling2D",
+                         "Multiply", "ReLU"]
+
+
 def test_a_speed_search_ranks_on_the_table_and_gives_the_same_widths_again(tmp_path,
                                                                         monkeypatch):
     from tfprune.bench import latency

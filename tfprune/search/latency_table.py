@@ -154,11 +154,18 @@ class _Block:
     def model(self):
         import keras
 
-        inputs = [keras.Input(shape[1:], batch_size=self.batch_size) for shape in self.shapes]
+        # One input (a file takes one): a layer of several inputs (a residual `Add`, an SE
+        # gate's `Multiply`, a `Concatenate`) gets it at every input of its shape, and
+        # constants at the others: the same op and shapes, its time the same.
+        first = keras.Input(self.shapes[0][1:], batch_size=self.batch_size)
+        rng = np.random.default_rng(0)
+        args = [first if shape == self.shapes[0] else
+                keras.ops.convert_to_tensor(rng.standard_normal(shape, dtype="float32"))
+                for shape in self.shapes]
         clone = type(self.layer).from_config(self.layer.get_config())
-        outputs = clone(inputs[0] if len(inputs) == 1 else inputs)
+        outputs = clone(args[0] if len(args) == 1 else args)
         clone.set_weights(self.layer.get_weights())
-        return keras.Model(inputs, outputs)
+        return keras.Model(first, outputs)
 
     def export(self, path):
         from tfprune import export
@@ -167,9 +174,7 @@ class _Block:
         data = None
         if self.quantize == "int8":  # calibration: any inputs do for timing
             rng = np.random.default_rng(0)
-            data = [tuple(rng.standard_normal(s[1:], dtype="float32") for s in self.shapes)
-                    for _ in range(4)]
-            data = np.stack([d[0] for d in data]) if len(self.shapes) == 1 else data
+            data = [rng.standard_normal(self.shapes[0], dtype="float32") for _ in range(4)]
         return export.to_tflite(model, path, quantize=self.quantize, batch_size=self.batch_size,
                                 representative_data=data, int8_io=self.quantize == "int8")
 
