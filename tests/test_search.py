@@ -511,3 +511,57 @@ def test_a_count_of_checks_ends_the_search_where_time_would_not():
                                  max_checks=1, **FAST)
     assert len(calls) == 1 and plan.checked and not plan.all_met
     assert "it trained the 1 candidate(s) allowed" in plan.note
+
+
+# ----------------------------------------------------------------------------- many layers
+
+
+def _residual_problem():
+    """Ten searched convs, two pairs of them coupled by residual Adds, on 12x12 images."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((320, 12, 12, 1), dtype="float32")
+    y = (x[:, :6].mean(axis=(1, 2, 3)) > x[:, 6:].mean(axis=(1, 2, 3))).astype("int32")
+    inputs = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    for block in range(2):
+        e = keras.layers.Conv2D(16, 1, activation="relu", name=f"b{block}_expand")(h)
+        e = keras.layers.DepthwiseConv2D(3, padding="same", name=f"b{block}_dw")(e)
+        p = keras.layers.Conv2D(8, 1, name=f"b{block}_project")(e)
+        h = keras.layers.Add(name=f"b{block}_add")([h, p])
+    for i, filters in enumerate((12, 12, 16, 16)):
+        h = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                name=f"c{i}")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    h = keras.layers.Dense(24, activation="relu", name="fc")(h)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(h))
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(x[:256], y[:256], batch_size=32, epochs=3, verbose=0)
+    return model, (x[:256], y[:256]), (x[256:], y[256:])
+
+
+def test_many_layers_are_allocated_at_once_coupled_ones_together():
+    from tfprune.search import allocate, candidates
+
+    model, train, validation = _residual_problem()
+    layers = candidates.Layers(model, "filter", 0.75)
+    assert len(layers.units) > allocate.GREEDY_LAYERS
+    sets = allocate.tied(model, layers)
+    assert ["stem", "b0_project", "b1_project"] in sets and ["c0"] in sets
+    share = allocate.shares(model, sets)
+    # c2 (12 -> 16 channels, 3x3) reads c1's channels: c1's share counts c2's inputs too.
+    assert share["c1"] > share["c0"] and 0 < sum(share.values()) < 2.5
+
+    lines = []
+    plan = tfprune.search.widths(
+        model, train, validation, {"size": "2x", "max_accuracy_drop": 100}, epochs=1,
+        finetune_steps=0, grid_step=0.75, export={"quantize": "none"}, log=lines.append)
+    assert plan.all_met and plan.checked
+    assert plan.figures["bytes"] * 2 <= plan.baseline["bytes"]
+    # The coupled convs keep one width; the search saw a handful of candidates, not one per
+    # layer per step.
+    assert plan.widths["stem"] == plan.widths["b0_project"] == plan.widths["b1_project"]
+    assert any("allocated all at once" in line for line in lines)
+    assert sum(line.startswith("allocate at price") for line in lines) <= 4 + allocate.BISECTIONS
+    # Sensitivity: two widths per channel group, the coupled ones cut together.
+    assert len(plan.sensitivity) == 2 * len(sets)

@@ -52,7 +52,7 @@ import numpy as np
 
 from tfprune import stats
 from tfprune.errors import TfpruneError
-from tfprune.search import candidates, sensitivity
+from tfprune.search import allocate, candidates, sensitivity
 from tfprune.search.targets import Target
 from tfprune.search.trace import Trace
 
@@ -273,10 +273,12 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
     exported = {k: v for k, v in export.items() if k != "representative_data"}
     # Not the targets: every measurement holds whatever is asked of it, so a search for
     # another target resumes from this one's trace and measures only what is new.
+    many = len(layers.units) > allocate.GREEDY_LAYERS  # ranked all at once, not greedily
+    sets = allocate.tied(model, layers) if many else None
     key = _key(model, _VERSION, _timed(target), layers.grid, granularity, exported, bench,
                other_sparsity, finetune_steps, epochs, batch_size, learning_rate, seed,
                teacher is not None, temperature, distill_weight, latency_table is not False,
-               latency_margin, trace_key)
+               latency_margin, trace_key, *(["allocate", allocate.FRACTIONS] if many else []))
     record = Trace(trace, key=key, resume=resume)
     if record.resumed:
         say(f"resuming the search recorded in {trace} ({record.elapsed():.0f} s so far)")
@@ -319,7 +321,14 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
             model, layers, train, validation, steps=finetune_steps, batch_size=batch_size,
             optimizer=optimizer, loss=loss, teacher=teacher, temperature=temperature,
             weight=distill_weight, from_logits=from_logits, seed=seed)
-        memo = sensitivity.measure(tuner, record.section("sensitivity"), time_left, say)
+        if many:
+            say(f"{len(layers.units)} layers in {len(sets)} channel groups: allocated all at "
+                f"once by accuracy lost per share of {' and '.join(_shared(goals))} (the "
+                f"greedy is for up to "
+                f"{allocate.GREEDY_LAYERS} layers)")
+        memo = sensitivity.measure(
+            tuner, record.section("sensitivity"), time_left, say,
+            fractions=allocate.FRACTIONS if many else sensitivity.FRACTIONS, sets=sets)
         predictor = sensitivity.Sensitivity(layers, base["val_accuracy"], memo)
         path = sensitivity.Path(tuner, base["val_accuracy"], record.section("path"))
         if check is None:
@@ -330,7 +339,9 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
                                       from_logits, seed)
         search = _Search(layers, costs, cost_goals, goals, predictor, path, base, check,
                          record, time_left, say, base_right=base_right,
-                         validation=validation, max_checks=max_checks)
+                         validation=validation, max_checks=max_checks,
+                         sets=sets, shares=allocate.shares(model, sets, _shared(goals))
+                         if many else None)
         plan = search.run()
         plan.margin = margin
         plan.note += (f"; accuracy planned against {margin['planned_pp']:.2f} pp "
@@ -377,12 +388,14 @@ class _Search:
     """The greedy, fill, check and back-off loop of `widths` (see the module docstring)."""
 
     def __init__(self, layers, costs, cost_goals, goals, predictor, path, base, check,
-                 record, time_left, log, base_right=None, validation=None, max_checks=None):
+                 record, time_left, log, base_right=None, validation=None, max_checks=None,
+                 sets=None, shares=None):
         self.layers, self.costs, self.predictor, self.path = layers, costs, predictor, path
         self.base_right, self.validation = base_right, validation  # to pair checked models
         self.cost_goals, self.goals, self.base = cost_goals, goals, base
         self.check, self.record, self.time_left, self.log = check, record, time_left, log
         self.max_checks = max_checks
+        self.sets, self.shares = sets, shares  # with them, `allocate` replaces the greedy
         self.seen = {}  # candidate name -> its row in Plan.candidates
         self.trained = {}  # candidate name -> compressed model, checked in this process
 
@@ -559,8 +572,12 @@ class _Search:
         floors = {layer: 1 for layer in self.layers.units}
         checked, status = [], "met"
         while True:
-            end, status = self.greedy(floors)
-            widths = self.fill(end, floors) if status == "met" else end
+            if self.sets:
+                end, status = allocate.allocate(self, self.sets, self.shares, floors)
+                widths = end
+            else:
+                end, status = self.greedy(floors)
+                widths = self.fill(end, floors) if status == "met" else end
             name = candidates.name(widths)
             if status != "met" or name in [c["name"] for c in checked]:
                 break
@@ -728,6 +745,14 @@ def _refuse_unreachable(goals, smallest, layers):
                 f"No width can reach {goal.describe()}: the smallest model "
                 f"({dict(layers.smallest)} units) has {shown} {goal.figure}. Ask for less. "
                 f"Received: {flag}={goal.text!r}")
+
+
+def _shared(goals):
+    """What the allocation's cost shares count for these goals: parameters for a size
+    target, MACs for speed (and MAC targets)."""
+    figures = {"bytes": "params", "latency_us": "macs", "speedup": "macs", "macs": "macs"}
+    return tuple(dict.fromkeys(figures[g.figure] for g in goals if g.figure in figures)) or (
+        "macs",)
 
 
 def _timed(target):

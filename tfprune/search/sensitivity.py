@@ -124,7 +124,7 @@ class Tuner:
         return int(np.sum(right)) / len(right), self.wrapped.get_weights()
 
 
-def measure(tuner, memo, time_left=None, log=None):
+def measure(tuner, memo, time_left=None, log=None, fractions=FRACTIONS, sets=None):
     """Measures every searched layer alone at its `points` into `memo`.
 
     Args:
@@ -133,22 +133,28 @@ def measure(tuner, memo, time_left=None, log=None):
             are not measured again.
         time_left: Function returning the seconds left, or `None`; measuring stops at 0.
         log: Function taking a line of progress, or `None`.
+        fractions: The fractions of a layer's units measured, defaults to `FRACTIONS`.
+        sets: Groups of layers cut together (coupled by a residual `Add`: the prune stage
+            cuts their channels to the widest), recorded under their first layer; `None`
+            (the default) cuts each layer alone.
 
     Returns:
         `memo`.
     """
-    layers = tuner.layers
-    for layer, units in layers.units.items():
-        for width in points(units):
+    units = tuner.layers.units
+    for group in sets or [[layer] for layer in units]:
+        layer = group[0]
+        for width in points(units[layer], fractions):
             key = f"{layer}:{width}"
             if key in memo:
                 continue
             if time_left is not None and time_left() <= 0:
                 return memo
-            memo[key] = tuner.cut(tuner.start, {layer: width})[0]
+            memo[key] = tuner.cut(tuner.start, {member: width for member in group})[0]
             if log:
-                log(f"sensitivity {layer} {units} -> {width}: validation accuracy "
-                    f"{memo[key]:.2%}")
+                together = f" (with {', '.join(group[1:])})" if len(group) > 1 else ""
+                log(f"sensitivity {layer}{together} {units[layer]} -> {width}: validation "
+                    f"accuracy {memo[key]:.2%}")
     return memo
 
 

@@ -1,0 +1,155 @@
+"""Widths for tens of channel groups at once: a priced allocation over sensitivity curves.
+
+The greedy narrows one layer a step and fine-tunes a proposal per layer: with the 35
+searched convolutions of a MobileNetV2 that is 35 fine-tunings and 35 files a step, for
+dozens of steps. Here every channel group is ranked at once, by accuracy lost per unit of
+cost, the Lagrangian relaxation of the knapsack that HALP (Shen et al. 2022) solves over
+latency:
+
+- **Groups**: searched layers whose channels a residual `Add` couples are one variable
+  (the prune stage cuts their channels together, to the widest of them), `tied`.
+- **Cost**: each group's share of the model's multiply-accumulates that scale with its
+  channel count: its convolutions' outputs, the BatchNorm and depthwise channels that
+  follow them, and the inputs of the convolutions that read them (`shares`; first order:
+  two groups cut at once save a little less than the sum).
+- **Loss**: the sensitivity analysis' predicted accuracy loss of each group at each width
+  (`Sensitivity`, the group cut as a whole).
+- **Price**: for a price λ each group takes the grid width that minimises
+  `loss(w) + λ · share · w / units`; λ is bisected until the candidate (built, exported and
+  costed like every other: real bytes, table latency) meets every cost goal. Each price is
+  one candidate, whatever the number of groups: about ten candidates in all.
+"""
+
+import math
+
+import numpy as np
+
+# Above this many searched layers, `widths` allocates instead of the greedy.
+GREEDY_LAYERS = 8
+# The widths the sensitivity analysis measures when allocating (fractions of the units).
+FRACTIONS = (0.5, 0.25)
+# Bisection of the price: at most this many candidates after the bracket is found.
+BISECTIONS = 8
+# The least a cut predicted to lose nothing counts as losing (pp, for a whole layer).
+_LOSS_FLOOR = 0.01
+
+
+def tied(model, layers):
+    """The searched layers as groups cut together: those whose output channels a merge (a
+    residual `Add`) couples. A list of lists of layer names, in the model's order."""
+    from tfprune.graph import ChannelGroups, LayerGraph
+
+    groups = ChannelGroups(LayerGraph.from_model(model))
+    labels = {layer: set(groups.group_of(layer).tolist()) for layer in layers.units}
+    result = []
+    for layer in layers.units:
+        joined = [g for g in result if any(labels[layer] & labels[other] for other in g)]
+        merged = [x for g in joined for x in g] + [layer]
+        result = [g for g in result if g not in joined] + [merged]
+    order = list(layers.units)
+    return sorted((sorted(g, key=order.index) for g in result), key=lambda g: order.index(g[0]))
+
+
+def shares(model, sets, figures=("macs",)):
+    """Each group's share of the model's MACs (or parameters) that scale with its channels.
+
+    Args:
+        model: The baseline Keras model.
+        sets: Groups of layer names (`tied`).
+        figures: What a share counts: `"macs"` (speed), `"params"` (size) or both (the
+            shares of each, summed), defaults to `("macs",)`.
+
+    Returns:
+        A dict of the first layer of each group -> its share.
+    """
+    from tfprune.bench import counts
+    from tfprune.graph import ChannelGroups, LayerGraph
+
+    graph = LayerGraph.from_model(model)
+    groups = ChannelGroups(graph)
+    rows = counts.count(model).rows
+    result = {group[0]: 0.0 for group in sets}
+    for figure in figures:
+        cost = {row.name: getattr(row, figure) for row in rows}
+        total = max(sum(cost.values()), 1)
+        for group in sets:
+            labels = np.unique(np.concatenate([groups.group_of(layer) for layer in group]))
+            share = 0.0
+            for node in graph.layers():
+                if not cost.get(node.name):
+                    continue
+                share += cost[node.name] * np.mean(np.isin(groups.group_of(node.name), labels))
+                if groups.rules[node.name] == "producer" and node.inputs:  # what it reads
+                    share += cost[node.name] * np.mean(
+                        np.isin(groups.group_of(node.inputs[0]), labels))
+            result[group[0]] += share / total
+    return result
+
+
+def choose(search, sets, share, price, floors):
+    """The widths that minimise predicted loss plus `price` times cost, group by group."""
+    widths = {}
+    for group in sets:
+        leader = group[0]
+        units = search.layers.units[leader]
+        floor = max(floors[layer] for layer in group)
+        options = [w for w in search.layers.grid[leader] if w >= floor] or [units]
+        # A cut predicted to lose nothing still costs a little (up to `_LOSS_FLOOR` pp, more
+        # for deeper cuts), so that the price cuts just enough, spread over the groups.
+        best = min(options, key=lambda w: (
+            search.predictor.loss(leader, w) + _LOSS_FLOOR * (1 - w / units) ** 2
+            + price * share[leader] * w / units, -w))
+        widths.update({layer: best for layer in group})
+    return {layer: widths[layer] for layer in search.layers.units}
+
+
+def allocate(search, sets, share, floors):
+    """Bisects the price until the cost goals are met; `(widths, status)` as the greedy's.
+
+    Args:
+        search: The searcher (`_Search`): its layers, predictor, costs, goals and log.
+        sets: Groups of layer names (`tied`).
+        share: Dict of each group's leader -> its cost share (`shares`).
+        floors: Dict of layer name -> the narrowest width it may take.
+    """
+    def probe(price):
+        widths = choose(search, sets, share, price, floors)
+        figures = search.figures(widths)
+        search.note(widths, figures, "step")
+        met = search.meets_costs(figures)
+        unmet = [g for g in search.cost_goals if not g.met(figures)]
+        search.log(f"allocate at price {price:.3g}: {_fraction(search, widths):.0%} of the "
+                   f"units kept, predicted {-search.predictor.predict(widths):+.2f} pp; "
+                   + ", ".join(g.describe(figures) for g in (unmet or search.cost_goals)))
+        return widths, met
+
+    full = dict(search.layers.full)
+    if search.meets_costs(search.figures(full)):
+        return full, "met"
+    low, high, best, missed = 0.0, 1.0, None, full
+    while best is None:  # raising the price until it meets every cost goal
+        if search.time_left() <= 0:
+            return full, "time"
+        widths, met = probe(high)
+        if met:
+            best = widths
+        elif all(widths[layer] == max(floors[layer], 1) for layer in widths) or high > 1e6:
+            return widths, "exhausted"
+        else:
+            low, high, missed = high, high * 4.0, widths
+    for _ in range(BISECTIONS):  # then the lowest price that still meets them
+        if search.time_left() <= 0 or high / max(low, 1e-12) < 1.05:
+            break
+        price = math.sqrt(low * high) if low > 0 else high / 4.0
+        widths, met = probe(price)
+        if widths in (best, missed):  # a stair step: no candidate lies between
+            break
+        if met:
+            high, best = price, widths
+        else:
+            low, missed = price, widths
+    return best, "met"
+
+
+def _fraction(search, widths):
+    return sum(widths.values()) / sum(search.layers.units.values())
