@@ -10,6 +10,7 @@
     latency_table.py  a model's latency from its layers timed alone, kept on disk
     sensitivity.py  each layer cut alone: validation accuracy, predicted loss of candidates
     searcher.py     widths(): greedy steps, fill, check by training, back off; the Plan
+    allocate.py     for more than 8 layers: every channel group priced at once, no greedy
     trace.py        every measurement in a JSON file, so a stopped search resumes
 
 Importing this package loads no TensorFlow (the command line checks targets with it);
