@@ -329,7 +329,10 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
         memo = sensitivity.measure(
             tuner, record.section("sensitivity"), time_left, say,
             fractions=allocate.FRACTIONS if many else sensitivity.FRACTIONS, sets=sets)
-        predictor = sensitivity.Sensitivity(layers, base["val_accuracy"], memo)
+        reference = base["val_accuracy"]
+        if many:  # a cut's loss is against the same fine-tuning without one
+            reference = allocate.control(tuner, memo, say)
+        predictor = sensitivity.Sensitivity(layers, reference, memo)
         path = sensitivity.Path(tuner, base["val_accuracy"], record.section("path"))
         if check is None:
             def check(sparsities):
