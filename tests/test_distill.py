@@ -71,6 +71,37 @@ def test_fits_a_pruned_student_and_never_trains_the_teacher():
     assert teacher.trainable  # frozen inside the distiller, not by changing the teacher
 
 
+def test_a_distilled_student_prunes_its_batchnorm_with_the_filters_before_it():
+    # Under a Distiller the masks still move by channel group: the BatchNorm after a pruned
+    # conv loses the same channels (its gamma and beta zeroed), so the pruned channels
+    # carry no constant into the residual Add and shrink removes them.
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(8, 1, name="a")(inputs)
+    a = keras.layers.BatchNormalization(name="a_bn")(a)
+    b = keras.layers.Conv2D(8, 3, padding="same", name="b")(inputs)
+    b = keras.layers.BatchNormalization(name="b_bn")(b)
+    x = keras.layers.Add(name="add")([a, b])
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    student = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="out")(x))
+    teacher = keras.models.clone_model(student)
+    for layer in ("a_bn", "b_bn"):  # trained statistics: beta away from 0
+        student.get_layer(layer).set_weights([np.full(8, 1.5, "float32"),
+                                              np.full(8, 0.3, "float32"),
+                                              np.zeros(8, "float32"), np.ones(8, "float32")])
+    pruned = tfprune.prune(student, tfprune.ConstantSparsity(0.5, begin_step=0, frequency=1),
+                           granularity={"a": "filter", "b": "filter"})
+    distiller = Distiller(pruned, teacher)
+    distiller.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((16, 8, 8, 3), dtype="float32")
+    distiller.fit(x, np.zeros(16, "int32"), batch_size=8, epochs=1, verbose=0,
+                  callbacks=[tfprune.UpdatePruningStep()])
+    plain = tfprune.strip(pruned)
+    gamma, beta = plain.get_layer("a_bn").get_weights()[:2]
+    assert int((gamma == 0).sum()) == int((beta == 0).sum()) == 4
+    small = tfprune.shrink(tfprune.fuse(plain))
+    assert small.get_layer("a").filters == small.get_layer("b").filters == 4
+
+
 def test_saves_and_loads(tmp_path):
     student, teacher = _pair("softmax")
     distiller = Distiller(student, teacher, temperature=3.0, weight=0.25)

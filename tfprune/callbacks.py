@@ -22,6 +22,18 @@ def pruning_wrappers(model):
     return found
 
 
+def _filter_groups(model):
+    """The `FilterGroups` of the model that holds the wrappers: `model` itself, or the one a
+    trainer wraps (a `Distiller`'s student), so that a BatchNorm and a depthwise conv are
+    cut with the filters before them however the pruned model is trained."""
+    groups = FilterGroups.of(model)
+    if groups is None:
+        for layer in getattr(model, "layers", []):
+            if isinstance(layer, keras.Model) and pruning_wrappers(layer):
+                return _filter_groups(layer)
+    return groups
+
+
 def _wrappers_or_raise(model):
     wrappers = pruning_wrappers(model)
     if not wrappers:
@@ -82,7 +94,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.wrappers = _wrappers_or_raise(self.model)
-        self.groups = FilterGroups.of(self.model)
+        self.groups = _filter_groups(self.model)
         self.step = max(int(np.asarray(w.pruning_step)) for w in self.wrappers)
         self._per_call = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
 
