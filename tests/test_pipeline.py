@@ -201,11 +201,19 @@ def test_parse_granularity_rejects(spec):
 @pytest.mark.parametrize("field, value", [
     ("merge", "sideways"), ("quantize", ("int3",)), ("final_sparsity", 1.0),
     ("prune_epochs", -1), ("end_step", 0), ("frequency", 0), ("optimizer", "lion"),
-    ("stop_after", "nap"), ("dataset", "cifar10"), ("representative_size", 0),
+    ("dataset", "cifar10"), ("representative_size", 0),
     ("prune_learning_rate", 0.0), ("prune_epochs", 1.5), ("verbose", 3), ("power", "x")])
 def test_config_rejects(field, value):
     with pytest.raises(pipeline.TfpruneError, match=field):
         PipelineConfig(**{field: value}).validate()
+
+
+def test_run_rejects_a_stop_after_that_names_no_stage(tmp_path):
+    """The settings know no stage; the runner's check names the stages, before any runs."""
+    config = PipelineConfig(export_dir=str(tmp_path / "run"), stop_after="nap")
+    with pytest.raises(pipeline.TfpruneError, match="stop_after.*Received: stop_after='nap'"):
+        pipeline.run(config)
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_rejects_an_end_step_before_the_first_mask_update():

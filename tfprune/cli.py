@@ -40,7 +40,6 @@ def _define(field):
     """Defines the flag of one config field: its type, default, help, choices and bounds."""
     name, default, kind = field.name, field.default, value_type(field)
     help_text, choices, bounds = (field.metadata[k] for k in ("help", "choices", "range"))
-    choices = choices() if callable(choices) else choices
     closed = {}
     if bounds is not None and (bounds.low_open or bounds.high_open):
         help_text = f"{help_text} ({bounds})"  # absl's help shows closed bounds only

@@ -21,7 +21,7 @@ run.
 from tfprune.errors import TfpruneError  # noqa: F401 (for callers catching it from here)
 from tfprune.pipeline.config import PipelineConfig, parse_granularity, parse_layer_sparsity
 from tfprune.pipeline.context import Context
-from tfprune.pipeline.runner import RECORD, Stage, execute
+from tfprune.pipeline.runner import RECORD, Stage, check_stages, execute
 from tfprune.pipeline.stages import STAGES
 from tfprune.pipeline.training import hold_zeros
 
@@ -62,6 +62,7 @@ def run(config):
         from tfprune.pipeline import distributed
 
         config, stages, distribution = distributed.setup(config, stages)
+    check_stages(stages, config)  # a stop_after naming no stage fails before Keras loads
     from tfprune.backend import require_tensorflow  # imports Keras
 
     require_tensorflow("The tfprune pipeline")  # it converts and measures .tflite files

@@ -154,8 +154,7 @@ def execute(stages, context):
             chance level, or a judged stage fell too far (these two: unless `keep_going`).
     """
     config, folder = context.config, Path(context.folder)
-    stages = [stage for stage in stages if stage.applies(config)]
-    _check_declarations(stages, config)
+    stages = check_stages(stages, config)
     context.stages = tuple(stages)
     with contextlib.ExitStack() as held:
         with _removed_if_failing(folder):
@@ -374,8 +373,19 @@ def _holder(fd):
     return text if text.isdigit() else "unknown"
 
 
-def _check_declarations(stages, config):
-    """Every file a stage reads is written by an earlier stage; names are unique."""
+def check_stages(stages, config):
+    """The stages of `stages` that apply to `config`, checked without loading anything.
+
+    Every file a stage reads is written by an earlier stage, names are unique, and
+    `config.stop_after` names one of them.
+
+    Returns:
+        List of the `Stage`s whose `applies(config)` is true, in order.
+
+    Raises:
+        TfpruneError: a check failed.
+    """
+    stages = [stage for stage in stages if stage.applies(config)]
     written, names = set(), set()
     for stage in stages:
         if stage.name in names:
@@ -390,6 +400,7 @@ def _check_declarations(stages, config):
         raise TfpruneError(f"stop_after names a stage this run does not have. Expected one of "
                            f"{[s.name for s in stages]}. Received: stop_after="
                            f"{config.stop_after!r}")
+    return stages
 
 
 @contextlib.contextmanager
