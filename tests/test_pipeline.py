@@ -95,7 +95,7 @@ def test_end_to_end(mnist_dir, tmp_path, capsys):
     assert resumed["summary"]["compressed"]["params"] == s["compressed"]["params"]
     float16 = resumed["files"]["compressed_float16.tflite"]["accuracy"]
     context = pipeline.Context(config)
-    keras_test = training.accuracy(context.model("compressed"), context.test)
+    keras_test = tfprune.stats.accuracy(context.model("compressed"), context.test)
     assert abs(float16 - keras_test) < 0.02  # float16 ~ the Keras model, on the same test set
     # every file is timed (interleaved with the baseline) and judged for shipping
     assert resumed["files"]["compressed_float16.tflite"]["latency_us"] > 0
@@ -159,7 +159,7 @@ def _head(*layers):
     (_head(keras.layers.Dense(3, activation="relu")), False),
 ], ids=["linear", "dense-softmax", "Softmax", "Activation-softmax", "log_softmax", "relu"])
 def test_ends_in_softmax(model, probabilities):
-    assert training.ends_in_softmax(model) is probabilities
+    assert tfprune.distill.ends_in_softmax(model) is probabilities
 
 
 def test_ends_in_softmax_sees_through_wrappers_and_functional_models():
@@ -167,11 +167,11 @@ def test_ends_in_softmax_sees_through_wrappers_and_functional_models():
     x = keras.layers.Dense(4, name="hidden")(inputs)
     outputs = keras.layers.Softmax()(keras.layers.Dense(3, name="logits")(x))
     functional = keras.Model(inputs, outputs)
-    assert training.ends_in_softmax(functional)
+    assert tfprune.distill.ends_in_softmax(functional)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
     pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0))
     assert isinstance(pruned.layers[-1], tfprune.PruneLowMagnitude)
-    assert training.ends_in_softmax(pruned)
+    assert tfprune.distill.ends_in_softmax(pruned)
 
 
 def test_softmax_layer_model_trains_on_probabilities():

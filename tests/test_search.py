@@ -15,7 +15,7 @@ import tfprune
 from tfprune import pipeline, stats
 from tfprune.pipeline import Context, PipelineConfig, execute
 from tfprune.search import Target
-from tfprune.search.sensitivity import accuracy
+from tfprune.stats import accuracy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,7 +104,7 @@ def test_a_size_target_is_met_and_prune_consumes_the_plan(tmp_path):
     assert os.path.getsize(path) == plan.figures["bytes"]
     assert {row["name"]: row["role"] for row in plan.candidates}[plan.name] == "checked"
     # The plan as prune takes it: each searched layer ends at exactly its width.
-    pruned = plan.prune(model, lambda s: tfprune.ConstantSparsity(s, begin_step=0))
+    pruned = plan.prune(model, tfprune.ConstantSparsity(0.5, begin_step=0))
     pruned.compile("adam", "sparse_categorical_crossentropy")
     pruned.fit(*train, batch_size=64, epochs=1, verbose=0,
                callbacks=[tfprune.UpdatePruningStep()])

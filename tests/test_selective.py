@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tfprune import TfpruneError, UnsupportedModelError, export, selective
-from tfprune.interpreter import node_details, parse, read_tflite
+from tfprune.compat import node_details
+from tfprune.interpreter import parse, read_tflite
 from tfprune.pipeline.config import PipelineConfig
 
 

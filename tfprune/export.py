@@ -22,14 +22,12 @@ from tfprune import atomic, int4, selective, tflm
 from tfprune.errors import DataError, TfpruneError, UnsupportedModelError
 from tfprune.interpreter import (
     NUMPY_TYPES,
-    LiteRtApiChanged,
     classes,
     data_sizes,
     dequantize,
     first_line,
     format_table,
     load_interpreter,
-    node_details,
     parse,
     read_tflite,
     tensor_name,
@@ -307,26 +305,7 @@ def _runs_on(path):
     """Size, delegate, load note and the ops left outside the delegate of a `.tflite` file."""
     interpreter, used, note = load_interpreter(path, threads=1)
     return {"bytes": os.path.getsize(path), "delegate": used, "note": note,
-            "outside": _outside_delegate(interpreter) if used == "xnnpack" else Counter()}
-
-
-def _outside_delegate(interpreter):
-    """Counter of the op names the delegate left to the builtin kernels.
-
-    The interpreter lists the model's nodes, then one `DELEGATE` node per partition the
-    delegate took, with the partition's input and output tensors. A node runs outside when
-    a tensor it makes feeds a partition or is a model output and no partition makes it.
-    """
-    try:
-        nodes = node_details(interpreter)
-    except LiteRtApiChanged:
-        return Counter()
-    partitions = [n for n in nodes if n["op_name"] == "DELEGATE"]
-    made = {int(t) for n in partitions for t in n["outputs"]}
-    wanted = {int(t) for n in partitions for t in n["inputs"]}
-    wanted |= {int(d["index"]) for d in interpreter.get_output_details()}
-    return Counter(n["op_name"] for n in nodes if n["op_name"] != "DELEGATE" and any(
-        int(t) in wanted and int(t) not in made for t in n["outputs"]))
+            "outside": Counter(undelegated_ops(interpreter)) if used == "xnnpack" else Counter()}
 
 
 def _sparse_pays(dense, sparse):

@@ -58,7 +58,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from tfprune import masks
+from tfprune import compat, masks
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.options import SOFTMAX_ACTIVATIONS
 
@@ -116,17 +116,14 @@ def plain_variable(layer, name):
             f"Layer {layer.name!r} has LoRA or quantization enabled; prune it before "
             "enabling them."
         )
-    variable = getattr(layer, "_" + name, None)
-    return variable if variable is not None else getattr(layer, name, None)
+    return compat.raw_variable(layer, name)
 
 
 def weight_index(layer, name):
     """Index in `layer.weights` (and `get_weights()`) of the variable `layer.<name>`, or None."""
     if name is None:
         return None
-    variable = getattr(layer, "_" + name, None)
-    if variable is None:
-        variable = getattr(layer, name, None)
+    variable = compat.raw_variable(layer, name)
     for i, weight in enumerate(layer.weights):
         if weight is variable:
             return i

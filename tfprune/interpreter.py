@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfprune.compat import LiteRtApiChanged, node_details
 from tfprune.errors import TfpruneError
 
 DELEGATES = ("xnnpack", "builtin")
@@ -330,49 +331,6 @@ def _loads_without_delegate(litert, data):
     except (ValueError, RuntimeError):
         return False
     return True
-
-
-class LiteRtApiChanged(TfpruneError):
-    """LiteRT's private node listing is gone or changed shape (a LiteRT upgrade)."""
-
-
-def node_details(interpreter):
-    """Every node of an allocated LiteRT interpreter, in execution order.
-
-    The one use of a private LiteRT API in tfprune (`Interpreter._get_ops_details`): the
-    model's ops first, with the index they have in the file, then one `DELEGATE` node per
-    partition a delegate took, with the partition's input and output tensors.
-    `tests/test_profile.py` fails when an upgrade changes it.
-
-    Args:
-        interpreter: An allocated `ai_edge_litert.interpreter.Interpreter`.
-
-    Returns:
-        A list of dicts with `index` (int), `op_name` (str), `inputs` and `outputs` (lists
-        of tensor indices, -1 for an absent optional input).
-
-    Raises:
-        LiteRtApiChanged: the private API is missing or answers in another shape.
-    """
-    try:
-        nodes = interpreter._get_ops_details()
-        return [{"index": int(n["index"]), "op_name": str(n["op_name"]),
-                 "inputs": [int(t) for t in n["inputs"]],
-                 "outputs": [int(t) for t in n["outputs"]]} for n in nodes]
-    except Exception as e:
-        raise LiteRtApiChanged(f"LiteRT's node listing (Interpreter._get_ops_details) changed "
-                               f"({type(e).__name__}: {first_line(e)}): update "
-                               "tfprune.interpreter.node_details for this LiteRT. Received: "
-                               f"ai_edge_litert {litert_version()}") from e
-
-
-def litert_version():
-    from importlib import metadata
-
-    try:
-        return metadata.version("ai-edge-litert")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _delegated(interpreter):

@@ -59,19 +59,31 @@ def _define(define, name, *args, **kwargs):
         define(name, *args, **kwargs)
 
 
-class _Failed(Exception):
-    """Raised inside `_one_line_errors` after the message is printed."""
+class Failed(Exception):
+    """Raised by `one_line_errors` after the message is printed."""
 
 
 @contextlib.contextmanager
-def _one_line_errors(program):
+def one_line_errors(program):
+    """Every command's error handling: a `TfpruneError`, or a full disk (`atomic`), printed
+    as one line `<program>: error: ...` on stderr, then `Failed` raised (exit with 1).
+
+    Anything else is a bug or an unexpected system error and keeps its traceback.
+    """
+    from tfprune import atomic
     from tfprune.errors import TfpruneError
 
     try:
         yield
     except TfpruneError as e:
         print(f"{program}: error: {e}", file=sys.stderr)
-        raise _Failed from None
+        raise Failed from None
+    except OSError as e:
+        if not atomic.is_disk_full(e):
+            raise
+        print(f"{program}: error: {atomic.disk_full_error(e.filename or '?', e)}",
+              file=sys.stderr)
+        raise Failed from None
 
 
 def _write_json(path, payload):
@@ -104,7 +116,7 @@ def bench_main(argv):
     from tfprune import bench
 
     try:
-        with _one_line_errors("tfprune-bench"):
+        with one_line_errors("tfprune-bench"):
             result = bench.compare(*paths, threads=FLAGS.threads, batch_size=FLAGS.batch_size,
                                    runs=FLAGS.runs, warmup=FLAGS.warmup,
                                    delegates=tuple(FLAGS.delegates))
@@ -118,7 +130,7 @@ def bench_main(argv):
                 payload["profiles"] = [p.to_dict() for p in profiles]
             if FLAGS.json:
                 _write_json(FLAGS.json, payload)
-    except _Failed:
+    except Failed:
         return 1
     return 0
 
@@ -131,7 +143,7 @@ def inspect_main(argv):
     from tfprune import bench, export, tflm
 
     try:
-        with _one_line_errors("tfprune-inspect"):
+        with one_line_errors("tfprune-inspect"):
             reports, payload = [], []
             for path in paths:
                 info, runs, peak = export.inspect(path), export.runtimes(path), \
@@ -149,7 +161,7 @@ def inspect_main(argv):
             print("\n\n".join(reports))
             if FLAGS.json:
                 _write_json(FLAGS.json, payload)
-    except _Failed:
+    except Failed:
         return 1
     return 0
 
@@ -163,10 +175,10 @@ def export_c_main(argv):
     from tfprune import csource
 
     try:
-        with _one_line_errors("tfprune-export-c"):
+        with one_line_errors("tfprune-export-c"):
             header, source = csource.write(paths[0], FLAGS.out_dir, FLAGS.name, FLAGS.language)
             print(f"wrote {header} and {source}")
-    except _Failed:
+    except Failed:
         return 1
     return 0
 

@@ -123,20 +123,16 @@ def _prune(context):
     frequency = budget.frequency(config, steps)
     end_step = budget.end_step(config, steps, frequency)
 
-    def schedule(final):
-        if config.schedule == "constant":
-            return tfprune.ConstantSparsity(final, begin_step=config.begin_step,
+    if config.schedule == "constant":
+        schedule = tfprune.ConstantSparsity(config.final_sparsity, begin_step=config.begin_step,
                                             frequency=frequency)
-        return tfprune.PolynomialDecay(
-            initial_sparsity=min(config.initial_sparsity, final), final_sparsity=final,
+    else:
+        schedule = tfprune.PolynomialDecay(
+            initial_sparsity=config.initial_sparsity, final_sparsity=config.final_sparsity,
             begin_step=config.begin_step, end_step=end_step, power=config.power,
             frequency=frequency)
-
     granularity = parse_granularity(config.granularity)
-    wrapped = tfprune.prune(model, schedule(config.final_sparsity), granularity=granularity)
-    for layer in wrapped.layers:  # per-layer targets: the wrapper reads its own schedule
-        if isinstance(layer, tfprune.PruneLowMagnitude) and layer.layer.name in overrides:
-            layer.schedule = schedule(overrides[layer.layer.name])
+    wrapped = tfprune.prune(model, schedule, granularity=granularity, sparsities=overrides)
     learner = training.learner(wrapped, model, config)  # the baseline teaches, if distilling
     training.compile_model(learner, config, config.prune_learning_rate, steps)
     callbacks = [tfprune.UpdatePruningStep(),
@@ -151,7 +147,7 @@ def _prune(context):
     outputs = [context.save(PRUNE.model, pruned)]
     result = _describe(context, pruned)
     result.update(epochs=epochs, end_step=end_step, steps=steps, frequency=frequency,
-                  updates=_updates(schedule(config.final_sparsity), steps),
+                  updates=_updates(schedule, steps),
                   granularity=granularity, resumed_from_epoch=resumed,
                   layer_sparsity=overrides, distilled=learner is not wrapped)
     return outputs, result, (f"{_accuracy_text(result)}, "
@@ -247,7 +243,7 @@ def _retrain(context):
         # judged on them (the callbacks run in this order).
         callbacks = _adaptive_batchnorm(context, config.retrain_batch_size, at_epoch_end=early)
         if early:
-            best = budget.best_epoch_callback(context.validation, training.accuracy)
+            best = budget.best_epoch_callback(context.validation, stats.accuracy)
             callbacks.append(best)
         with training.hold_zeros(model):
             learner = training.learner(model, context.model(BASELINE.model), config)
@@ -655,7 +651,7 @@ def _val_accuracy(context, model):
     (`val_drop_pp`, `val_drop_ci_pp`, `val_discordant`, `val_images`: `tfprune.stats`)."""
     if not len(context.validation[1]):
         return {"val_accuracy": None}
-    right = training.correct(model, context.validation)
+    right = stats.correct(model, context.validation)
     result = {"val_accuracy": int(np.sum(right)) / len(right)}
     if BASELINE.name in context.results:  # a later stage: paired with the baseline
         result.update(stats.paired(_baseline_right(context), right).to_dict("val_"))
@@ -667,7 +663,7 @@ def _baseline_right(context):
     run (and shared with the search's scratch copies of the context)."""
     cache = vars(context)
     if "baseline_right" not in cache:
-        cache["baseline_right"] = training.correct(context.model(BASELINE.model),
+        cache["baseline_right"] = stats.correct(context.model(BASELINE.model),
                                                    context.validation)
     return cache["baseline_right"]
 

@@ -211,7 +211,7 @@ def _runtime(threads, batch_size):
     """What every entry depends on beyond its layer: runtime versions, CPU, settings."""
     import tensorflow as tf
 
-    from tfprune.interpreter import litert_version
+    from tfprune.compat import litert_version
 
     return (f"litert {litert_version()}, tensorflow {tf.__version__}, {_cpu()}, "
             f"threads={threads}, batch={batch_size}, delegate=xnnpack")

@@ -127,11 +127,13 @@ class Plan:
         return ",".join(f"{layer}:{s:g}" for layer, s in self.sparsities.items())
 
     def prune(self, model, schedule, granularity="filter", **options):
-        """`tfprune.prune` with each searched layer's schedule ending at its sparsity.
+        """`tfprune.prune` with each searched layer's schedule ending at its sparsity
+        (`sparsities=self.sparsities`), the other pruned layers' at 0.
 
         Args:
             model: The model to prune (the one searched, or its trained baseline).
-            schedule: Function `schedule(final_sparsity) -> PruningSchedule`.
+            schedule: A `PruningSchedule` whose `ending_at` gives each layer its own
+                (`ConstantSparsity`, `PolynomialDecay`).
             granularity: As `tfprune.prune` takes it (the searched layers need `"filter"`).
             **options: Passed to `tfprune.prune`.
 
@@ -140,11 +142,8 @@ class Plan:
         """
         import tfprune
 
-        wrapped = tfprune.prune(model, schedule(0.0), granularity=granularity, **options)
-        for layer in wrapped.layers:
-            if isinstance(layer, tfprune.PruneLowMagnitude):
-                layer.schedule = schedule(self.sparsities.get(layer.layer.name, 0.0))
-        return wrapped
+        return tfprune.prune(model, schedule.ending_at(0.0), granularity=granularity,
+                             sparsities=self.sparsities, **options)
 
     def summary(self):
         """One line: the widths, the figures, which targets were met."""
@@ -266,7 +265,10 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
     bench = dict({"threads": 1, "batch_size": 1, "runs": 1000, "warmup": 100},
                  **(bench or {}))
     compress = compress or (lambda m: tfprune.shrink(tfprune.fuse(m)))
-    from_logits = (not _ends_in_softmax(model)) if from_logits is None else from_logits
+    if from_logits is None:
+        from tfprune.distill import ends_in_softmax
+
+        from_logits = not ends_in_softmax(model)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     optimizer = optimizer or (lambda: keras.optimizers.Adam(learning_rate))
     say = log or (lambda line: None)
@@ -301,7 +303,7 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
                 f"{costs.table.path or 'memory'}), calibrated on whole files: latency "
                 f"x{k['latency']:.2f}, speedup /{k['speedup']:.2f}; planning "
                 + ", ".join(g.describe() for g in cost_goals if g.figure in _TIMED))
-        base_right = sensitivity.correct(model, validation)
+        base_right = stats.correct(model, validation)
         base["val_accuracy"] = int(np.sum(base_right)) / len(base_right)
         margin = _margin(target.max_accuracy_drop, base["val_accuracy"], len(base_right),
                          margin_pp)
@@ -550,7 +552,7 @@ class _Search:
         images, or `None` (no model, or one whose answers do not give `accuracy`)."""
         if model is None or self.base_right is None:
             return None
-        right = sensitivity.correct(model, self.validation)
+        right = stats.correct(model, self.validation)
         if abs(int(np.sum(right)) / len(right) - accuracy) > 1e-9:
             return None
         return list(stats.paired(self.base_right, right).table)
@@ -746,16 +748,9 @@ def _default_check(model, sparsities, granularity, other_sparsity, train, valida
     x, y = train
     steps = max(1, math.ceil(len(y) / batch_size) * epochs)
     frequency = max(1, steps // 10)
-    end = max(frequency, round(0.75 * steps / frequency) * frequency)
-
-    def schedule(final):
-        return tfprune.PolynomialDecay(0.0, final, begin_step=0, end_step=end,
-                                       frequency=frequency)
-
-    wrapped = tfprune.prune(model, schedule(other_sparsity), granularity=granularity)
-    for layer in wrapped.layers:
-        if isinstance(layer, tfprune.PruneLowMagnitude) and layer.layer.name in sparsities:
-            layer.schedule = schedule(sparsities[layer.layer.name])
+    schedule = tfprune.PolynomialDecay(0.0, other_sparsity, begin_step=0, frequency=frequency,
+                                       end_step=tfprune.schedules.end_step(steps, frequency))
+    wrapped = tfprune.prune(model, schedule, granularity=granularity, sparsities=sparsities)
     trainer = wrapped if teacher is None else Distiller(
         wrapped, teacher, temperature=temperature, weight=weight, from_logits=from_logits)
     trainer.compile(optimizer=optimizer(), loss=loss)
@@ -764,19 +759,7 @@ def _default_check(model, sparsities, granularity, other_sparsity, train, valida
     trainer.fit(x, y, batch_size=batch_size, epochs=2 * epochs, shuffle=True, verbose=0,
                 callbacks=[tfprune.UpdatePruningStep(), tfprune.AdaptiveBatchNorm(x)])
     compressed = compress(tfprune.strip(wrapped))
-    return compressed, sensitivity.accuracy(compressed, validation)
-
-
-def _ends_in_softmax(model):
-    """Whether the model's last layer outputs a softmax (probabilities)."""
-    import keras
-
-    from tfprune.wrapper import unwrap
-
-    last = unwrap(model.layers[-1])
-    if isinstance(last, keras.layers.Softmax):
-        return True
-    return getattr(getattr(last, "activation", None), "__name__", None) == "softmax"
+    return compressed, stats.accuracy(compressed, validation)
 
 
 def _key(model, *settings):

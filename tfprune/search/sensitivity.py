@@ -23,7 +23,7 @@ training step once.
 import numpy as np
 
 from tfprune import batchnorm
-from tfprune.stats import accuracy, correct  # noqa: F401  (the search's, per image)
+from tfprune.stats import correct
 
 # Training images each cut's BatchNorm statistics are recomputed on before it is measured.
 BATCHNORM_IMAGES = 1024
