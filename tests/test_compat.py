@@ -104,7 +104,7 @@ def test_enclosing_scope_and_the_jax_sync_are_where_backend_reads_them():
 def test_node_details_lists_ops_then_delegate_partitions(tmp_path):
     model = keras.Sequential([keras.Input((6,)), L.Dense(4), L.Dense(2)])
     path = export.to_tflite(model, tmp_path / "tiny.tflite")
-    from tfprune.interpreter import load_interpreter
+    from tfprune.tflite.interpreter import load_interpreter
 
     interpreter, used, _ = load_interpreter(path, threads=1)
     nodes = compat.node_details(interpreter)

@@ -135,7 +135,7 @@ def test_what_fuzzing_found_is_refused_before_the_interpreter_sees_it(tmp_path):
 
     from tfprune import bench, export
     from tfprune.errors import TfpruneError
-    from tfprune.interpreter import load_interpreter
+    from tfprune.tflite.interpreter import load_interpreter
 
     sparse = harness.seeds(tmp_path)["tflite"][1]
 

@@ -22,8 +22,11 @@ def import_graph(package=PACKAGE, root=ROOT):
     """Module name -> the set of the package's modules it imports (itself left out).
 
     `from a import b` is an edge to `a.b` when that is a module, else to `a`; an import of
-    a name inside a module is an edge to the module that holds it.
+    a name inside a module is an edge to the module that holds it. `tfprune.name` in a
+    module that imports `tfprune` is an edge to where the package's table (`PUBLIC`) says
+    `name` lives, so the lazy top-level names hide nothing.
     """
+    public = _public_table(package, root)
     modules = {module_name(path, root): path for path in package.rglob("*.py")}
 
     def owner(name):
@@ -48,8 +51,23 @@ def import_graph(package=PACKAGE, root=ROOT):
                 for alias in node.names:
                     full = f"{base}.{alias.name}"
                     targets.add(full if full in modules else base)
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                    node.value.id == package.name and node.attr in public:
+                targets.add(public[node.attr].partition(":")[0])
         graph[name] = {owner(t) for t in targets if owner(t) not in (None, name)}
     return graph
+
+
+def _public_table(package, root):
+    """The package's `PUBLIC` table (name -> "module[:attribute]"), read without importing."""
+    init = package / "__init__.py"
+    if not init.is_file():
+        return {}
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "PUBLIC":
+            namespace = {"__name__": package.name}
+            return eval(compile(ast.Expression(node.value), str(init), "eval"), namespace)
+    return {}
 
 
 def cycles(graph):

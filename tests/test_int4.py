@@ -5,8 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import TfpruneError, export, int4
+from tfprune import TfpruneError, export
 from tfprune.pipeline.config import PipelineConfig
+from tfprune.tflite import int4
 
 pytestmark = pytest.mark.skipif(not int4.available(), reason="litert-quantizer not installed")
 

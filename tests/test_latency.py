@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfprune import TfpruneError, bench, export, interpreter
+from tfprune import TfpruneError, bench, export
+from tfprune.tflite import interpreter
 
 
 @pytest.fixture(scope="module")

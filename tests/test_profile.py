@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import TfpruneError, bench, compat, export, interpreter
+from tfprune import TfpruneError, bench, compat, export
+from tfprune.tflite import interpreter
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def _with_buffers_after_the_flatbuffer(data):
     litert-quantizer writes some files (and the converter, models over 2 GB)."""
     import flatbuffers
 
-    from tfprune.interpreter import parse
+    from tfprune.tflite.interpreter import parse
 
     model, _ = parse(data, "x")
     moved = [(b, bytes(b.data)) for b in model.buffers if b.data is not None and len(b.data)]

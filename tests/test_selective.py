@@ -6,10 +6,11 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import TfpruneError, UnsupportedModelError, export, selective
+from tfprune import TfpruneError, UnsupportedModelError, export
 from tfprune.compat import node_details
-from tfprune.interpreter import parse, read_tflite
 from tfprune.pipeline.config import PipelineConfig
+from tfprune.tflite import selective
+from tfprune.tflite.interpreter import parse, read_tflite
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_outputs_match_keras(files, model, images, name):
 
 
 def test_the_auto_file_runs_on_xnnpack(files):
-    from tfprune.interpreter import load_interpreter
+    from tfprune.tflite.interpreter import load_interpreter
 
     interpreter, used, _ = load_interpreter(files["auto"], threads=1)
     assert used == "xnnpack"

@@ -8,8 +8,8 @@
 
 Each `main` reads its flags and calls the library (`tfprune.bench.compare`, and with
 `--profile` `tfprune.bench.profile`, where each file's time goes op by op;
-`tfprune.export.inspect` and `runtimes`, `tfprune.tflm.activation_peak`;
-`tfprune.csource.write`); bad input prints one line, no traceback, and exits with 1.
+`tfprune.export.inspect` and `runtimes`, `tfprune.micro.activation_peak`;
+`tfprune.micro.csource.write`); bad input prints one line, no traceback, and exits with 1.
 """
 
 import contextlib
@@ -140,14 +140,14 @@ def inspect_main(argv):
     interpreters can run each (and why not); its peak activation memory; with `--profile`,
     its time op by op on XNNPACK and on the builtin kernels."""
     paths = _tflite_paths(argv, "tfprune-inspect model.tflite")
-    from tfprune import bench, export, tflm
+    from tfprune import bench, micro, tflite
 
     try:
         with one_line_errors("tfprune-inspect"):
             reports, payload = [], []
             for path in paths:
-                info, runs, peak = export.inspect(path), export.runtimes(path), \
-                    tflm.activation_peak(path)
+                info, runs, peak = tflite.inspect(path), tflite.runtimes(path), \
+                    micro.activation_peak(path)
                 profiles = ([bench.profile(path, delegate=d) for d in ("xnnpack", "builtin")]
                             if FLAGS.profile else [])
                 reports.append("\n".join([str(info), "runs on:"]
@@ -172,7 +172,7 @@ def export_c_main(argv):
     paths = _tflite_paths(argv, usage)
     if len(paths) != 1:
         raise app.UsageError(f"Pass one .tflite file: {usage}. Received: {paths}")
-    from tfprune import csource
+    from tfprune.micro import csource
 
     try:
         with one_line_errors("tfprune-export-c"):

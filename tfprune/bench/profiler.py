@@ -28,7 +28,7 @@ import numpy as np
 from tfprune.bench.latency import _interleaved, _invoker
 from tfprune.compat import node_details
 from tfprune.errors import TfpruneError
-from tfprune.interpreter import (
+from tfprune.tflite.interpreter import (
     DELEGATES,
     NUMPY_TYPES,
     delegated_ops,

@@ -331,7 +331,7 @@ def tflm_files(config):
 
 
 def mode_settings(config, mode, target="litert"):
-    """The `export.to_tflite` arguments of a mode's own flags: int4's form, int8's float
+    """The `tflite.to_tflite` arguments of a mode's own flags: int4's form, int8's float
     layers (never for TFLite Micro)."""
     if mode == "int4":
         return {"int4_form": config.int4_form}
@@ -346,7 +346,7 @@ def _compared(config):
 
 
 def _export(context):
-    from tfprune import bench, export
+    from tfprune import bench, tflite
 
     config = context.config
     rep = context.train[0][:config.representative_size]
@@ -358,11 +358,11 @@ def _export(context):
                         **mode_settings(config, mode, target))
         facts = {}
         if sparse:  # the sparse encoding only where it pays: smaller, and no op falls back
-            choice = export.to_tflite_where_sparse_pays(context.model(model_name),
+            choice = tflite.to_tflite_where_sparse_pays(context.model(model_name),
                                                         context.folder / name, **settings)
             sparse, facts = choice.sparse, {"sparse_reason": choice.reason}
         else:
-            export.to_tflite(context.model(model_name), context.folder / name, **settings)
+            tflite.to_tflite(context.model(model_name), context.folder / name, **settings)
         raw, gz = bench.file_sizes(context.folder / name)
         files[name] = {"model": model_name, "quantize": mode, "sparse": sparse, "bytes": raw,
                        "gzip_bytes": gz, **facts}
@@ -383,11 +383,11 @@ EXPORT = Stage(
 
 
 def _verify(context):
-    from tfprune import export
+    from tfprune import tflite
 
     x, y = context.test
     batches = [(x[i:i + 256], y[i:i + 256]) for i in range(0, len(y), 256)]
-    right = {name: export.correct(context.folder / name, batches)
+    right = {name: tflite.correct(context.folder / name, batches)
              for name in VERIFY.files_read(context.config)}
     base_name, comp_name = _compared(context.config)
     files = {name: {"accuracy": int(np.sum(r)) / len(r)} for name, r in right.items()}

@@ -204,11 +204,11 @@ class Costs:
 
     def baseline_file(self):
         """The baseline's float32 `.tflite` file (exported once)."""
-        from tfprune import export
+        from tfprune import tflite
 
         if self._baseline_file is None:
             path = self.folder / "baseline.tflite"
-            export.to_tflite(self.model, path, batch_size=self.export.get("batch_size"))
+            tflite.to_tflite(self.model, path, batch_size=self.export.get("batch_size"))
             self._baseline_file = path
         return self._baseline_file
 
@@ -294,16 +294,16 @@ class Costs:
         return figures
 
     def _measure_models(self, models, whole=False):
-        from tfprune import bench, export
+        from tfprune import bench, tflite
 
         files = {}
         for key, model in models.items():
             path = self.folder / f"{key}.tflite"
             settings = dict(self.export)
             if settings.pop("sparse", False):  # as the export stage: only where it pays
-                export.to_tflite_where_sparse_pays(model, path, **settings)
+                tflite.to_tflite_where_sparse_pays(model, path, **settings)
             else:
-                export.to_tflite(model, path, **settings)
+                tflite.to_tflite(model, path, **settings)
             counts = bench.count(model)
             files[key] = (path, {"bytes": os.path.getsize(path), "macs": int(counts.macs),
                                  "params": int(counts.params)})

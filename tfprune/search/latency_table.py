@@ -161,7 +161,7 @@ class _Block:
         return keras.Model(inputs, outputs)
 
     def export(self, path):
-        from tfprune import export
+        from tfprune import tflite
 
         model = self.model()
         data = None
@@ -170,7 +170,7 @@ class _Block:
             data = [tuple(rng.standard_normal(s[1:], dtype="float32") for s in self.shapes)
                     for _ in range(4)]
             data = np.stack([d[0] for d in data]) if len(self.shapes) == 1 else data
-        return export.to_tflite(model, path, quantize=self.quantize, batch_size=self.batch_size,
+        return tflite.to_tflite(model, path, quantize=self.quantize, batch_size=self.batch_size,
                                 representative_data=data, int8_io=self.quantize == "int8")
 
 

@@ -1,11 +1,12 @@
 """A `.tflite` file and the LiteRT interpreter: read and check a file, size it, load it.
 
-The layer every measurement stands on: `export` (accuracy and inspection of a file),
-`tflm` (the TFLite Micro interpreter) and `bench` (latency) import it, and it imports none
-of them. Loading runs the default XNNPACK delegate when it takes the model and falls back to
-the builtin kernels, saying why, when it does not. `parse` reads a file's graph for those
-that look inside it; `quantize` and `dequantize` map arrays through a tensor's scale and
-zero point; `format_table` is the plain-text table they print their findings in.
+The layer every measurement stands on: the rest of `tflite` (conversion, accuracy and
+inspection of a file), `micro` (the TFLite Micro interpreter) and `bench` (latency) import
+it, and it imports none of them. Loading runs the default XNNPACK delegate when it takes the
+model and falls back to the builtin kernels, saying why, when it does not. `parse` reads a
+file's graph for those that look inside it; `quantize` and `dequantize` map arrays through
+a tensor's scale and zero point; `format_table` is the plain-text table they print their
+findings in.
 """
 
 import gzip
@@ -68,7 +69,7 @@ def read_tflite(path):
     data = _read(path)
     if not data:
         raise TfpruneError(f"File {str(path)!r} is empty: export the model again "
-                           "(tfprune.export.to_tflite).")
+                           "(tfprune.tflite.to_tflite).")
     if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
         raise TfpruneError(f"File {str(path)!r} is not a TFLite model (no 'TFL3' identifier): "
                            "pass a .tflite file written by the TFLite converter.")
@@ -119,7 +120,7 @@ def quantize(x, dtype, scale, zero_point):
 
     Example:
 
-    >>> tfprune.interpreter.quantize(np.array([0.0, 0.5, 2.0]), np.int8, 1 / 255, -128)
+    >>> tfprune.tflite.interpreter.quantize(np.array([0.0, 0.5, 2.0]), np.int8, 1 / 255, -128)
     array([-128,   0,  127], dtype=int8)
     """
     dtype = np.dtype(dtype)
@@ -407,7 +408,7 @@ def format_table(rows):
 
     Example:
 
-    >>> print(tfprune.interpreter.format_table([("model", "µs"), ("a.tflite", "8.1")]))
+    >>> print(tfprune.tflite.interpreter.format_table([("model", "µs"), ("a.tflite", "8.1")]))
     model     µs
     a.tflite  8.1
     """
