@@ -373,6 +373,39 @@ def _holder(fd):
     return text if text.isdigit() else "unknown"
 
 
+def run_in_scratch(stages, context, folder, results, models):
+    """Runs a sub-list of a run's stages in a scratch folder, as the run would run them.
+
+    The stages that apply run in order on `context.scratch(folder, results, models)`, each
+    in its training scope if it trains, with no records, resume or backups; each result is
+    kept as the runner keeps it (through JSON). Anything that runs stages outside the run
+    (the search's check) goes through here, not through a copied `Context`.
+
+    Args:
+        stages: Sequence of `Stage`s.
+        context: The run's `Context`.
+        folder: The scratch folder (existing); the caller removes it.
+        results: Dict of stage name -> result, the stages before these.
+        models: Dict of model name -> Keras model, the models of the stages before these.
+
+    Returns:
+        `(scratch context, {stage name: Precomputed})`: the run can later take a stage's
+        files and result from its `Precomputed` instead of running it
+        (`context.precomputed`).
+    """
+    from tfprune.pipeline.context import Precomputed
+
+    scratch = context.scratch(folder, results, models)
+    done = {}
+    for stage in (s for s in stages if s.applies(scratch.config)):
+        with scratch.training_scope() if stage.trains else contextlib.nullcontext():
+            outputs, result, figure = stage.run(scratch)
+        result = json.loads(json.dumps(result, default=jsonable))
+        scratch.results[stage.name] = result
+        done[stage.name] = Precomputed(folder, outputs, result, figure)
+    return scratch, done
+
+
 def check_stages(stages, config):
     """The stages of `stages` that apply to `config`, checked without loading anything.
 

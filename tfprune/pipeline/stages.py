@@ -8,16 +8,15 @@ report take everything they need from these declarations: adding a stage (a sear
 per-layer widths, a TFLite Micro measurement) is one declaration here, placed in `STAGES`,
 plus its code; a stage that only some runs need declares `enabled(config)`.
 
-This module stays light to import (the command line reads the stage names to check
-`--stop_after`): Keras and TensorFlow load inside the stage functions.
+This module stays light to import (`import tfprune.pipeline` loads it, and a bad
+`--stop_after` is reported before Keras loads): Keras and TensorFlow load inside the stage
+functions. The search's check runs the compress stages through the runner
+(`runner.run_in_scratch`).
 """
 
-import contextlib
-import dataclasses
 import json
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from tfprune.pipeline.config import (
     search_target,
 )
 from tfprune.pipeline.context import is_path
-from tfprune.pipeline.runner import Stage, file_sha256, jsonable
+from tfprune.pipeline.runner import Stage, file_sha256, jsonable, run_in_scratch
 
 # ----------------------------------------------------------------------------- baseline
 
@@ -567,29 +566,17 @@ def _train_candidate(context, sparsities):
     scratch folder. Each stage seeds its training, so the run's own stages, given the
     chosen plan, would make the same model again: the scratch folder is kept (`_checked`)
     and, if the search chooses this candidate, the run takes its stages (`_adopt`)."""
-    import copy
     import shutil
     import tempfile
 
-    from tfprune.pipeline.context import Precomputed
-
     folder = tempfile.mkdtemp(prefix=".search-", dir=context.folder)
     try:
-        context.data  # loaded once, shared with the scratch context  # noqa: B018
-        scratch = copy.copy(context)  # the same splits and source, another folder
-        scratch.config = dataclasses.replace(context.config, export_dir=folder)
-        scratch.folder = Path(folder)
-        scratch._models = {BASELINE.model: context.model(BASELINE.model)}
-        scratch.backup_dir = None  # each candidate trains from the start
-        scratch.results = {BASELINE.name: context.results.get(BASELINE.name),
-                           SEARCH.name: {"sparsities": dict(sparsities)}}
-        done = {}
-        for stage in (s for s in COMPRESS if s.applies(scratch.config)):
-            with scratch.training_scope() if stage.trains else contextlib.nullcontext():
-                outputs, result, figure = stage.run(scratch)
-            result = json.loads(json.dumps(result, default=jsonable))  # as the runner keeps it
-            scratch.results[stage.name] = result
-            done[stage.name] = Precomputed(folder, outputs, result, figure)
+        context.data  # loaded once, shared with the scratch run  # noqa: B018
+        scratch, done = run_in_scratch(
+            COMPRESS, context, folder,
+            results={BASELINE.name: context.results.get(BASELINE.name),
+                     SEARCH.name: {"sparsities": dict(sparsities)}},
+            models={BASELINE.model: context.model(BASELINE.model)})
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
