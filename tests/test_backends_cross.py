@@ -21,8 +21,9 @@ import tfprune
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "backends_run.py"
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                                reason="the TensorFlow side of the cross-backend checks")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                 reason="the TensorFlow side of the cross-backend checks")]
 
 
 def _installed(backend):

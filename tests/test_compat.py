@@ -101,6 +101,7 @@ def test_enclosing_scope_and_the_jax_sync_are_where_backend_reads_them():
         assert callable(JAXTrainer.jax_state_sync)
 
 
+@pytest.mark.slow
 def test_node_details_lists_ops_then_delegate_partitions(tmp_path):
     model = keras.Sequential([keras.Input((6,)), L.Dense(4), L.Dense(2)])
     path = export.to_tflite(model, tmp_path / "tiny.tflite")
@@ -170,6 +171,7 @@ def _private_uses(path, ours):
     return found
 
 
+@pytest.mark.slow
 def test_no_module_but_compat_reads_a_private_api_of_another_package():
     ours = _our_private_names() - set(compat.KERAS_PRIVATE) - set(compat.LITERT_PRIVATE)
     found = {str(path.relative_to(PACKAGE)): uses for path in sorted(PACKAGE.rglob("*.py"))

@@ -50,6 +50,7 @@ def test_loss_is_the_hand_computed_mix_of_labels_and_softened_teacher(from_logit
         soft, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_fits_a_pruned_student_and_never_trains_the_teacher():
     student, teacher = _pair("softmax")
     before = [w.copy() for w in teacher.get_weights()]
@@ -139,6 +140,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_distils_under_mirrored_strategy_on_two_cpus():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=root)

@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import faults as harness  # noqa: E402
 
+pytestmark = pytest.mark.slow  # see pyproject.toml's markers
+
 FUZZ_CASES = 12  # per reader, here; the benchmark runs 1,000
 KILLS = ("kill@train:prune#3",               # inside training
          "xfsz=200000@write:retrained.keras",  # inside a model save: dies mid-write

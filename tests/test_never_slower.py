@@ -10,6 +10,8 @@ import tfprune
 from tfprune import bench, export, report
 from tfprune.pipeline import Context, PipelineConfig, stages
 
+pytestmark = pytest.mark.slow  # see pyproject.toml's markers
+
 L = keras.layers
 
 

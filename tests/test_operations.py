@@ -123,6 +123,7 @@ def _mobilenet_v3(name, size=32, alpha=0.75):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["MobileNetV3Small", "MobileNetV3Large"])
 def test_mobilenet_v3_merges_prunes_shrinks_and_exports_exactly(name):
     model = _mobilenet_v3(name)
@@ -143,6 +144,7 @@ def test_mobilenet_v3_merges_prunes_shrinks_and_exports_exactly(name):
     assert rel_err(tflite_outputs(small, x), reference) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v3_large"])
 def test_zoo_mobilenet_v3_scales_its_own_input_and_has_short_run_batchnorm(name):
     model = tfprune.models.get(name, input_shape=(32, 32, 3), num_classes=4)

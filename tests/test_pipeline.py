@@ -36,6 +36,7 @@ def _logged(capsys):
     return logged
 
 
+@pytest.mark.slow
 def test_end_to_end(mnist_dir, tmp_path, capsys):
     report = pipeline.run(tiny(mnist_dir, tmp_path))
     ran = [stage for stage in pipeline.STAGES if stage.applies(tiny(mnist_dir, tmp_path))]
@@ -118,12 +119,14 @@ def test_validation_is_carved_from_training_and_test_stays_apart(mnist_dir, tmp_
     assert len(none.validation[1]) == 0 and len(none.train[1]) == 256
 
 
+@pytest.mark.slow
 def test_stop_after_returns_no_report(mnist_dir, tmp_path, capsys):
     assert pipeline.run(tiny(mnist_dir, tmp_path, stop_after="baseline")) is None
     assert list(_logged(capsys)) == ["baseline"]
     assert (tmp_path / "baseline.keras").is_file() and not (tmp_path / "pruned.keras").exists()
 
 
+@pytest.mark.slow
 def test_hold_zeros_keeps_zeros_through_training():
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
     kernel = model.layers[0].kernel

@@ -55,6 +55,7 @@ def _small(filters, name):
                              keras.layers.Dense(10, activation="softmax", name="out")], name=name)
 
 
+@pytest.mark.slow
 def test_an_op_tflm_lacks_stops_the_run_before_training(mnist_dir, tmp_path):
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(name="flatten"),
                               keras.layers.Dense(16, name="fc"),
@@ -81,6 +82,7 @@ def _made(name, filters):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("tflite_micro") is None,
                     reason="the tflite-micro package (tfprune[tflm]) is not installed")
 def test_tflm_stage_measures_the_files_and_the_report_shows_them(mnist_dir, tmp_path, capsys,

@@ -34,6 +34,7 @@ def weight_only_int4(tmp_path_factory):
 EXPECTED = ["QUANTIZE", "CONV_2D", "RESHAPE", "FULLY_CONNECTED", "DEQUANTIZE"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delegate", ["xnnpack", "builtin"])
 def test_every_op_is_listed_with_its_kernels_and_a_time(int8_file, delegate):
     result = bench.profile(int8_file, delegate=delegate, runs=5, warmup=1)
@@ -51,6 +52,7 @@ def test_every_op_is_listed_with_its_kernels_and_a_time(int8_file, delegate):
     assert "QUANTIZE (edge)" in text and "by kernels:" in text
 
 
+@pytest.mark.slow
 def test_ops_xnnpack_refuses_are_on_the_builtin_kernels(weight_only_int4):
     result = bench.profile(weight_only_int4, runs=5, warmup=1)
     ran = {(o.op, o.ran) for o in result.ops}
@@ -59,6 +61,7 @@ def test_ops_xnnpack_refuses_are_on_the_builtin_kernels(weight_only_int4):
     assert set(result.split("ran")) <= {"xnnpack", "builtin"}
 
 
+@pytest.mark.slow
 def test_weights_dequantized_at_load_stay_weights_when_an_op_runs_alone(tmp_path):
     """A float16 file computes its float32 weights with DEQUANTIZE ops from constants: the
     conv timed alone gets them as weights (runtimes fold them at load), not as an input."""

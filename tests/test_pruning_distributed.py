@@ -19,6 +19,8 @@ import pytest
 
 from tfprune import pipeline
 
+pytestmark = pytest.mark.slow  # see pyproject.toml's markers
+
 ROOT = Path(__file__).resolve().parent.parent
 # Seconds before the subprocesses are killed: a run takes under a minute on two idle cores,
 # a few on a crowded machine.

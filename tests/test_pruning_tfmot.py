@@ -129,6 +129,7 @@ def reference(tmp_path_factory):
     return job, weights, json.loads((folder / "out.json").read_text())
 
 
+@pytest.mark.slow
 def test_schedules_match_tfmot(reference):
     job, _, out = reference
     compared = 0

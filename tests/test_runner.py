@@ -251,6 +251,7 @@ def test_run_folder_readme_lists_every_declared_file():
             assert f"`{shown}` | {stage.name} |" in text, name
 
 
+@pytest.mark.slow
 def test_added_stage_needs_no_edit_to_runner_or_report(calls, tmp_path):
     """Stub model stages and a stub file stage before the real report declaration."""
 

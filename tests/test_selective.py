@@ -64,6 +64,7 @@ def test_slow_layers_are_the_convolutions_on_few_channels(model):
     assert selective.slow_layers(rgb) == ()  # XNNPACK's int8 conv on RGB was the faster
 
 
+@pytest.mark.slow
 def test_auto_keeps_the_first_conv_float_and_the_rest_int8(files):
     convs = [w for op, w in _weight_types(files["auto"]) if op == "CONV_2D"]
     assert convs[0][0] == "float32" and convs[1][0] == "int8"

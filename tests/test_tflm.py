@@ -57,6 +57,7 @@ def test_op_table_names_only_ops_the_installed_runtime_registers():
     assert "CONV_2D" in micro.MICRO_OPS and "GELU" not in micro.MICRO_OPS
 
 
+@pytest.mark.slow
 def test_tflm_export_is_full_int8_with_int8_io_batch_1(int8_file):
     info = export.inspect(int8_file)
     assert [t.split()[1:] for t in info.inputs + info.outputs] == [["1x12x12x1", "int8"],
@@ -65,6 +66,7 @@ def test_tflm_export_is_full_int8_with_int8_io_batch_1(int8_file):
     assert micro.problems(int8_file) == [] and micro.int8_problems(int8_file) == []
 
 
+@pytest.mark.slow
 @needs_tflm
 def test_float_io_is_an_option_and_still_full_int8_inside(tmp_path, images):
     path = export.to_tflite(_conv_net(), tmp_path / "f.tflite", target="tflm", int8_io=False,
@@ -75,6 +77,7 @@ def test_float_io_is_an_option_and_still_full_int8_inside(tmp_path, images):
     assert micro.measure_arena(path).total > 0
 
 
+@pytest.mark.slow
 @needs_tflm
 def test_hybrid_file_is_refused_naming_op_layer_and_fix(tmp_path):
     path = export.to_tflite(_conv_net(), tmp_path / "dynamic.tflite", quantize="dynamic")
@@ -90,6 +93,7 @@ def test_hybrid_file_is_refused_naming_op_layer_and_fix(tmp_path):
         micro.measure_arena(path)
 
 
+@pytest.mark.slow
 def test_densify_file_is_refused_naming_op_layer_and_fix(tmp_path, images):
     model = _conv_net()
     kernel, bias = model.get_layer("fc").get_weights()
@@ -143,6 +147,7 @@ def test_arena_comes_from_the_interpreter(int8_file):
     assert smallest <= arena.total <= smallest + 16
 
 
+@pytest.mark.slow
 @needs_tflm
 def test_tflm_plans_activations_as_tightly_as_their_lifetimes_allow(tmp_path, images):
     """On a chain, TFLM's planner reaches the lifetime bound: with 4 filters the input and
@@ -158,6 +163,7 @@ def test_tflm_plans_activations_as_tightly_as_their_lifetimes_allow(tmp_path, im
     assert sizes[8].total > sizes[4].total
 
 
+@pytest.mark.slow
 @needs_tflm
 def test_accuracy_on_tflm_equals_litert_image_for_image(mnist_dir, tmp_path):
     from tfprune import data

@@ -109,6 +109,7 @@ def test_an_existing_file_of_another_name_is_read(main, tflite, tmp_path, capsys
     assert "FULLY_CONNECTED x2" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_console_script_exits_nonzero_without_traceback(tmp_path):
     """One real process: the entry point, absl's flag parsing and exit status."""
     code = "import sys; from tfprune.tools import bench_run; sys.argv[0] = 'tfprune-bench'; " \
