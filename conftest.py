@@ -34,9 +34,9 @@ def _example_setup(request):
 SLOW_EXAMPLES = {
     "tfprune.bench.latency.compare", "tfprune.bench.profiler.profile",
     "tfprune.bench.slower.reason", "tfprune.bench.tflm.compare_tflm",
-    "tfprune.callbacks.AdaptiveBatchNorm", "tfprune.callbacks.UpdatePruningStep",
+    "tfprune.pruning.callbacks.AdaptiveBatchNorm", "tfprune.pruning.callbacks.UpdatePruningStep",
     "tfprune.distill.Distiller", "tfprune.models.mobilenet_v2",
-    "tfprune.models.mobilenet_v3_large", "tfprune.pruning.prune",
+    "tfprune.models.mobilenet_v3_large", "tfprune.pruning.model.prune",
     "tfprune.micro.activations.activation_peak", "tfprune.micro.csource.write",
     "tfprune.micro.interpreter.measure_arena", "tfprune.micro.ops.problems",
     "tfprune.search.latency_table.LatencyTable", "tfprune.search.searcher.widths",

@@ -63,7 +63,7 @@ def fit(model, callbacks):
 
 def state(model):
     """What must survive a kill: pruning step and sparsity, optimizer step and rate."""
-    step = {int(w.pruning_step.numpy()) for w in tfprune.callbacks.pruning_wrappers(model)}
+    step = {int(w.pruning_step.numpy()) for w in tfprune.pruning.callbacks.pruning_wrappers(model)}
     optimizer = model.optimizer
     return {"pruning_step": step, "sparsity": tfprune.sparsity(model),
             "iterations": int(optimizer.iterations.numpy()),

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import tfprune
-from tfprune import groups
 from tfprune.pipeline import hold_zeros
+from tfprune.pruning import groups
 
 L = keras.layers
 # Also run under KERAS_BACKEND=jax by .ci/run.

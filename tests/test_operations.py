@@ -76,7 +76,7 @@ def test_filter_pruning_and_shrink_are_exact_through_operations():
     model = _se_model()
     randomize_bn(model, np.random.default_rng(1))
     pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0), granularity="filter")
-    groups = tfprune.groups.FilterGroups(pruned)
+    groups = tfprune.pruning.groups.FilterGroups(pruned)
     groups.update({w: 0.5 for w in groups.wrappers})
     stripped = tfprune.strip(pruned)
     small = tfprune.shrink(stripped)
@@ -133,7 +133,7 @@ def test_mobilenet_v3_merges_prunes_shrinks_and_exports_exactly(name):
     assert rel_err(fused(x), expected) < 1e-5
     assert not any(isinstance(layer, layers.BatchNormalization) for layer in fused.layers)
     pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0), granularity="filter")
-    groups = tfprune.groups.FilterGroups(pruned)
+    groups = tfprune.pruning.groups.FilterGroups(pruned)
     groups.update({w: 0.5 for w in groups.wrappers})
     stripped = tfprune.strip(pruned)
     small = fusion.fuse(tfprune.shrink(stripped))

@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import masks, schedules
 from tfprune.errors import TfpruneError
+from tfprune.pruning import masks, schedules
 
 REFERENCE = textwrap.dedent(
     """

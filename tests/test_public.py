@@ -30,6 +30,12 @@ def test_all_is_the_table_and_every_name_resolves():
     ("tfprune.selective", "tfprune.tflite.selective"),
     ("tfprune.tflm", "tfprune.micro"),
     ("tfprune.csource", "tfprune.micro.csource"),
+    ("tfprune.masks", "tfprune.pruning.masks"),
+    ("tfprune.schedules", "tfprune.pruning.schedules"),
+    ("tfprune.wrapper", "tfprune.pruning.wrapper"),
+    ("tfprune.groups", "tfprune.pruning.groups"),
+    ("tfprune.callbacks", "tfprune.pruning.callbacks"),
+    ("tfprune.batchnorm", "tfprune.pruning.batchnorm"),
 ])
 def test_a_moved_module_is_the_same_module_by_its_old_name(old, new):
     moved, real = importlib.import_module(old), importlib.import_module(new)

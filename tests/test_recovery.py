@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import tfprune
-from tfprune import batchnorm
 from tfprune.distill import Distiller
 from tfprune.pipeline import PipelineConfig, budget
+from tfprune.pruning import batchnorm
 
 L = keras.layers
 

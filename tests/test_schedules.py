@@ -4,8 +4,8 @@ import keras
 import pytest
 
 import tfprune
-from tfprune import schedules
 from tfprune.errors import TfpruneError
+from tfprune.pruning import schedules
 
 
 def test_constant_sparsity_prunes_every_frequency_steps_in_range():
@@ -144,7 +144,7 @@ def test_a_custom_schedule_without_ending_at_says_so():
 
 
 def test_end_step_is_three_quarters_of_the_steps_on_a_mask_update():
-    assert tfprune.schedules.end_step(400, 10) == 300
-    assert tfprune.schedules.end_step(400, 7) == 301  # 43 updates of 7
-    assert tfprune.schedules.end_step(100, 10, begin_step=20) == 80
-    assert tfprune.schedules.end_step(5, 100) == 100  # at least one update
+    assert tfprune.pruning.schedules.end_step(400, 10) == 300
+    assert tfprune.pruning.schedules.end_step(400, 7) == 301  # 43 updates of 7
+    assert tfprune.pruning.schedules.end_step(100, 10, begin_step=20) == 80
+    assert tfprune.pruning.schedules.end_step(5, 100) == 100  # at least one update

@@ -39,18 +39,18 @@ PUBLIC = {
     "DataError": "tfprune.errors:DataError",
     "UnsupportedModelError": "tfprune.errors:UnsupportedModelError",
     # Pruning.
-    "ConstantSparsity": "tfprune.schedules:ConstantSparsity",
-    "PolynomialDecay": "tfprune.schedules:PolynomialDecay",
-    "PruningSchedule": "tfprune.schedules:PruningSchedule",
-    "PrunableWeight": "tfprune.wrapper:PrunableWeight",
-    "PruneLowMagnitude": "tfprune.wrapper:PruneLowMagnitude",
-    "register_prunable": "tfprune.wrapper:register_prunable",
-    "AdaptiveBatchNorm": "tfprune.callbacks:AdaptiveBatchNorm",
-    "PruningSummaries": "tfprune.callbacks:PruningSummaries",
-    "UpdatePruningStep": "tfprune.callbacks:UpdatePruningStep",
-    "prune": "tfprune.pruning:prune",
-    "sparsity": "tfprune.pruning:sparsity",
-    "strip": "tfprune.pruning:strip",
+    "ConstantSparsity": "tfprune.pruning.schedules:ConstantSparsity",
+    "PolynomialDecay": "tfprune.pruning.schedules:PolynomialDecay",
+    "PruningSchedule": "tfprune.pruning.schedules:PruningSchedule",
+    "PrunableWeight": "tfprune.pruning.wrapper:PrunableWeight",
+    "PruneLowMagnitude": "tfprune.pruning.wrapper:PruneLowMagnitude",
+    "register_prunable": "tfprune.pruning.wrapper:register_prunable",
+    "AdaptiveBatchNorm": "tfprune.pruning.callbacks:AdaptiveBatchNorm",
+    "PruningSummaries": "tfprune.pruning.callbacks:PruningSummaries",
+    "UpdatePruningStep": "tfprune.pruning.callbacks:UpdatePruningStep",
+    "prune": "tfprune.pruning.model:prune",
+    "sparsity": "tfprune.pruning.model:sparsity",
+    "strip": "tfprune.pruning.model:strip",
     # Merging and shrinking.
     "fuse": "tfprune.fusion:fuse",
     "shrink": "tfprune.shrinking:shrink",
@@ -58,11 +58,10 @@ PUBLIC = {
     "register_layer": "tfprune.handlers:register_layer",
     # Modules and subpackages.
     **{name: f"tfprune.{name}" for name in (
-        "atomic", "backend", "backup", "batchnorm", "bench", "callbacks", "cli", "compat",
-        "data", "distill", "distribute", "errors", "faults", "fusion", "graph", "groups",
-        "handlers", "masks", "micro", "models", "operations", "options", "pipeline",
-        "pruning", "report", "schedules", "search", "shrinking", "stats", "tflite", "tools",
-        "verdict", "wrapper")},
+        "atomic", "backend", "backup", "bench", "cli", "compat", "data", "distill",
+        "distribute", "errors", "faults", "fusion", "graph", "handlers", "micro", "models",
+        "operations", "options", "pipeline", "pruning", "report", "search", "shrinking",
+        "stats", "tflite", "tools", "verdict")},
     # Modules that moved, by their old names.
     "export": "tfprune.tflite",
     "interpreter": "tfprune.tflite.interpreter",
@@ -70,6 +69,8 @@ PUBLIC = {
     "selective": "tfprune.tflite.selective",
     "tflm": "tfprune.micro",
     "csource": "tfprune.micro.csource",
+    **{name: f"tfprune.pruning.{name}" for name in (
+        "masks", "schedules", "wrapper", "groups", "callbacks", "batchnorm")},
 }
 _MOVED = {f"{__name__}.{name}": target for name, target in PUBLIC.items()
           if ":" not in target and target != f"{__name__}.{name}"}

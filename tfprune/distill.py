@@ -217,7 +217,7 @@ def ends_in_softmax(model):
     >>> ends_in_softmax(keras.Sequential([dense, keras.layers.Softmax()]))
     True
     """
-    from tfprune.wrapper import unwrap
+    from tfprune.pruning.wrapper import unwrap
 
     try:
         last = compat.producer(model.outputs[0])  # the layer that makes the output

@@ -19,7 +19,7 @@ A `LayerHandler` says, for its layer type:
   (`as_activation`).
 
 `REGISTRY`, a `HandlerRegistry`, maps layer classes to handlers. Pruning
-(`tfprune.wrapper`), the channel analysis (`tfprune.graph`), shrinking
+(`tfprune.pruning.wrapper`), the channel analysis (`tfprune.graph`), shrinking
 (`tfprune.shrinking`), fusion (`tfprune.fusion`) and counting (`tfprune.bench.counts`) all
 read it, so `register_layer` teaches every stage a custom layer at once. The generic
 handlers (`Producer` for a kernel + bias layer, `PassThrough`, `Identity`) make that one
@@ -58,9 +58,10 @@ import dataclasses
 import keras
 import numpy as np
 
-from tfprune import compat, masks
+from tfprune import compat
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.options import SOFTMAX_ACTIVATIONS
+from tfprune.pruning import masks
 
 L = keras.layers
 

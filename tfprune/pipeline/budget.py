@@ -72,7 +72,7 @@ def end_step(config, steps, every):
     is reached), `every` being the steps between updates."""
     if config.end_step != -1:
         return config.end_step
-    from tfprune import schedules  # imports Keras: not when the pipeline package loads
+    from tfprune.pruning import schedules  # imports Keras: not when the pipeline package loads
 
     return schedules.end_step(steps, every, config.begin_step)
 

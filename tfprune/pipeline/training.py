@@ -239,7 +239,7 @@ def hold_zeros(model):
     """Keeps every zero in the model's kernels at zero while training inside the block.
 
     The biases (and BatchNorm scales and offsets) of channels pruned whole stay zero too
-    (`tfprune.groups.dead_channel_masks`): such a channel keeps outputting exactly zero,
+    (`tfprune.pruning.groups.dead_channel_masks`): such a channel keeps outputting exactly zero,
     and `shrink` removes it.
 
     It sets a constraint on each kernel variable (the optimizer applies it after each
@@ -267,7 +267,7 @@ def hold_zeros(model):
     """
     import keras
 
-    from tfprune import groups
+    from tfprune.pruning import groups
 
     saved = []
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tfprune.errors import TfpruneError
-from tfprune.masks import keep_count
+from tfprune.pruning.masks import keep_count
 
 
 def name(widths):
@@ -57,8 +57,9 @@ class Layers:
     """
 
     def __init__(self, model, granularity="filter", step=0.85):
-        from tfprune import masks, pruning
+        from tfprune import pruning
         from tfprune.handlers import REGISTRY, Depthwise
+        from tfprune.pruning import masks
 
         chosen = pruning.plan(model, granularity)
         self.units = {}
@@ -139,7 +140,7 @@ def cut(model, widths, layers, granularity, other_sparsity=0.0):
         A new Keras model.
     """
     import tfprune
-    from tfprune.groups import FilterGroups, update_masks
+    from tfprune.pruning.groups import FilterGroups, update_masks
 
     sparsity = layers.sparsities(widths)
     wrapped = tfprune.prune(model, tfprune.ConstantSparsity(other_sparsity, begin_step=0),

@@ -748,8 +748,9 @@ def _default_check(model, sparsities, granularity, other_sparsity, train, valida
     x, y = train
     steps = max(1, math.ceil(len(y) / batch_size) * epochs)
     frequency = max(1, steps // 10)
-    schedule = tfprune.PolynomialDecay(0.0, other_sparsity, begin_step=0, frequency=frequency,
-                                       end_step=tfprune.schedules.end_step(steps, frequency))
+    end = tfprune.pruning.schedules.end_step(steps, frequency)
+    schedule = tfprune.PolynomialDecay(0.0, other_sparsity, begin_step=0, end_step=end,
+                                       frequency=frequency)
     wrapped = tfprune.prune(model, schedule, granularity=granularity, sparsities=sparsities)
     trainer = wrapped if teacher is None else Distiller(
         wrapped, teacher, temperature=temperature, weight=weight, from_logits=from_logits)

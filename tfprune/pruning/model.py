@@ -12,10 +12,10 @@ import warnings
 import keras
 import numpy as np
 
-from tfprune import groups, masks, schedules
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.graph import ChannelGroups, LayerGraph, clone_layer
-from tfprune.wrapper import REGISTRY, PruneLowMagnitude, unwrap
+from tfprune.pruning import groups, masks, schedules
+from tfprune.pruning.wrapper import REGISTRY, PruneLowMagnitude, unwrap
 
 _OPTIONS = ("block_shape", "block_pooling", "n_m")
 DEFAULT_KEY = "*"
@@ -108,7 +108,7 @@ def plan(model, granularity="weight", layers=None):
     Returns:
         A dict `{layer name: granularity}` of the layers to wrap, in layer order: the layers
         to prune, and under `"filter"` the layers whose channels follow a pruned filter's
-        (`tfprune.groups.followers`: a BatchNorm, a depthwise conv), as `"filter"`.
+        (`tfprune.pruning.groups.followers`: a BatchNorm, a depthwise conv), as `"filter"`.
 
     Raises:
         UnsupportedModelError: a subclassed or unbuilt model, or nothing to prune.
@@ -163,7 +163,7 @@ def prune(model, schedule, granularity="weight", layers=None, sparsities=None, *
             name also matches subclasses) to one of these or `None` (do not prune); a
             layer name wins over a class name, and `"*"` sets the default for layers
             matched by neither (else `"weight"`). `"filter"` prunes whole channel groups
-            (`tfprune.groups`): a filter goes with its bias, the BatchNorm scale and offset
+            (`tfprune.pruning.groups`): a filter goes with its bias, the BatchNorm scale and offset
             after it (the BatchNorm is wrapped too), the depthwise channel that reads it and
             the same channel of every branch of a residual `Add`, so that it outputs exactly
             zero and `tfprune.shrink` removes it. A layer whose units are a model output

@@ -288,9 +288,10 @@ def end_step(steps, frequency, begin_step=0, share=0.75):
     The prune stage (`tfprune.pipeline.budget`) and the search's check both end their
     schedules here.
 
-    >>> tfprune.schedules.end_step(steps=400, frequency=10)
+    >>> from tfprune.pruning.schedules import end_step
+    >>> end_step(steps=400, frequency=10)
     300
-    >>> tfprune.schedules.end_step(steps=10, frequency=100)   # never before the first update
+    >>> end_step(steps=10, frequency=100)   # never before the first update
     100
     """
     updates = max(1, round((share * steps - begin_step) / frequency))
