@@ -10,7 +10,7 @@ file measured on its interpreter, and the file as C source.
 
 This package is also `tfprune.micro` (its name before it was a package). TFLM's host latency
 is a measurement (`tfprune.bench.compare_tflm`) and the run's `tflm` stage is the
-pipeline's (`tfprune.pipeline.micro`).
+pipeline's (`tfprune.pipeline.stages.tflm`).
 """
 
 from tfprune.micro.activations import ActivationPeak, activation_peak

@@ -5,7 +5,7 @@
     context.py   Context: config, run folder, models and data loaded on first use
     training.py  optimizer, compile, fit (with per-epoch backups), accuracy, hold_zeros
     distributed.py  a run over several devices or machines: who runs what, who writes
-    stages.py    the stages of a run, declared, in order (STAGES), with their code
+    stages/      the stages of a run, one module each, in order (STAGES)
 
 `run(config)` checks the settings, then every stage's inputs (model, data, folder) before
 any long work, then runs the stages in order. Each stage writes its outputs atomically

@@ -11,7 +11,7 @@ kernels, and XNNPACK), and the host latency on TFLM's reference kernels, interle
 with `emit_c` it is written as C source. Without the `tflite-micro` package the stage says
 so in one line and the run keeps its LiteRT figures.
 
-This module stays light to import, as `stages.py` does: the work imports what it needs.
+This module stays light to import, as the other stage modules does: the work imports what it needs.
 """
 
 import tempfile
@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from tfprune.errors import TfpruneError, UnsupportedModelError
+from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stages.baseline import BASELINE
+from tfprune.pipeline.stages.export import tflm_files
 
 C_FILES = ("model_data.h", "model_data.cc")
 _CHECK_SAMPLES = 16
@@ -169,3 +172,13 @@ def _write_c(config, folder, compressed, arena=None):
     csource.write(folder / compressed, folder, name=Path(C_FILES[0]).stem, language="cc",
                   arena=arena)
     return list(C_FILES)
+
+
+def _tflm(context):
+    return measure(context, f"{BASELINE.model}.tflite", *tflm_files(context.config))
+
+
+# Only with --target=tflm. Its check converts the untrained model before any training.
+TFLM = Stage("tflm", _tflm, check=check, enabled=enabled, writes=c_files,
+             reads=lambda config: (f"{BASELINE.model}.tflite", *tflm_files(config)),
+             keys=("test_limit", "tflm_runs", "max_arena", "emit_c"))
