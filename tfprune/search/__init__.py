@@ -9,7 +9,9 @@
     candidates.py   a model cut to widths, compressed; its .tflite bytes, latency, MACs
     latency_table.py  a model's latency from its layers timed alone, kept on disk
     sensitivity.py  each layer cut alone: validation accuracy, predicted loss of candidates
-    searcher.py     widths(): greedy steps, fill, check by training, back off; the Plan
+    searcher.py     widths(), check_target(): the search, set up and run
+    greedy.py       the greedy steps, fill, check by training and back-off (`Greedy`)
+    plan.py         the Plan it returns, and `Plan.prune`
     trace.py        every measurement in a JSON file, so a stopped search resumes
 
 Importing this package loads no TensorFlow (the command line checks targets with it);
@@ -20,7 +22,7 @@ import importlib
 
 from tfprune.search.targets import Goal, Target
 
-_LAZY = {"widths": "searcher", "check_target": "searcher", "Plan": "searcher",
+_LAZY = {"widths": "searcher", "check_target": "searcher", "Plan": "plan",
          "Trace": "trace"}
 
 
