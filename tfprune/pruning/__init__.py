@@ -10,9 +10,22 @@
                   whole models
 
 The modules kept their old names too (`tfprune.masks` is `tfprune.pruning.masks`, see
-`tfprune.PUBLIC`).
+`tfprune.PUBLIC`). `prune`, `strip`, `sparsity` and `plan` load `model` on first use, so
+that importing `tfprune.pruning.masks` (pure NumPy) or `schedules` loads nothing else: the
+model graph stands on them, and `model` stands on the graph.
 """
 
-from tfprune.pruning.model import plan, prune, sparsity, strip
+import importlib
 
-__all__ = ["plan", "prune", "sparsity", "strip"]
+_LAZY = ("plan", "prune", "sparsity", "strip")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module("tfprune.pruning.model"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)
