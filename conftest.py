@@ -27,3 +27,27 @@ def _example_setup(request):
         request.getfixturevalue("monkeypatch").chdir(request.getfixturevalue("tmp_path"))
         keras.utils.set_random_seed(0)
 
+
+
+# The docstring examples that convert, run or time `.tflite` files, train or search for
+# seconds: marked `slow` like the tests that do, so `pytest -m "not slow"` leaves them out.
+SLOW_EXAMPLES = {
+    "tfprune.bench.latency.compare", "tfprune.bench.profiler.profile",
+    "tfprune.bench.slower.reason", "tfprune.bench.tflm.compare_tflm",
+    "tfprune.pruning.callbacks.AdaptiveBatchNorm", "tfprune.pruning.callbacks.UpdatePruningStep",
+    "tfprune.distill.Distiller", "tfprune.models.mobilenet_v2",
+    "tfprune.models.mobilenet_v3_large", "tfprune.pruning.model.prune",
+    "tfprune.micro.activations.activation_peak", "tfprune.micro.csource.write",
+    "tfprune.micro.interpreter.measure_arena", "tfprune.micro.ops.problems",
+    "tfprune.search.latency_table.LatencyTable", "tfprune.search.searcher.widths",
+    "tfprune.tflite.convert.to_tflite", "tfprune.tflite.convert.to_tflite_where_sparse_pays",
+    "tfprune.tflite.inspection.inspect", "tfprune.tflite.int4.quantize",
+    "tfprune.tflite.run.correct", "tfprune.tflite.run.evaluate", "tfprune.tflite.run.predict",
+    "tfprune.tflite.runs_on.runtimes",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if isinstance(item, pytest.DoctestItem) and item.name in SLOW_EXAMPLES:
+            item.add_marker(pytest.mark.slow)

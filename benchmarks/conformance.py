@@ -168,7 +168,7 @@ def check(name, export_files=True, runs=200, folder=None):
 def _prune_shrink(model):
     """The model with half of every channel group zeroed and stripped, and it shrunk."""
     pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0), granularity="filter")
-    groups = tfprune.groups.FilterGroups(pruned)
+    groups = tfprune.pruning.groups.FilterGroups(pruned)
     groups.update({wrapper: 0.5 for wrapper in groups.wrappers})
     stripped = tfprune.strip(pruned)
     return stripped, tfprune.shrink(stripped)

@@ -709,8 +709,9 @@ def _worker():
     import numpy as np
     from absl import flags
 
-    from tfprune import cli, csource, export, tflm, tools
+    from tfprune import cli, export, micro, tools
     from tfprune.errors import TfpruneError
+    from tfprune.micro import csource
     from tfprune.pipeline.context import load_model
 
     answer = os.fdopen(os.dup(1), "w", buffering=1)
@@ -735,9 +736,9 @@ def _worker():
             return e.code
         return 0
 
-    def micro(path):  # what fits, the arena on TFLM's interpreter, its outputs, the C source
-        tflm.measure_arena(path)
-        tflm.predict(path, images[:2])
+    def on_tflm(path):  # what fits, the arena on TFLM's interpreter, its outputs, the C source
+        micro.measure_arena(path)
+        micro.predict(path, images[:2])
         csource.write(path, out_dir=".")  # the worker's own folder
 
     readers = {
@@ -747,7 +748,7 @@ def _worker():
         "load_model": lambda path: load_model(path),
         "to_tflite": lambda path: export.to_tflite(path, "converted.tflite"),
         "flags": parse,
-        "tflm": micro,
+        "tflm": on_tflm,
     }
     answer.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:

@@ -14,14 +14,14 @@ accuracy, speed on XNNPACK and the builtin kernels, the TFLM arena, and where th
    `tfprune.export.to_tflite`: float32, float16, dynamic range (int8 weights), full int8
    (float I/O and int8 I/O), full int8 with `float_layers="auto"` (the convolutions on at
    most 3 input channels left float by the converter's selective quantization; both I/O),
-   and int4 in each of its forms (`tfprune.int4`: mixed, the default; dynamic;
+   and int4 in each of its forms (`tfprune.tflite.int4`: mixed, the default; dynamic;
    weight-only). int8 is calibrated on 500 training images.
 3. For each file: size raw and gzipped, accuracy of the `.tflite` file on the 10,000 test
    images (LiteRT) with its paired change against the model's float32 file (Newcombe's
    95% interval, `tfprune.stats.paired`), latency on XNNPACK and on the builtin kernels
    (all files of a model interleaved in one process, 1 thread, batch 1: median µs and the
    per-round speedup over the model's float32 file), the tensor arena TFLite Micro
-   measures for the files it runs (`tfprune.tflm.measure_arena`; "—" where it has no
+   measures for the files it runs (`tfprune.micro.measure_arena`; "—" where it has no
    kernels for the file), and its profile on XNNPACK (`tfprune.bench.profile`): where the
    time goes by op, the edge (de)quantize ops, what ran on the builtin kernels.
 
@@ -44,7 +44,7 @@ import common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfprune import atomic, bench, export, stats, tflm  # noqa: E402
+from tfprune import atomic, bench, export, micro, stats  # noqa: E402
 from tfprune import data as datasets  # noqa: E402
 from tfprune.bench.profiler import summary_line  # noqa: E402
 from tfprune.errors import TfpruneError  # noqa: E402
@@ -91,10 +91,10 @@ def measure(name, model, args, test, representative):
 
 def arena(path):
     """The tensor arena TFLM measures for the file, or None where TFLM cannot run it."""
-    if tflm.available() or tflm.problems(path):  # available(): the reason it is not, or ""
+    if micro.available() or micro.problems(path):  # available(): the reason it is not, or ""
         return None
     try:
-        return tflm.measure_arena(path).total
+        return micro.measure_arena(path).total
     except TfpruneError:  # TFLM refuses it when it loads (int4 DEQUANTIZE, which the op
         return None       # check does not catch)
 

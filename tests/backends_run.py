@@ -49,7 +49,7 @@ class Recorder(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         sync_trainer_state(self.model)
-        wrappers = tfprune.callbacks.pruning_wrappers(self.model)
+        wrappers = tfprune.pruning.callbacks.pruning_wrappers(self.model)
         if self.first_masks is None:  # step 0's: made from the same weights everywhere
             self.first_masks = {w.layer.name: np.asarray(w.masks[0]).astype(int).ravel().tolist()
                                 for w in wrappers if w.prunable}

@@ -21,8 +21,9 @@ import tfprune
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "backends_run.py"
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                                reason="the TensorFlow side of the cross-backend checks")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                 reason="the TensorFlow side of the cross-backend checks")]
 
 
 def _installed(backend):
@@ -69,7 +70,7 @@ def test_the_masks_sparsity_is_the_same_step_by_step(other):
                                                    "(pip install 'tfprune[dev]')")
 def test_a_keras_file_written_under_jax_exports_under_tensorflow(tmp_path):
     made = _result(_start("jax", "export", str(tmp_path)))
-    from tfprune import wrapper  # noqa: F401  (registers PruneLowMagnitude for loading)
+    from tfprune.pruning import wrapper  # noqa: F401  (registers PruneLowMagnitude for loading)
 
     assert made["backend"] == "jax" and made["filters"] == [2, 3]
     saved = np.load(tmp_path / "outputs.npz")

@@ -63,7 +63,7 @@ def fit(model, callbacks):
 
 def state(model):
     """What must survive a kill: pruning step and sparsity, optimizer step and rate."""
-    step = {int(w.pruning_step.numpy()) for w in tfprune.callbacks.pruning_wrappers(model)}
+    step = {int(w.pruning_step.numpy()) for w in tfprune.pruning.callbacks.pruning_wrappers(model)}
     optimizer = model.optimizer
     return {"pruning_step": step, "sparsity": tfprune.sparsity(model),
             "iterations": int(optimizer.iterations.numpy()),
@@ -77,6 +77,7 @@ def uninterrupted():
     return state(model)
 
 
+@pytest.mark.slow
 def test_a_killed_fit_resumes_from_its_last_epoch_with_masks_step_and_rate(
         tmp_path, uninterrupted):
     backup_dir = tmp_path / "backup"
@@ -94,6 +95,7 @@ def test_a_killed_fit_resumes_from_its_last_epoch_with_masks_step_and_rate(
     assert not backup_dir.exists()  # removed when fit ends
 
 
+@pytest.mark.slow
 def test_keras_backup_listed_after_the_pruning_callback_restores_the_step(
         tmp_path, uninterrupted):
     # Keras' own BackupAndRestore restores in on_train_begin, after UpdatePruningStep's.
@@ -108,6 +110,7 @@ def test_keras_backup_listed_after_the_pruning_callback_restores_the_step(
     assert state(resumed) == uninterrupted
 
 
+@pytest.mark.slow
 def test_a_fit_killed_after_its_last_epoch_keeps_its_step(tmp_path, uninterrupted):
     backup_dir = tmp_path / "backup"
     with pytest.raises(KeyboardInterrupt):  # killed before the caller saved the model
@@ -119,6 +122,7 @@ def test_a_fit_killed_after_its_last_epoch_keeps_its_step(tmp_path, uninterrupte
     assert state(resumed) == uninterrupted  # the restored step is not overwritten by -1
 
 
+@pytest.mark.slow
 def test_workers_restore_the_epoch_they_agree_on(tmp_path, monkeypatch):
     backup_dir = tmp_path / "backup"
     with pytest.raises(KeyboardInterrupt):
@@ -177,6 +181,7 @@ def test_runner_keeps_a_failed_stages_backup_only_for_a_resume_with_its_settings
 # ----------------------------------------------------------------------------- the pipeline
 
 
+@pytest.mark.slow
 def test_pipeline_resumes_a_killed_stage_from_its_last_epoch(mnist_dir, tmp_path, monkeypatch,
                                                              capsys):
     config = PipelineConfig(

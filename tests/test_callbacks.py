@@ -38,6 +38,7 @@ def _data(n=64):
     return rng.standard_normal((n, 16)).astype("float32"), rng.integers(0, 3, n)
 
 
+@pytest.mark.slow
 def test_step_advances_each_batch_and_masks_follow_the_schedule():
     schedule = Recording(0.5, every=4)
     pruned = tfprune.prune(_model(), schedule)
@@ -58,6 +59,7 @@ def test_step_advances_each_batch_and_masks_follow_the_schedule():
     assert int(wrappers[0].pruning_step) == 23
 
 
+@pytest.mark.slow
 def test_without_masks_update_the_kernel_stays_dense():
     pruned = tfprune.prune(_model(), tfprune.ConstantSparsity(0.9, 0, frequency=1))
     pruned.compile("adam", "mse")
@@ -79,6 +81,7 @@ def test_callbacks_refuse_a_model_without_wrappers():
             model.fit(x, np.zeros((8, 3)), verbose=0, callbacks=[callback])
 
 
+@pytest.mark.slow
 def test_pruning_summaries_write_sparsity_per_layer(tmp_path):
     pruned = tfprune.prune(_model(), tfprune.ConstantSparsity(0.75, 0, frequency=2))
     pruned.compile("adam", "sparse_categorical_crossentropy")
@@ -109,6 +112,7 @@ def _events(folder):
     return values
 
 
+@pytest.mark.slow
 def test_pruning_summaries_start_afresh_each_fit(tmp_path):
     """One callback, two fits of 5 batches, update_freq=4: each fit writes before its
     5th batch and at its end (a batch count carried over would write before the 4th)."""
@@ -129,6 +133,7 @@ def test_pruning_summaries_bad_arguments():
         tfprune.PruningSummaries("logs", update_freq=0)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_saved_mid_epoch_holds_the_current_step(tmp_path):
     class SaveAt(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -146,6 +151,7 @@ def test_a_checkpoint_saved_mid_epoch_holds_the_current_step(tmp_path):
     assert pruned.layers[0].current_step() == 7   # detached after training
 
 
+@pytest.mark.slow
 def test_steps_per_execution_still_counts_batches():
     schedule = Recording(0.5, every=6)
     pruned = tfprune.prune(_model(), schedule)

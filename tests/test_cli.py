@@ -90,6 +90,7 @@ def test_flag_bounds_and_validate_agree(field):
         assert getattr(cli.config_from_flags(), field.name) == inside
 
 
+@pytest.mark.slow
 def test_import_tfprune_is_light_and_exposes_everything():
     code = ("import sys, tfprune, tfprune.cli; "
             "assert not {'tensorflow', 'keras'} & set(sys.modules), 'heavy import'; "
@@ -107,6 +108,7 @@ def test_positional_arguments_are_a_usage_error():
         cli.main(["tfprune", "lenet5"])
 
 
+@pytest.mark.slow
 def test_bad_flag_is_one_line_before_tensorflow_loads():
     proc = subprocess.run([sys.executable, "-m", "tfprune", "--final_sparsity=2"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -186,6 +188,7 @@ def test_model_whose_input_is_not_an_image(capsys, tmp_path, mnist_dir):
     assert not (tmp_path / "run" / "baseline.keras").exists()
 
 
+@pytest.mark.slow
 def test_model_with_wrong_number_of_classes(capsys, tmp_path, mnist_dir):
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(3, activation="softmax")])
@@ -237,6 +240,7 @@ def test_flagfiles_parse_and_validate():
         assert config.export_dir.startswith("export/")
 
 
+@pytest.mark.slow
 def test_layer_sparsity_naming_a_missing_layer(capsys, tmp_path, mnist_dir):
     out = _main(capsys, "--layer_sparsity=conv9:0.5", f"--export_dir={tmp_path}",
                 f"--data_dir={mnist_dir}")

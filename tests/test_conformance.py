@@ -32,6 +32,7 @@ def test_every_family_is_in_the_table_and_here():
     assert families == {*FAMILIES, "MobileNet"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FAMILIES.values()))
 def test_a_family_merges_and_shrinks_exactly(name):
     row = conformance.check(name, export_files=False)
@@ -43,6 +44,7 @@ def test_a_family_merges_and_shrinks_exactly(name):
     assert row.get("flattened") is (True if name == "ConvNeXtTiny" else None)
 
 
+@pytest.mark.slow
 def test_a_mobilenet_row_is_exported_verified_and_timed(tmp_path):
     row = conformance.check("MobileNet", runs=20, folder=tmp_path)
     assert "failed" not in row, row.get("traceback")

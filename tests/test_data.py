@@ -39,6 +39,7 @@ def _by_content(x, y):
 # ----------------------------------------------------------------------------- export-folder
 
 
+@pytest.mark.slow
 def test_export_folder_writes_pngs_that_read_back_exactly(mnist_dir, mnist_folder):
     assert sorted(p.name for p in (mnist_folder / "train").iterdir()) == [str(d) for d in range(10)]
     splits = data.load(f"folder:{mnist_folder}", input_shape=(28, 28, 1), validation_split=0)
@@ -50,6 +51,7 @@ def test_export_folder_writes_pngs_that_read_back_exactly(mnist_dir, mnist_folde
     assert splits.notes == ()  # 28x28 grayscale PNGs fit a (28, 28, 1) model as they are
 
 
+@pytest.mark.slow
 def test_export_folder_command(mnist_dir, tmp_path, capsys):
     from tfprune.data.__main__ import main
 
@@ -83,6 +85,7 @@ def test_folder_names_keep_the_label_order():
 # ----------------------------------------------------------------------------- loading
 
 
+@pytest.mark.slow
 def test_mnist_splits_are_the_arrays_they_always_were(mnist_dir):
     splits = data.load("mnist", data_dir=mnist_dir, train_limit=1000, test_limit=50, seed=3)
     x, y = data.mnist_arrays("train", mnist_dir)
@@ -93,6 +96,7 @@ def test_mnist_splits_are_the_arrays_they_always_were(mnist_dir):
     assert splits.num_classes == 10 and "the first 1,000 of 60,000" in splits.sources["train"]
 
 
+@pytest.mark.slow
 def test_folder_images_match_keras_image_dataset_from_directory(mnist_folder):
     ours = data.load(f"folder:{mnist_folder / 'test'}", input_shape=(32, 32, 3),
                      rescale="none", validation_split=0.5)
@@ -108,6 +112,7 @@ def test_folder_images_match_keras_image_dataset_from_directory(mnist_folder):
     assert "all 300 images grayscale, repeated into RGB" in ours.notes
 
 
+@pytest.mark.slow
 def test_one_folder_holds_out_its_test_set(mnist_folder):
     root = mnist_folder / "train"
     splits = data.load(f"folder:{root}", validation_split=0.2, seed=1)
@@ -203,6 +208,7 @@ def test_images_of_every_format_and_channel_count(tmp_path):
     assert "resized" in notes  # the GIF is 4x4
 
 
+@pytest.mark.slow
 def test_datasets_stream_the_same_splits_as_load(mnist_folder):
     spec = f"folder:{mnist_folder}"
     arrays = data.load(spec, input_shape=(28, 28, 1), seed=4)
@@ -217,6 +223,7 @@ def test_datasets_stream_the_same_splits_as_load(mnist_folder):
     assert sum(int(b[1].shape[0]) for b in uncached.test) == len(arrays.test[1])
 
 
+@pytest.mark.slow
 def test_datasets_for_your_own_fit(mnist_dir):
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(10, activation="softmax")])
@@ -249,6 +256,7 @@ def tfds_dir(mnist_dir, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_tfds_reads_a_prepared_dataset_with_split_syntax(tfds_dir, mnist_dir):
     splits = data.load("tfds:tiny_digits", data_dir=str(tfds_dir), train_split="train[:50%]",
                        test_split="test[:40]", validation_split=0.1)
@@ -407,6 +415,7 @@ def _run(tmp_path, dataset, model, **overrides):
     return pipeline.run(pipeline.PipelineConfig(**settings))
 
 
+@pytest.mark.slow
 def test_pipeline_on_an_image_folder(mnist_folder, tmp_path):
     report = _run(tmp_path, f"folder:{mnist_folder}",
                   _tiny_model(tmp_path / "m.keras", (28, 28, 1)))
@@ -421,6 +430,7 @@ def test_pipeline_on_an_image_folder(mnist_folder, tmp_path):
     assert "## Data" in (tmp_path / "run" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_pipeline_on_one_folder_into_an_rgb_model_that_scales(mnist_folder, tmp_path):
     report = _run(tmp_path, f"folder:{mnist_folder / 'train'}",
                   _tiny_model(tmp_path / "rgb.keras", (32, 32, 3), scale=True))
@@ -431,6 +441,7 @@ def test_pipeline_on_one_folder_into_an_rgb_model_that_scales(mnist_folder, tmp_
     assert report["files"]["compressed.tflite"]["accuracy"] is not None
 
 
+@pytest.mark.slow
 def test_pipeline_on_npz_into_a_model_without_a_channel_axis(mnist_dir, tmp_path):
     x, y = data.mnist_pixels("train", mnist_dir)
     np.savez(tmp_path / "d.npz", x_train=x[:300], y_train=y[:300], x_test=x[300:400],
@@ -446,6 +457,7 @@ def test_pipeline_on_npz_into_a_model_without_a_channel_axis(mnist_dir, tmp_path
     assert report["layers"][0]["units_kept"] == 16  # half the hidden units went
 
 
+@pytest.mark.slow
 def test_pipeline_on_tfds(tfds_dir, tmp_path):
     model = _tiny_model(tmp_path / "m.keras", (28, 28, 1))
     report = _run(tmp_path, "tfds:tiny_digits", model, data_dir=str(tfds_dir),

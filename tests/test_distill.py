@@ -50,6 +50,7 @@ def test_loss_is_the_hand_computed_mix_of_labels_and_softened_teacher(from_logit
         soft, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_fits_a_pruned_student_and_never_trains_the_teacher():
     student, teacher = _pair("softmax")
     before = [w.copy() for w in teacher.get_weights()]
@@ -71,6 +72,7 @@ def test_fits_a_pruned_student_and_never_trains_the_teacher():
     assert teacher.trainable  # frozen inside the distiller, not by changing the teacher
 
 
+@pytest.mark.slow
 def test_a_distilled_student_prunes_its_batchnorm_with_the_filters_before_it():
     # Under a Distiller the masks still move by channel group: the BatchNorm after a pruned
     # conv loses the same channels (its gamma and beta zeroed), so the pruned channels
@@ -170,6 +172,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_distils_under_mirrored_strategy_on_two_cpus():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=root)

@@ -62,6 +62,7 @@ MODES = [("none", False, False), ("none", True, False), ("float16", False, False
          ("dynamic", True, False), ("int8", False, False), ("int8", True, True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantize,sparse,int8_io", MODES)
 def test_round_trip_each_mode(model, data, out, quantize, sparse, int8_io):
     path = out / f"{quantize}_{sparse}_{int8_io}.tflite"
@@ -84,6 +85,7 @@ def test_round_trip_each_mode(model, data, out, quantize, sparse, int8_io):
     assert ("QUANTIZE" in info.ops) == (quantize == "int8" and not int8_io)
 
 
+@pytest.mark.slow
 def test_evaluate_matches_keras_on_mnist(mnist_dir, tmp_path):
     from tfprune import data as tfdata
 
@@ -102,6 +104,7 @@ def test_evaluate_matches_keras_on_mnist(mnist_dir, tmp_path):
     assert abs(export.evaluate(path, test, delegate="builtin") - keras_acc) <= 0.0005
 
 
+@pytest.mark.slow
 def test_evaluate_fixed_batch_and_unbatched_data(model, tmp_path):
     x = np.random.default_rng(1).random((10, 8, 8, 1)).astype("float32")
     y = np.argmax(model.predict(x, verbose=0), axis=1)
@@ -119,6 +122,7 @@ def test_evaluate_fixed_batch_and_unbatched_data(model, tmp_path):
     assert export.evaluate(path4, [(x, y), (x[:3], y[:3])]) >= 0.9
 
 
+@pytest.mark.slow
 def test_inspect_finds_zeros_and_sparse_storage(model, out):
     dense = export.to_tflite(model, out / "dense.tflite")
     sparse = export.to_tflite(model, out / "sparse.tflite", sparse=True)
@@ -247,6 +251,7 @@ def bad_files(model, out, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,words", [("missing.tflite", ["does not exist"]),
                                         ("empty.tflite", ["empty"]),
                                         ("truncated.tflite", ["truncated"]),
@@ -259,6 +264,7 @@ def test_bad_files(bad_files, data, name, words):
         _one_line(e, name, *words)
 
 
+@pytest.mark.slow
 def test_evaluate_takes_arrays_as_keras_does(model, tmp_path):
     x = np.random.default_rng(2).random((70, 8, 8, 1)).astype("float32")
     y = np.argmax(model.predict(x, verbose=0), axis=1)

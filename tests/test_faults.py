@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import faults as harness  # noqa: E402
 
+pytestmark = pytest.mark.slow  # see pyproject.toml's markers
+
 FUZZ_CASES = 12  # per reader, here; the benchmark runs 1,000
 KILLS = ("kill@train:prune#3",               # inside training
          "xfsz=200000@write:retrained.keras",  # inside a model save: dies mid-write
@@ -135,7 +137,7 @@ def test_what_fuzzing_found_is_refused_before_the_interpreter_sees_it(tmp_path):
 
     from tfprune import bench, export
     from tfprune.errors import TfpruneError
-    from tfprune.interpreter import load_interpreter
+    from tfprune.tflite.interpreter import load_interpreter
 
     sparse = harness.seeds(tmp_path)["tflite"][1]
 

@@ -118,6 +118,7 @@ BN_AFTER = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BN_AFTER))
 def test_batchnorm_after_tensor_layer_is_folded(name):
     shape, make = BN_AFTER[name]
@@ -151,6 +152,7 @@ def test_batchnorm_after_activation_or_on_another_axis_stays():
 # Affine layers before a tensor layer.
 
 
+@pytest.mark.slow
 def test_batchnorm_before_valid_conv_and_dense_is_folded():
     model = randomize_bn(seq((8, 8, 3), layers.BatchNormalization(name="bn0"),
                              layers.Conv2D(4, 3, activation="relu"),
@@ -161,6 +163,7 @@ def test_batchnorm_before_valid_conv_and_dense_is_folded():
     assert "BatchNormalization" not in _types(fused)
 
 
+@pytest.mark.slow
 def test_batchnorm_before_flatten_dense_is_folded():
     model = randomize_bn(seq((4, 3, 5), layers.Conv2D(6, 2, activation="relu"),
                              layers.BatchNormalization(name="bn"), layers.Flatten(name="f"),
@@ -222,6 +225,7 @@ def test_dropout_and_noise_are_removed_and_sequential_stays_sequential():
     assert _types(fused) == ["Dense", "Reshape"]  # the two Dense collapse: 40 < 80 + 32 MACs
 
 
+@pytest.mark.slow
 def test_activation_layers_move_into_the_layer_before():
     model = seq((6, 6, 2), layers.Conv2D(4, 3, name="c1"), layers.ReLU(6.0, name="r6"),
                 layers.DepthwiseConv2D(2, name="dw"), layers.Activation("tanh", name="t"),
@@ -263,6 +267,7 @@ def test_conv_then_1x1_conv_collapses():
 # Convolution -> average pooling (exact).
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make_conv, pool, shape", [
     (lambda: layers.Conv2D(4, 3), lambda: layers.AveragePooling2D(2), (10, 10, 3)),
     (lambda: layers.Conv2D(4, 3, strides=2), lambda: layers.AveragePooling2D(2), (13, 13, 2)),
@@ -474,6 +479,7 @@ def test_public_api():
 # Explicit zero padding.
 
 
+@pytest.mark.slow
 def test_zero_padding_equal_to_same_folds_into_the_conv():
     model = seq((8, 8, 3), layers.ZeroPadding2D(((0, 1), (0, 1)), name="pad"),
                 layers.DepthwiseConv2D(3, strides=2, name="dw"),

@@ -13,6 +13,7 @@ from tfprune import fusion
 from tfprune.bench import count
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_fuses_exactly_with_every_batchnorm_gone():
     model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None,
                                            classifier_activation=None)
@@ -95,6 +96,7 @@ def build_cnn(recipe):
     return randomize_bn(model, np.random.default_rng(seed))
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(cnns())

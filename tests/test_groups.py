@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import tfprune
-from tfprune import groups
 from tfprune.pipeline import hold_zeros
+from tfprune.pruning import groups
 
 L = keras.layers
 # Also run under KERAS_BACKEND=jax by .ci/run.
@@ -50,6 +50,7 @@ def _dead(kernel):
     return np.flatnonzero(np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0) == 0)
 
 
+@pytest.mark.slow
 def test_a_pruned_filter_takes_its_batchnorm_and_its_residual_partner(tmp_path):
     model = _residual()
     assert tfprune.pruning.plan(model, "filter") == {
@@ -99,6 +100,7 @@ def test_a_pruned_filter_takes_its_batchnorm_and_its_residual_partner(tmp_path):
     assert tfprune.shrink(fused).get_layer("stem").filters == 4
 
 
+@pytest.mark.slow
 def test_a_coupling_prunes_at_the_smallest_sparsity_its_layers_ask_for():
     model = _residual()
     pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.75, 0, frequency=1), "filter")
@@ -109,6 +111,7 @@ def test_a_coupling_prunes_at_the_smallest_sparsity_its_layers_ask_for():
     assert achieved["stem"] == achieved["a"] == 0.25 and achieved["c"] == pytest.approx(4 / 6)
 
 
+@pytest.mark.slow
 def test_a_group_with_a_layer_left_unpruned_is_kept_whole():
     model = _residual()
     pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0, frequency=1),
@@ -118,6 +121,7 @@ def test_a_group_with_a_layer_left_unpruned_is_kept_whole():
     assert achieved["stem"] == 0.0 and achieved["c"] == 0.5  # a keeps stem's channels
 
 
+@pytest.mark.slow
 def test_separable_and_depthwise_convs_follow_the_group_of_their_input():
     x = keras.Input((8, 8, 3))
     y = L.ReLU()(L.BatchNormalization(name="bn1")(L.Conv2D(8, 1, name="pw1")(x)))
@@ -146,6 +150,7 @@ def test_separable_and_depthwise_convs_follow_the_group_of_their_input():
     assert shrunk.get_layer("dw").kernel.shape == (3, 3, 4, 2)
 
 
+@pytest.mark.slow
 def test_hold_zeros_holds_the_biases_and_batchnorms_of_pruned_channels():
     x = keras.Input((6, 6, 2))
     y = L.BatchNormalization(name="bn")(L.Conv2D(4, 3, name="conv")(x))

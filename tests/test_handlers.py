@@ -75,6 +75,7 @@ def _zero_filters(weights):
     return np.flatnonzero(np.abs(weights).reshape(-1, weights.shape[-1]).sum(axis=0) == 0)
 
 
+@pytest.mark.slow
 def test_custom_layers_registered_once_are_pruned_shrunk_and_counted():
     model = _custom_model()
     rng = np.random.default_rng(0)

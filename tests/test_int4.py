@@ -5,8 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import TfpruneError, export, int4
+from tfprune import TfpruneError, export
 from tfprune.pipeline.config import PipelineConfig
+from tfprune.tflite import int4
 
 pytestmark = pytest.mark.skipif(not int4.available(), reason="litert-quantizer not installed")
 
@@ -41,6 +42,7 @@ def files(model, tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_int4_is_smaller_than_int8(files):
     int8 = files["dynamic"].stat().st_size
     for form in ("mixed", "dynamic", "weight_only"):
@@ -106,6 +108,7 @@ def test_missing_quantizer_is_one_line(model, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_failing_quantizer_leaves_no_file(model, tmp_path, monkeypatch):
     from litert_quantizer import Quantizer
 
@@ -119,6 +122,7 @@ def test_a_failing_quantizer_leaves_no_file(model, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_sparse_where_it_pays_writes_int4_dense(model, tmp_path):
     choice = export.to_tflite_where_sparse_pays(model, tmp_path / "m.tflite", quantize="int4")
     assert not choice.sparse and "no sparse encoding" in choice.reason
@@ -132,6 +136,7 @@ def test_the_run_refuses_int4_for_tflm_before_training():
     assert PipelineConfig(quantize="int4").validate().quantize == ("int4",)
 
 
+@pytest.mark.slow
 def test_int8_edges_keeps_the_first_and_last_layers_int8(model, images, tmp_path):
     path = export.to_tflite(model, tmp_path / "edges.tflite", quantize="int4",
                             int4_form="dynamic_int8_edges", batch_size=1)
@@ -144,6 +149,7 @@ def test_int8_edges_keeps_the_first_and_last_layers_int8(model, images, tmp_path
     assert np.mean(got.argmax(1) == expected.argmax(1)) > 0.8
 
 
+@pytest.mark.slow
 def test_edge_ops_are_the_first_and_last_weighted_ops(model, tmp_path):
     data = export.to_tflite(model, tmp_path / "float.tflite", batch_size=1).read_bytes()
     first, last = int4.edge_ops(data)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfprune import TfpruneError, bench, export, interpreter
+from tfprune import TfpruneError, bench, export
+from tfprune.tflite import interpreter
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def files(tmp_path_factory):
     return str(a), str(b), (x, y)
 
 
+@pytest.mark.slow
 def test_compare_two_models_well_formed(files):
     a, b, _ = files
     result = bench.compare(a, b, runs=7, warmup=2)

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfprune import masks
 from tfprune.errors import TfpruneError
+from tfprune.pruning import masks
 
 
 @settings(max_examples=60, deadline=None)

@@ -3,10 +3,13 @@ shrunk with no zeroed filter left, exported, verified and benchmarked."""
 
 import keras
 import numpy as np
+import pytest
 
 import tfprune
 from tfprune import data, pipeline
 from tfprune.pipeline import Context, PipelineConfig
+
+pytestmark = pytest.mark.slow  # see pyproject.toml's markers
 
 L = keras.layers
 

@@ -13,6 +13,7 @@ def test_lenet5_has_the_caffe_parameter_count():
     assert models.lenet5_classic().count_params() == 61_706
 
 
+@pytest.mark.slow
 def test_mnist_reads_and_verifies_the_idx_files(mnist_dir):
     ds = data.mnist("test", data_dir=mnist_dir, batch_size=32, limit=100)
     images, labels = next(iter(ds))

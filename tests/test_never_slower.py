@@ -10,6 +10,8 @@ import tfprune
 from tfprune import bench, export, report
 from tfprune.pipeline import Context, PipelineConfig, stages
 
+pytestmark = pytest.mark.slow  # see pyproject.toml's markers
+
 L = keras.layers
 
 
@@ -35,7 +37,7 @@ def test_sparse_encoding_is_kept_only_where_it_pays(sparse_model, tmp_path):
                                                  quantize="dynamic")
     assert not refused.sparse and refused.sparse_delegate == "builtin"
     assert "FULLY_CONNECTED" in refused.reason and not export.inspect(refused.path).densify
-    assert tfprune.interpreter.load_interpreter(refused.path)[1] == "xnnpack"
+    assert tfprune.tflite.interpreter.load_interpreter(refused.path)[1] == "xnnpack"
     # Nothing sparse to encode: the sparse file is no smaller.
     dense = keras.Sequential([keras.Input((8,)), L.Dense(4, name="fc")])
     plain = export.to_tflite_where_sparse_pays(dense, tmp_path / "plain.tflite")

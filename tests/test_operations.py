@@ -76,7 +76,7 @@ def test_filter_pruning_and_shrink_are_exact_through_operations():
     model = _se_model()
     randomize_bn(model, np.random.default_rng(1))
     pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0), granularity="filter")
-    groups = tfprune.groups.FilterGroups(pruned)
+    groups = tfprune.pruning.groups.FilterGroups(pruned)
     groups.update({w: 0.5 for w in groups.wrappers})
     stripped = tfprune.strip(pruned)
     small = tfprune.shrink(stripped)
@@ -123,6 +123,7 @@ def _mobilenet_v3(name, size=32, alpha=0.75):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["MobileNetV3Small", "MobileNetV3Large"])
 def test_mobilenet_v3_merges_prunes_shrinks_and_exports_exactly(name):
     model = _mobilenet_v3(name)
@@ -132,7 +133,7 @@ def test_mobilenet_v3_merges_prunes_shrinks_and_exports_exactly(name):
     assert rel_err(fused(x), expected) < 1e-5
     assert not any(isinstance(layer, layers.BatchNormalization) for layer in fused.layers)
     pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0), granularity="filter")
-    groups = tfprune.groups.FilterGroups(pruned)
+    groups = tfprune.pruning.groups.FilterGroups(pruned)
     groups.update({w: 0.5 for w in groups.wrappers})
     stripped = tfprune.strip(pruned)
     small = fusion.fuse(tfprune.shrink(stripped))
@@ -143,6 +144,7 @@ def test_mobilenet_v3_merges_prunes_shrinks_and_exports_exactly(name):
     assert rel_err(tflite_outputs(small, x), reference) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v3_large"])
 def test_zoo_mobilenet_v3_scales_its_own_input_and_has_short_run_batchnorm(name):
     model = tfprune.models.get(name, input_shape=(32, 32, 3), num_classes=4)

@@ -13,7 +13,7 @@ import pytest
 
 import tfprune
 
-pytestmark = pytest.mark.backend_neutral
+pytestmark = [pytest.mark.slow, pytest.mark.backend_neutral]
 
 L = keras.layers
 

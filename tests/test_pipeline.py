@@ -36,6 +36,7 @@ def _logged(capsys):
     return logged
 
 
+@pytest.mark.slow
 def test_end_to_end(mnist_dir, tmp_path, capsys):
     report = pipeline.run(tiny(mnist_dir, tmp_path))
     ran = [stage for stage in pipeline.STAGES if stage.applies(tiny(mnist_dir, tmp_path))]
@@ -95,7 +96,7 @@ def test_end_to_end(mnist_dir, tmp_path, capsys):
     assert resumed["summary"]["compressed"]["params"] == s["compressed"]["params"]
     float16 = resumed["files"]["compressed_float16.tflite"]["accuracy"]
     context = pipeline.Context(config)
-    keras_test = training.accuracy(context.model("compressed"), context.test)
+    keras_test = tfprune.stats.accuracy(context.model("compressed"), context.test)
     assert abs(float16 - keras_test) < 0.02  # float16 ~ the Keras model, on the same test set
     # every file is timed (interleaved with the baseline) and judged for shipping
     assert resumed["files"]["compressed_float16.tflite"]["latency_us"] > 0
@@ -118,12 +119,14 @@ def test_validation_is_carved_from_training_and_test_stays_apart(mnist_dir, tmp_
     assert len(none.validation[1]) == 0 and len(none.train[1]) == 256
 
 
+@pytest.mark.slow
 def test_stop_after_returns_no_report(mnist_dir, tmp_path, capsys):
     assert pipeline.run(tiny(mnist_dir, tmp_path, stop_after="baseline")) is None
     assert list(_logged(capsys)) == ["baseline"]
     assert (tmp_path / "baseline.keras").is_file() and not (tmp_path / "pruned.keras").exists()
 
 
+@pytest.mark.slow
 def test_hold_zeros_keeps_zeros_through_training():
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
     kernel = model.layers[0].kernel
@@ -159,7 +162,7 @@ def _head(*layers):
     (_head(keras.layers.Dense(3, activation="relu")), False),
 ], ids=["linear", "dense-softmax", "Softmax", "Activation-softmax", "log_softmax", "relu"])
 def test_ends_in_softmax(model, probabilities):
-    assert training.ends_in_softmax(model) is probabilities
+    assert tfprune.distill.ends_in_softmax(model) is probabilities
 
 
 def test_ends_in_softmax_sees_through_wrappers_and_functional_models():
@@ -167,11 +170,11 @@ def test_ends_in_softmax_sees_through_wrappers_and_functional_models():
     x = keras.layers.Dense(4, name="hidden")(inputs)
     outputs = keras.layers.Softmax()(keras.layers.Dense(3, name="logits")(x))
     functional = keras.Model(inputs, outputs)
-    assert training.ends_in_softmax(functional)
+    assert tfprune.distill.ends_in_softmax(functional)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
     pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0))
     assert isinstance(pruned.layers[-1], tfprune.PruneLowMagnitude)
-    assert training.ends_in_softmax(pruned)
+    assert tfprune.distill.ends_in_softmax(pruned)
 
 
 def test_softmax_layer_model_trains_on_probabilities():
@@ -201,11 +204,19 @@ def test_parse_granularity_rejects(spec):
 @pytest.mark.parametrize("field, value", [
     ("merge", "sideways"), ("quantize", ("int3",)), ("final_sparsity", 1.0),
     ("prune_epochs", -1), ("end_step", 0), ("frequency", 0), ("optimizer", "lion"),
-    ("stop_after", "nap"), ("dataset", "cifar10"), ("representative_size", 0),
+    ("dataset", "cifar10"), ("representative_size", 0),
     ("prune_learning_rate", 0.0), ("prune_epochs", 1.5), ("verbose", 3), ("power", "x")])
 def test_config_rejects(field, value):
     with pytest.raises(pipeline.TfpruneError, match=field):
         PipelineConfig(**{field: value}).validate()
+
+
+def test_run_rejects_a_stop_after_that_names_no_stage(tmp_path):
+    """The settings know no stage; the runner's check names the stages, before any runs."""
+    config = PipelineConfig(export_dir=str(tmp_path / "run"), stop_after="nap")
+    with pytest.raises(pipeline.TfpruneError, match="stop_after.*Received: stop_after='nap'"):
+        pipeline.run(config)
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_rejects_an_end_step_before_the_first_mask_update():

@@ -6,7 +6,7 @@ import importlib.util
 import keras
 import pytest
 
-from tfprune import pipeline, tflm
+from tfprune import micro, pipeline
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.pipeline import PipelineConfig, Stage, execute, stages
 
@@ -25,12 +25,12 @@ def test_settings_tflm_cannot_take_are_refused(settings, match):
 
 def test_tflm_files_are_full_int8_without_sparse_encoding():
     litert = stages.tflite_files(PipelineConfig(quantize="int8,dynamic", sparse=True))
-    micro = stages.tflite_files(PipelineConfig(quantize="int8,dynamic", sparse=True,
-                                               target="tflm").validate())
+    on_tflm = stages.tflite_files(PipelineConfig(quantize="int8,dynamic", sparse=True,
+                                                 target="tflm").validate())
     assert litert == {"baseline.tflite": ("baseline", "none", False),
                       "compressed.tflite": ("compressed", "int8", True),
                       "compressed_dynamic.tflite": ("compressed", "dynamic", True)}
-    assert micro == {"baseline.tflite": ("baseline", "none", False),
+    assert on_tflm == {"baseline.tflite": ("baseline", "none", False),
                      "compressed.tflite": ("compressed", "int8", False),
                      "compressed_dynamic.tflite": ("compressed", "dynamic", True),
                      "baseline_int8.tflite": ("baseline", "int8", False)}
@@ -55,6 +55,7 @@ def _small(filters, name):
                              keras.layers.Dense(10, activation="softmax", name="out")], name=name)
 
 
+@pytest.mark.slow
 def test_an_op_tflm_lacks_stops_the_run_before_training(mnist_dir, tmp_path):
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(name="flatten"),
                               keras.layers.Dense(16, name="fc"),
@@ -81,6 +82,7 @@ def _made(name, filters):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("tflite_micro") is None,
                     reason="the tflite-micro package (tfprune[tflm]) is not installed")
 def test_tflm_stage_measures_the_files_and_the_report_shows_them(mnist_dir, tmp_path, capsys,
@@ -105,7 +107,7 @@ def test_tflm_stage_measures_the_files_and_the_report_shows_them(mnist_dir, tmp_
                  "model_data.h", "model_data.cc", "memory.png"):
         assert (folder / name).is_file(), name
     assert files["compressed.tflite"]["sparse"] is False  # config.sparse is True
-    assert files["compressed.tflite"]["arena_bytes"] == tflm.measure_arena(
+    assert files["compressed.tflite"]["arena_bytes"] == micro.measure_arena(
         folder / "compressed.tflite").total
     for name in ("baseline_int8.tflite", "compressed.tflite"):
         facts = files[name]
@@ -116,8 +118,8 @@ def test_tflm_stage_measures_the_files_and_the_report_shows_them(mnist_dir, tmp_
         assert abs(facts["tflm_accuracy"] - facts["accuracy"]) <= (
             facts["tflm_xnnpack_class_mismatches"] / 50)
         assert facts["tflm_builtin_output_mismatches"] >= facts["tflm_builtin_class_mismatches"]
-    micro = report["tflm"]
-    assert micro["compressed"] == "compressed.tflite" and micro["arena_ratio_int8"] > 1
+    section = report["tflm"]
+    assert section["compressed"] == "compressed.tflite" and section["arena_ratio_int8"] > 1
     md = (folder / "report.md").read_text()
     assert "| Tensor arena on TFLite Micro (bytes, measured; baseline: full int8) |" in md
     assert "## TensorFlow Lite Micro" in md
@@ -132,8 +134,8 @@ def test_tflm_stage_measures_the_files_and_the_report_shows_them(mnist_dir, tmp_
 
     # Without the tflite-micro package: one line, no TFLM figures (the LiteRT ones stand),
     # and the C source still written, its header saying the arena was not measured.
-    monkeypatch.setattr(tflm, "available", lambda: "TFLite Micro is not available (test).")
-    monkeypatch.setattr(tflm, "measure_arena", _unavailable)
+    monkeypatch.setattr(micro, "available", lambda: "TFLite Micro is not available (test).")
+    monkeypatch.setattr(micro, "measure_arena", _unavailable)
     outputs, result, figure = stages.TFLM.run(pipeline.Context(config()))
     assert figure == ("TFLite Micro is not available (test). TFLM figures not measured; the "
                       "LiteRT figures stand.")
@@ -142,4 +144,4 @@ def test_tflm_stage_measures_the_files_and_the_report_shows_them(mnist_dir, tmp_
 
 
 def _unavailable(path):
-    raise tflm.TflmUnavailable("TFLite Micro is not available (test).")
+    raise micro.TflmUnavailable("TFLite Micro is not available (test).")

@@ -42,6 +42,7 @@ def _branchy():
     return keras.Model(inp, L.Softmax(name="probs")(out), name="branchy")
 
 
+@pytest.mark.slow
 def test_prune_never_touches_the_callers_model():
     model = models.lenet5()
     before = [w.copy() for w in model.get_weights()]
@@ -52,6 +53,7 @@ def test_prune_never_touches_the_callers_model():
     assert max(tfprune.sparsity(model).values()) == 0.0
 
 
+@pytest.mark.slow
 def test_pruned_model_starts_equal_and_reaches_target_sparsity_and_strip_matches():
     model = models.lenet5()
     pruned = tfprune.prune(model, _schedule(0.8))
@@ -69,6 +71,21 @@ def test_pruned_model_starts_equal_and_reaches_target_sparsity_and_strip_matches
     assert tfprune.sparsity(small) == pytest.approx(achieved, abs=1e-9)
 
 
+@pytest.mark.slow
+def test_sparsities_give_named_layers_their_own_final_sparsity_on_the_same_steps():
+    schedule = _schedule(0.8)
+    pruned = tfprune.prune(models.lenet5(), schedule, sparsities={"conv1": 0.25, "ip2": 0.0})
+    schedules = {w.layer.name: w.schedule for w in pruned.layers
+                 if isinstance(w, tfprune.PruneLowMagnitude)}
+    assert schedules == {"conv1": _schedule(0.25), "conv2": schedule, "ip1": schedule,
+                         "ip2": _schedule(0.0)}
+    achieved = tfprune.sparsity(_fit(pruned))
+    assert achieved["conv1"] == pytest.approx(0.25, abs=0.01)
+    assert achieved["ip2"] == 0.0
+    assert achieved["ip1"] == pytest.approx(0.8, abs=0.01)
+
+
+@pytest.mark.slow
 def test_functional_branchy_model_and_filter_granularity_keeps_the_classifier():
     model = _branchy()
     assert tfprune.pruning.plan(model, "filter") == {"left": "filter", "right": "filter"}
@@ -110,6 +127,7 @@ def test_granularity_dict_by_name_class_default_and_none():
     assert [w.layer.name for w in wrapped] == ["ip1"] and wrapped[0].block_shape == (1, 4)
 
 
+@pytest.mark.slow
 def test_save_and_load_keeps_masks_and_step_without_custom_objects(tmp_path):
     pruned = _fit(tfprune.prune(models.lenet5(), _schedule(0.6), granularity={"ip1": "2:4"}))
     path = tmp_path / "pruned.keras"
@@ -167,6 +185,11 @@ class Subclassed(keras.Model):
         (models.lenet5, {"granularity": 3}, TfpruneError, "Received: granularity=3"),
         (models.lenet5, {"block_size": (1, 4)}, TfpruneError, "Unknown option 'block_size'"),
         (lambda: keras.Sequential([L.Dense(3)]), {}, UnsupportedModelError, "no input shape"),
+        (models.lenet5, {"sparsities": {"conv9": 0.5}}, TfpruneError,
+         "does not have: \\['conv9'\\].*Received: sparsities="),
+        (models.lenet5, {"sparsities": {"ip2": 0.5}, "layers": ["conv1"]}, TfpruneError,
+         "not pruned .*\\['ip2'\\]"),
+        (models.lenet5, {"sparsities": {"conv1": 1.0}}, TfpruneError, "final_sparsity=1.0"),
     ],
 )
 def test_bad_input_raises_one_line_errors(make, kwargs, error, match):

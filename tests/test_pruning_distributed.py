@@ -19,6 +19,8 @@ import pytest
 
 from tfprune import pipeline
 
+pytestmark = pytest.mark.slow  # see pyproject.toml's markers
+
 ROOT = Path(__file__).resolve().parent.parent
 # Seconds before the subprocesses are killed: a run takes under a minute on two idle cores,
 # a few on a crowded machine.
@@ -45,7 +47,8 @@ SCRIPT = textwrap.dedent(
     strategy = tfprune.distribute.strategy(kind)  # before TensorFlow runs anything
     import keras
     import numpy as np
-    from tfprune.pipeline import Context, PipelineConfig, hold_zeros, training
+    from tfprune import stats
+    from tfprune.pipeline import Context, PipelineConfig, hold_zeros
 
     def replicas(variable):
         return [np.asarray(v) for v in variable._value.values]
@@ -100,7 +103,7 @@ SCRIPT = textwrap.dedent(
     facts["report"] = report
     if report is not None:
         compressed = keras.models.load_model(os.path.join(folder, "compressed.keras"))
-        facts["keras_test_accuracy"] = training.accuracy(compressed, Context(config).test)
+        facts["keras_test_accuracy"] = stats.accuracy(compressed, Context(config).test)
     print(json.dumps(facts))
     """
 )

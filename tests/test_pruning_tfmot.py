@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import masks, schedules
 from tfprune.errors import TfpruneError
+from tfprune.pruning import masks, schedules
 
 REFERENCE = textwrap.dedent(
     """
@@ -129,6 +129,7 @@ def reference(tmp_path_factory):
     return job, weights, json.loads((folder / "out.json").read_text())
 
 
+@pytest.mark.slow
 def test_schedules_match_tfmot(reference):
     job, _, out = reference
     compared = 0

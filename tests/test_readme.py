@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # see pyproject.toml's markers
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import tfprune
-from tfprune import batchnorm
 from tfprune.distill import Distiller
 from tfprune.pipeline import PipelineConfig, budget
+from tfprune.pruning import batchnorm
 
 L = keras.layers
 
@@ -86,6 +86,7 @@ def test_adaptive_batchnorm_rejects_bad_sizes(kwargs):
         tfprune.AdaptiveBatchNorm(_images(8), **kwargs)
 
 
+@pytest.mark.slow
 def test_a_pruned_model_ends_fit_with_statistics_of_its_own_weights():
     """Momentum 0.999 over a short fit leaves the statistics of the unpruned model; the
     callback puts those of the pruned one in place before validation and at the end."""
@@ -104,6 +105,7 @@ def test_a_pruned_model_ends_fit_with_statistics_of_its_own_weights():
                                rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_adaptive_batchnorm_can_recompute_at_each_epoch_end_too():
     model, x = _bn_model(), _images(128)
     model.compile("adam", "mse")
@@ -184,6 +186,7 @@ def _run(mnist_dir, folder, model, **overrides):
     return tfprune.pipeline.run(PipelineConfig(**settings).validate())
 
 
+@pytest.mark.slow
 def test_the_defaults_size_the_run_fold_after_retraining_and_say_so(mnist_dir, tmp_path):
     report = _run(mnist_dir, tmp_path / "run", _bn_cnn_file(tmp_path))
     records = json.loads((tmp_path / "run" / "stages.json").read_text())
@@ -216,6 +219,7 @@ def test_the_defaults_size_the_run_fold_after_retraining_and_say_so(mnist_dir, t
     assert "a mask update every" in md and "best of" in md
 
 
+@pytest.mark.slow
 def test_explicit_flags_win_and_merging_can_come_first(mnist_dir, tmp_path):
     _run(mnist_dir, tmp_path / "run", _bn_cnn_file(tmp_path), baseline_epochs=1,
          prune_epochs=1, retrain_epochs=1, frequency=2, fold_after_retrain=False,

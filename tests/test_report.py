@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tfprune import report
 from tfprune.pipeline import STAGES, PipelineConfig, Stage
 
@@ -117,6 +119,7 @@ def test_missing_stages_render_as_dashes():
         "— smaller, — faster, accuracy —")
 
 
+@pytest.mark.slow
 def test_write_files(tmp_path):
     data = report.build(PipelineConfig(), STAGES, _results(), {})
     written = report.write(tmp_path, data)

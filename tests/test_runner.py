@@ -251,6 +251,7 @@ def test_run_folder_readme_lists_every_declared_file():
             assert f"`{shown}` | {stage.name} |" in text, name
 
 
+@pytest.mark.slow
 def test_added_stage_needs_no_edit_to_runner_or_report(calls, tmp_path):
     """Stub model stages and a stub file stage before the real report declaration."""
 
@@ -381,3 +382,26 @@ def test_a_model_that_is_not_finite_stops_the_run_even_with_keep_going(tmp_path)
              Stage("export", lambda context: ([], {}, ""))]
     with pytest.raises(verdict.CheckFailed, match="non-finite weights"):
         judged_run(tmp_path, chain, keep_going=True)
+
+
+def test_a_sub_list_runs_in_a_scratch_folder_and_the_run_takes_it(chain, calls, tmp_path,
+                                                                  capsys):
+    """`run_in_scratch` (the search's check): the stages run in another folder on a copy of
+    the context; the run then takes their files and results instead of running them."""
+    context = Context(PipelineConfig(export_dir=str(tmp_path / "run")))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "a.txt").write_text("a")
+    scratch_folder = tmp_path / "run" / ".scratch"
+    scratch_folder.mkdir()
+    (scratch_folder / "a.txt").write_text("a")  # what b reads, as a scratch run is given it
+    scratch, done = runner.run_in_scratch(chain[1:], context, scratch_folder,
+                                          results={"a": {"stage": "a"}}, models={})
+    assert calls == ["b", "c"] and sorted(done) == ["b", "c"]
+    assert scratch.folder == scratch_folder and scratch.config.export_dir == str(scratch_folder)
+    assert scratch.results["b"] == {"stage": "b", "pair": [1, 2]}  # kept as JSON keeps it
+    assert context.results == {} and not (tmp_path / "run" / "b.txt").exists()
+    context.precomputed.update(done)
+    results = execute(chain, context)
+    assert calls == ["b", "c", "a"]  # b and c were taken, not run again
+    assert "b figure (trained by the search's check)" in capsys.readouterr().out
+    assert results["c"] == {"stage": "c", "pair": [1, 2]} and not scratch_folder.exists()

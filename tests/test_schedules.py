@@ -4,8 +4,8 @@ import keras
 import pytest
 
 import tfprune
-from tfprune import schedules
 from tfprune.errors import TfpruneError
+from tfprune.pruning import schedules
 
 
 def test_constant_sparsity_prunes_every_frequency_steps_in_range():
@@ -118,3 +118,33 @@ def test_custom_schedule_subclass():
     assert [s for s in range(10) if once(s)[0]] == [4]
     assert Once.from_config(once.get_config()) == once
     assert "Once(step=4)" == repr(once)
+
+
+def test_ending_at_keeps_the_steps_and_changes_the_target():
+    constant = tfprune.ConstantSparsity(0.5, begin_step=3, end_step=90, frequency=7)
+    assert constant.ending_at(0.2) == tfprune.ConstantSparsity(0.2, 3, 90, 7)
+    decay = tfprune.PolynomialDecay(0.1, 0.8, begin_step=0, end_step=100, power=2,
+                                    frequency=10)
+    assert decay.ending_at(0.6) == tfprune.PolynomialDecay(0.1, 0.6, 0, 100, 2, 10)
+    assert decay.ending_at(0.05).initial_sparsity == 0.05  # never starts above its end
+    with pytest.raises(TfpruneError, match="final_sparsity=1.5"):
+        decay.ending_at(1.5)
+
+
+def test_a_custom_schedule_without_ending_at_says_so():
+    class Fixed(tfprune.PruningSchedule):
+        def __call__(self, step):
+            return True, 0.5
+
+        def get_config(self):
+            return {}
+
+    with pytest.raises(TfpruneError, match="implement ending_at.*Received: schedule=Fixed()"):
+        Fixed().ending_at(0.3)
+
+
+def test_end_step_is_three_quarters_of_the_steps_on_a_mask_update():
+    assert tfprune.pruning.schedules.end_step(400, 10) == 300
+    assert tfprune.pruning.schedules.end_step(400, 7) == 301  # 43 updates of 7
+    assert tfprune.pruning.schedules.end_step(100, 10, begin_step=20) == 80
+    assert tfprune.pruning.schedules.end_step(5, 100) == 100  # at least one update

@@ -15,7 +15,7 @@ import tfprune
 from tfprune import pipeline, stats
 from tfprune.pipeline import Context, PipelineConfig, execute
 from tfprune.search import Target
-from tfprune.search.sensitivity import accuracy
+from tfprune.stats import accuracy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,6 +92,7 @@ def _problem():
 FAST = dict(finetune_steps=0, grid_step=0.5, export={"quantize": "none"}, log=None)
 
 
+@pytest.mark.slow
 def test_a_size_target_is_met_and_prune_consumes_the_plan(tmp_path):
     model, train, validation = _problem()
     plan = tfprune.search.widths(model, train, validation,
@@ -104,7 +105,7 @@ def test_a_size_target_is_met_and_prune_consumes_the_plan(tmp_path):
     assert os.path.getsize(path) == plan.figures["bytes"]
     assert {row["name"]: row["role"] for row in plan.candidates}[plan.name] == "checked"
     # The plan as prune takes it: each searched layer ends at exactly its width.
-    pruned = plan.prune(model, lambda s: tfprune.ConstantSparsity(s, begin_step=0))
+    pruned = plan.prune(model, tfprune.ConstantSparsity(0.5, begin_step=0))
     pruned.compile("adam", "sparse_categorical_crossentropy")
     pruned.fit(*train, batch_size=64, epochs=1, verbose=0,
                callbacks=[tfprune.UpdatePruningStep()])
@@ -114,6 +115,7 @@ def test_a_size_target_is_met_and_prune_consumes_the_plan(tmp_path):
     assert plan.layer_sparsity == ",".join(f"{k}:{v:g}" for k, v in plan.sparsities.items())
 
 
+@pytest.mark.slow
 def test_a_checked_candidate_carries_its_paired_interval_and_the_plan_its_margin(tmp_path):
     model, train, validation = _problem()
     lines, warnings = [], []
@@ -143,6 +145,7 @@ def test_a_checked_candidate_carries_its_paired_interval_and_the_plan_its_margin
     assert "planned against" in plan.note
 
 
+@pytest.mark.slow
 def test_the_search_plans_against_the_bound_less_the_margin():
     model, train, validation = _problem()
     base = accuracy(model, validation)
@@ -163,6 +166,7 @@ def test_the_search_plans_against_the_bound_less_the_margin():
     assert plan.all_met and len(calls) == 1 and plan.margin["planned_pp"] == bound
 
 
+@pytest.mark.slow
 def test_a_split_too_small_for_the_bound_is_said_before_any_training(capsys):
     model, train, validation = _problem()
     events = []
@@ -188,12 +192,14 @@ def test_a_split_too_small_for_the_bound_is_said_before_any_training(capsys):
     assert "tfprune: warning: the validation split (64 images)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_unreachable_target_is_refused_before_any_training():
     model, _, _ = _problem()
     with pytest.raises(tfprune.TfpruneError, match="No width can reach size 1000x.*smallest"):
         tfprune.search.check_target(model, {"size": "1000x"}, export={"quantize": "none"})
 
 
+@pytest.mark.slow
 def test_unreachable_target_stops_the_run_before_training(mnist_dir, tmp_path):
     config = PipelineConfig(data_dir=mnist_dir, train_limit=256, target_size="100000x",
                             granularity="Conv2D:filter,Dense:filter,ip2:none",
@@ -217,6 +223,7 @@ def _scripted_check(accuracies, interrupt_at=None):
     return check, calls
 
 
+@pytest.mark.slow
 def test_interrupted_search_resumes_from_its_last_finished_candidate(tmp_path, monkeypatch):
     model, train, validation = _problem()
     target = {"size": "1.8x", "max_accuracy_drop": 0.1}
@@ -297,6 +304,7 @@ class _Watching(Context):
         return super().validation
 
 
+@pytest.mark.slow
 def test_search_stage_decides_on_validation_and_the_run_follows_its_plan(mnist_dir, tmp_path):
     model = _tiny_model(tmp_path / "tiny.keras")
     config = PipelineConfig(
@@ -356,6 +364,7 @@ def test_search_stage_is_in_the_chain_only_with_a_target_and_covers_what_it_trai
     assert "layer_sparsity" not in SEARCH.keys
 
 
+@pytest.mark.slow
 def test_a_cut_narrows_a_mobile_cnn_by_channel_group_as_prune_does():
     """Depthwise convs and BatchNorms follow the filters before them: the searched widths
     are the producing convs', and shrinking the cut model changes no output."""
@@ -377,6 +386,7 @@ def test_a_cut_narrows_a_mobile_cnn_by_channel_group_as_prune_does():
     np.testing.assert_allclose(np.asarray(small(x)), np.asarray(narrowed(x)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_tuner_cuts_by_channel_group_and_keeps_the_cuts_of_its_state():
     """Fine-tuning along the path cuts a BatchNorm and a depthwise conv with the filters
     they follow (else the channel stays a constant the final model does not have), and a
@@ -415,6 +425,7 @@ def test_the_tuner_cuts_by_channel_group_and_keeps_the_cuts_of_its_state():
 # ----------------------------------------------------------------------------- latency
 
 
+@pytest.mark.slow
 def test_the_latency_table_is_timed_once_and_read_back(tmp_path):
     from tfprune.search.latency_table import LatencyTable
 
@@ -442,6 +453,7 @@ def test_the_latency_table_is_timed_once_and_read_back(tmp_path):
     assert LatencyTable(path=path).entries == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantize", ["dynamic", "int8"])
 def test_the_latency_table_times_layers_of_several_inputs(quantize):
     from tfprune.search.latency_table import LatencyTable
@@ -463,6 +475,7 @@ def test_the_latency_table_times_layers_of_several_inputs(quantize):
                          "Multiply", "ReLU"]
 
 
+@pytest.mark.slow
 def test_a_speed_search_ranks_on_the_table_and_gives_the_same_widths_again(tmp_path,
                                                                         monkeypatch):
     from tfprune.bench import latency
@@ -502,6 +515,7 @@ def test_a_speed_search_ranks_on_the_table_and_gives_the_same_widths_again(tmp_p
         assert rows and all(row["figures"].get("predicted") for row in rows)
 
 
+@pytest.mark.slow
 def test_a_count_of_checks_ends_the_search_where_time_would_not():
     model, train, validation = _problem()
     lost = accuracy(model, validation) - 0.2
@@ -540,6 +554,7 @@ def _residual_problem():
     return model, (x[:256], y[:256]), (x[256:], y[256:])
 
 
+@pytest.mark.slow
 def test_many_layers_are_allocated_at_once_coupled_ones_together():
     from tfprune.search import allocate, candidates
 

@@ -6,9 +6,11 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import TfpruneError, UnsupportedModelError, export, selective
-from tfprune.interpreter import node_details, parse, read_tflite
+from tfprune import TfpruneError, UnsupportedModelError, export
+from tfprune.compat import node_details
 from tfprune.pipeline.config import PipelineConfig
+from tfprune.tflite import selective
+from tfprune.tflite.interpreter import parse, read_tflite
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,7 @@ def test_slow_layers_are_the_convolutions_on_few_channels(model):
     assert selective.slow_layers(rgb) == ()  # XNNPACK's int8 conv on RGB was the faster
 
 
+@pytest.mark.slow
 def test_auto_keeps_the_first_conv_float_and_the_rest_int8(files):
     convs = [w for op, w in _weight_types(files["auto"]) if op == "CONV_2D"]
     assert convs[0][0] == "float32" and convs[1][0] == "int8"
@@ -94,7 +97,7 @@ def test_outputs_match_keras(files, model, images, name):
 
 
 def test_the_auto_file_runs_on_xnnpack(files):
-    from tfprune.interpreter import load_interpreter
+    from tfprune.tflite.interpreter import load_interpreter
 
     interpreter, used, _ = load_interpreter(files["auto"], threads=1)
     assert used == "xnnpack"

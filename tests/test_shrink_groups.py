@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 from keras import layers
 
 import tfprune
@@ -93,6 +94,7 @@ def test_unknown_layer_stops_removal_at_its_border():
     assert _rel_err(model, small, np.random.rand(2, 8, 8, 2).astype("float32")) < 1e-5
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_with_random_filters_zeroed_shrinks_exactly():
     model = keras.applications.MobileNetV2(alpha=0.35, weights=None, input_shape=(96, 96, 3))
     rng = np.random.default_rng(0)

@@ -2,12 +2,15 @@
 
 import keras
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from keras import layers
 
 import tfprune
 from tfprune.bench import count
+
+pytestmark = pytest.mark.slow  # see pyproject.toml's markers
 
 _block = st.fixed_dictionaries({
     "filters": st.integers(2, 6),

@@ -11,9 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import csource, export, tflm
+from tfprune import export, micro
 from tfprune.errors import TfpruneError, UnsupportedModelError
-from tfprune.interpreter import classes
+from tfprune.micro import csource
+from tfprune.tflite.interpreter import classes
 
 # The op check and the C export work without the tflite-micro package; what runs a file on
 # TFLM's interpreter needs it.
@@ -50,35 +51,38 @@ def test_op_table_names_only_ops_the_installed_runtime_registers():
 
     library = os.path.join(os.path.dirname(runtime.__file__), "_runtime.so")
     symbols = open(library, "rb").read()
-    missing = sorted(op for op in tflm.MICRO_OPS if f"Register_{op}E".encode() not in symbols)
+    missing = sorted(op for op in micro.MICRO_OPS if f"Register_{op}E".encode() not in symbols)
     assert not missing
-    assert b"Register_DENSIFYE" not in symbols and "DENSIFY" not in tflm.MICRO_OPS
-    assert "CONV_2D" in tflm.MICRO_OPS and "GELU" not in tflm.MICRO_OPS
+    assert b"Register_DENSIFYE" not in symbols and "DENSIFY" not in micro.MICRO_OPS
+    assert "CONV_2D" in micro.MICRO_OPS and "GELU" not in micro.MICRO_OPS
 
 
+@pytest.mark.slow
 def test_tflm_export_is_full_int8_with_int8_io_batch_1(int8_file):
     info = export.inspect(int8_file)
     assert [t.split()[1:] for t in info.inputs + info.outputs] == [["1x12x12x1", "int8"],
                                                                   ["1x3", "int8"]]
     assert not info.densify and "QUANTIZE" not in info.ops and "DEQUANTIZE" not in info.ops
-    assert tflm.problems(int8_file) == [] and tflm.int8_problems(int8_file) == []
+    assert micro.problems(int8_file) == [] and micro.int8_problems(int8_file) == []
 
 
+@pytest.mark.slow
 @needs_tflm
 def test_float_io_is_an_option_and_still_full_int8_inside(tmp_path, images):
     path = export.to_tflite(_conv_net(), tmp_path / "f.tflite", target="tflm", int8_io=False,
                             representative_data=images)
     info = export.inspect(path)
     assert info.inputs[0].endswith("float32") and info.ops["QUANTIZE"] == 1
-    tflm.check(path)  # QUANTIZE in, DEQUANTIZE out: the model between computes in int8
-    assert tflm.measure_arena(path).total > 0
+    micro.check(path)  # QUANTIZE in, DEQUANTIZE out: the model between computes in int8
+    assert micro.measure_arena(path).total > 0
 
 
+@pytest.mark.slow
 @needs_tflm
 def test_hybrid_file_is_refused_naming_op_layer_and_fix(tmp_path):
     path = export.to_tflite(_conv_net(), tmp_path / "dynamic.tflite", quantize="dynamic")
     with pytest.raises(UnsupportedModelError) as caught:
-        tflm.check(path, full_int8=False)
+        micro.check(path, full_int8=False)
     message = str(caught.value)
     assert "\n" not in message
     assert re.search(r"FULLY_CONNECTED \(op \d+, layer fc\) is hybrid \(dynamic-range\)",
@@ -86,9 +90,10 @@ def test_hybrid_file_is_refused_naming_op_layer_and_fix(tmp_path):
     assert "export full int8" in message
     # The interpreter agrees: TFLM cannot allocate it either.
     with pytest.raises(UnsupportedModelError, match="hybrid"):
-        tflm.measure_arena(path)
+        micro.measure_arena(path)
 
 
+@pytest.mark.slow
 def test_densify_file_is_refused_naming_op_layer_and_fix(tmp_path, images):
     model = _conv_net()
     kernel, bias = model.get_layer("fc").get_weights()
@@ -99,7 +104,7 @@ def test_densify_file_is_refused_naming_op_layer_and_fix(tmp_path, images):
     assert export.inspect(path).densify
     with pytest.raises(UnsupportedModelError, match=r"DENSIFY \(op \d, layer fc\) expands the "
                                                     r"converter's sparse encoding.*sparse=False"):
-        tflm.check(path)
+        micro.check(path)
     runs = {r.name: r for r in export.runtimes(path)}
     assert runs["TFLite Micro"].runs == "no" and "DENSIFY" in runs["TFLite Micro"].detail
     assert runs["LiteRT builtin"].runs == "yes"
@@ -135,13 +140,14 @@ def test_tflm_export_refuses_settings_it_cannot_honour(tmp_path, images, kwargs,
 def test_arena_comes_from_the_interpreter(int8_file):
     """The recording allocator's total is the arena TFLM needs: bisection on the arena size
     given to the interpreter finds the same figure, to the allocator's 16-byte alignment."""
-    arena = tflm.measure_arena(int8_file)
+    arena = micro.measure_arena(int8_file)
     assert arena.total == arena.activations + arena.persistent
     assert arena.allocations and arena.version
-    smallest = tflm.minimal_arena(int8_file)
+    smallest = micro.minimal_arena(int8_file)
     assert smallest <= arena.total <= smallest + 16
 
 
+@pytest.mark.slow
 @needs_tflm
 def test_tflm_plans_activations_as_tightly_as_their_lifetimes_allow(tmp_path, images):
     """On a chain, TFLM's planner reaches the lifetime bound: with 4 filters the input and
@@ -151,12 +157,13 @@ def test_tflm_plans_activations_as_tightly_as_their_lifetimes_allow(tmp_path, im
     for filters in (4, 8):
         path = export.to_tflite(_conv_net(filters), tmp_path / f"c{filters}.tflite",
                                 target="tflm", representative_data=images)
-        sizes[filters] = tflm.measure_arena(path)
-        assert sizes[filters].activations == tflm.activation_peak(path).bytes
+        sizes[filters] = micro.measure_arena(path)
+        assert sizes[filters].activations == micro.activation_peak(path).bytes
     assert (sizes[4].activations, sizes[8].activations) == (256, 416)
     assert sizes[8].total > sizes[4].total
 
 
+@pytest.mark.slow
 @needs_tflm
 def test_accuracy_on_tflm_equals_litert_image_for_image(mnist_dir, tmp_path):
     from tfprune import data
@@ -175,23 +182,23 @@ def test_accuracy_on_tflm_equals_litert_image_for_image(mnist_dir, tmp_path):
     xt, yt = xt[:300], yt[:300]
     # LiteRT's builtin kernels implement the int8 arithmetic of TFLM's reference kernels
     # (XNNPACK rounds its own way: the tflm stage counts its differences, not a test).
-    on_micro = tflm.predict(path, xt, raw=True)
+    on_micro = micro.predict(path, xt, raw=True)
     on_litert = export.predict(path, xt, delegate="builtin", raw=True)
     assert on_micro.dtype == on_litert.dtype == np.int8
     assert np.array_equal(classes(on_micro), classes(on_litert))
-    assert tflm.evaluate(path, xt, yt) == export.evaluate(path, xt, yt, delegate="builtin")
-    assert tflm.evaluate(path, xt, yt) > 0.7  # trained: the comparison is not of noise
+    assert micro.evaluate(path, xt, yt) == export.evaluate(path, xt, yt, delegate="builtin")
+    assert micro.evaluate(path, xt, yt) > 0.7  # trained: the comparison is not of noise
 
 
 @needs_tflm
 def test_predict_runs_any_number_of_inputs_in_the_files_batch(int8_file, images):
-    all_at_once = tflm.predict(int8_file, images[:5], raw=True)
-    one_by_one = np.concatenate([tflm.predict(int8_file, images[i:i + 1], raw=True)
+    all_at_once = micro.predict(int8_file, images[:5], raw=True)
+    one_by_one = np.concatenate([micro.predict(int8_file, images[i:i + 1], raw=True)
                                  for i in range(5)])
     assert all_at_once.dtype == np.int8 and all_at_once.shape == (5, 3)
     assert np.array_equal(all_at_once, one_by_one)
     with pytest.raises(TfpruneError, match="takes"):
-        tflm.predict(int8_file, np.zeros((2, 8, 8, 1), "float32"))
+        micro.predict(int8_file, np.zeros((2, 8, 8, 1), "float32"))
 
 
 def test_missing_package_is_one_line(monkeypatch):
@@ -205,10 +212,10 @@ def test_missing_package_is_one_line(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tflm)
-    reason = tflm.available()
+    reason = micro.available()
     assert reason.startswith("TFLite Micro is not available") and "tfprune[tflm]" in reason
-    with pytest.raises(tflm.TflmUnavailable):
-        tflm.measure_arena("any.tflite")
+    with pytest.raises(micro.TflmUnavailable):
+        micro.measure_arena("any.tflite")
 
 
 # --- C source ---------------------------------------------------------------------------
@@ -233,7 +240,7 @@ def test_c_source_compiles_and_holds_the_files_bytes(int8_file, tmp_path, langua
     header, source = csource.write(int8_file, tmp_path, language=language)
     assert (header.name, source.name) == ("model_data.h", f"model_data.{language}")
     text = header.read_text()
-    arena = tflm.measure_arena(int8_file)
+    arena = micro.measure_arena(int8_file)
     assert f"#define MODEL_DATA_ARENA_SIZE {arena.total}" in text
     assert f"Tensor arena: {arena.total:,} bytes" in text
     assert "Input 0: serving_default_args_0:0, int8 [1, 12, 12, 1], scale" in text
@@ -262,7 +269,7 @@ def test_c_export_checks_its_name_and_says_when_the_arena_is_not_measured(
         int8_file, tmp_path, monkeypatch):
     with pytest.raises(TfpruneError, match="C identifier"):
         csource.write(int8_file, tmp_path, name="model-data")
-    monkeypatch.setattr(tflm, "measure_arena", _unavailable)
+    monkeypatch.setattr(micro, "measure_arena", _unavailable)
     header, _ = csource.write(int8_file, tmp_path, name="net")
     text = header.read_text()
     assert "Tensor arena: not measured (TFLite Micro is not available" in text
@@ -270,7 +277,7 @@ def test_c_export_checks_its_name_and_says_when_the_arena_is_not_measured(
 
 
 def _unavailable(path):
-    raise tflm.TflmUnavailable("TFLite Micro is not available (test): pip install it.")
+    raise micro.TflmUnavailable("TFLite Micro is not available (test): pip install it.")
 
 
 # --- the command-line tools ---------------------------------------------------------------
@@ -303,7 +310,7 @@ def test_inspect_says_which_runtimes_run_the_file(main, int8_file, tmp_path, cap
     out = tmp_path / "inspect.json"
     assert main(tools.inspect_main, int8_file, f"--json={out}") == 0
     text = capsys.readouterr().out
-    arena = tflm.measure_arena(int8_file)
+    arena = micro.measure_arena(int8_file)
     assert "runs on:" in text and "LiteRT builtin: yes" in text
     assert f"TFLite Micro: yes (full int8; arena {arena.total:,} bytes" in text
     assert f"peak activation memory (tensor lifetimes): {arena.activations:,} bytes at op" in text

@@ -82,6 +82,18 @@ def test_errors_are_one_line(main, tmp_path, capsys):
         main(tools.bench_main)
 
 
+def test_a_full_disk_is_one_line_in_the_tools_too(main, tflite, tmp_path, monkeypatch, capsys):
+    """The tools and `tfprune` share one handler (`tools.one_line_errors`)."""
+    def full(path, payload):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(tools, "_write_json", full)
+    assert main(tools.inspect_main, tflite, f"--json={tmp_path / 'out.json'}") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("tfprune-inspect: error:")
+    assert "free there" in err
+
+
 @pytest.mark.parametrize("tool", ["bench_main", "inspect_main"])
 def test_stray_positional_arguments_are_usage_errors(main, tflite, tool):
     with pytest.raises(tools.app.UsageError, match="Unexpected argument 'runs=3'.*--name=value"):
@@ -97,6 +109,7 @@ def test_an_existing_file_of_another_name_is_read(main, tflite, tmp_path, capsys
     assert "FULLY_CONNECTED x2" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_console_script_exits_nonzero_without_traceback(tmp_path):
     """One real process: the entry point, absl's flag parsing and exit status."""
     code = "import sys; from tfprune.tools import bench_run; sys.argv[0] = 'tfprune-bench'; " \

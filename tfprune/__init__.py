@@ -15,60 +15,105 @@ Example:
 """
 
 import importlib
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 # TensorFlow's C++ start-up chatter would bury our one-line errors; a user's own setting wins,
 # and a process that imported TensorFlow first keeps the level it had.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfprune.errors import DataError, TfpruneError, UnsupportedModelError  # noqa: E402
+from tfprune.errors import DataError, TfpruneError, UnsupportedModelError  # noqa: E402, F401
 
 __version__ = "0.1.0"
 
-# Public name -> the module that defines it.
-_NAMES = {
-    "ConstantSparsity": "tfprune.schedules",
-    "PolynomialDecay": "tfprune.schedules",
-    "PruningSchedule": "tfprune.schedules",
-    "PrunableWeight": "tfprune.wrapper",
-    "PruneLowMagnitude": "tfprune.wrapper",
-    "register_prunable": "tfprune.wrapper",
-    "AdaptiveBatchNorm": "tfprune.callbacks",
-    "PruningSummaries": "tfprune.callbacks",
-    "UpdatePruningStep": "tfprune.callbacks",
-    "prune": "tfprune.pruning",
-    "sparsity": "tfprune.pruning",
-    "strip": "tfprune.pruning",
-    "fuse": "tfprune.fusion",
-    "shrink": "tfprune.shrinking",
-    "shrink_plan": "tfprune.shrinking",
-    "register_layer": "tfprune.handlers",
+# Every public name, in one table: a class or function as "module:attribute", a module or
+# subpackage as "module". `__all__`, `dir(tfprune)` and the attributes that load on first
+# use all come from it. A module that moved keeps its old name (`tfprune.export` is
+# `tfprune.tflite`): `import tfprune.export`, `from tfprune.interpreter import parse` and
+# `tfprune.export.to_tflite` work as they did.
+PUBLIC = {
+    # Errors.
+    "TfpruneError": "tfprune.errors:TfpruneError",
+    "DataError": "tfprune.errors:DataError",
+    "UnsupportedModelError": "tfprune.errors:UnsupportedModelError",
+    # Pruning.
+    "ConstantSparsity": "tfprune.pruning.schedules:ConstantSparsity",
+    "PolynomialDecay": "tfprune.pruning.schedules:PolynomialDecay",
+    "PruningSchedule": "tfprune.pruning.schedules:PruningSchedule",
+    "PrunableWeight": "tfprune.pruning.wrapper:PrunableWeight",
+    "PruneLowMagnitude": "tfprune.pruning.wrapper:PruneLowMagnitude",
+    "register_prunable": "tfprune.pruning.wrapper:register_prunable",
+    "AdaptiveBatchNorm": "tfprune.pruning.callbacks:AdaptiveBatchNorm",
+    "PruningSummaries": "tfprune.pruning.callbacks:PruningSummaries",
+    "UpdatePruningStep": "tfprune.pruning.callbacks:UpdatePruningStep",
+    "prune": "tfprune.pruning.model:prune",
+    "sparsity": "tfprune.pruning.model:sparsity",
+    "strip": "tfprune.pruning.model:strip",
+    # Merging and shrinking.
+    "fuse": "tfprune.fusion:fuse",
+    "shrink": "tfprune.shrinking:shrink",
+    "shrink_plan": "tfprune.shrinking:shrink_plan",
+    "register_layer": "tfprune.handlers:register_layer",
+    # Modules and subpackages.
+    **{name: f"tfprune.{name}" for name in (
+        "atomic", "backend", "backup", "bench", "cli", "compat", "data", "distill",
+        "distribute", "errors", "faults", "fusion", "graph", "handlers", "micro", "models",
+        "operations", "options", "pipeline", "pruning", "report", "search", "shrinking",
+        "stats", "tflite", "tools", "verdict")},
+    # Modules that moved, by their old names.
+    "export": "tfprune.tflite",
+    "interpreter": "tfprune.tflite.interpreter",
+    "int4": "tfprune.tflite.int4",
+    "selective": "tfprune.tflite.selective",
+    "tflm": "tfprune.micro",
+    "csource": "tfprune.micro.csource",
+    **{name: f"tfprune.pruning.{name}" for name in (
+        "masks", "schedules", "wrapper", "groups", "callbacks", "batchnorm")},
 }
-# Submodules reachable as attributes after `import tfprune`.
-_SUBMODULES = ("atomic", "backend", "backup", "batchnorm", "bench", "callbacks", "cli", "csource",
-               "data",
-               "distill", "distribute", "errors", "export", "faults", "fusion", "graph", "groups",
-               "handlers", "int4", "interpreter", "masks", "models", "options", "pipeline",
-               "pruning", "report", "schedules", "search", "selective", "shrinking", "stats",
-               "tflm", "tools",
-               "verdict", "wrapper")
+_MOVED = {f"{__name__}.{name}": target for name, target in PUBLIC.items()
+          if ":" not in target and target != f"{__name__}.{name}"}
 
-__all__ = ["DataError", "TfpruneError", "UnsupportedModelError", "__version__", *_NAMES,
-           "bench", "data", "distill", "export", "fusion", "handlers", "models", "pipeline",
-           "report", "search", "tflm", "csource"]
+__all__ = ["__version__", *PUBLIC]
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports a moved module by its old name: the same module object, under both names."""
+
+    _OWN = ("__name__", "__spec__", "__loader__", "__package__", "__file__", "__path__")
+
+    def __init__(self):
+        self.identity = {}
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in _MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        module = importlib.import_module(_MOVED[spec.name])
+        self.identity[spec.name] = {k: getattr(module, k) for k in self._OWN if hasattr(module, k)}
+        return module
+
+    def exec_module(self, module):
+        # The import system stamped the old name on the module: give it back its own.
+        for key, value in self.identity.pop(module.__spec__.name, {}).items():
+            setattr(module, key, value)
+
+
+sys.meta_path.insert(0, _MovedModules())
 
 
 def __getattr__(name):
-    if name in _NAMES:
-        value = getattr(importlib.import_module(_NAMES[name]), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
+    if name not in PUBLIC:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attribute = PUBLIC[name].partition(":")
+    value = importlib.import_module(module)
+    value = getattr(value, attribute) if attribute else value
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
-
+    return sorted(set(globals()) | set(__all__))

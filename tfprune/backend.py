@@ -16,6 +16,7 @@ lean on (`tests/test_backend.py` fails if an upgrade moves them):
 
 import keras
 
+from tfprune import compat
 from tfprune.errors import TfpruneError
 
 
@@ -44,7 +45,7 @@ class MaskScope(keras.StatelessScope):
 
     def get_current_value(self, variable):
         value = super().get_current_value(variable)
-        outer = getattr(self, "original_scope", None)  # set by __enter__
+        outer = compat.enclosing_scope(self)  # set by __enter__
         if value is None and outer is not None:
             value = outer.get_current_value(variable)
         return value
@@ -62,9 +63,7 @@ def sync_trainer_state(model):
     After it, the variables can be read and assigned on the host, and the trainer reads
     them again before its next step (its `jax_state_sync` marks its state synced).
     """
-    sync = getattr(model, "jax_state_sync", None)
-    if callable(sync):
-        sync()
+    compat.sync_jax_trainer(model)
 
 
 def require_tensorflow(what):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import keras
 
-from tfprune import atomic, distribute
+from tfprune import atomic, compat, distribute
 from tfprune.errors import TfpruneError
 
 _FILE = re.compile(r"^epoch-(\d+)\.weights\.h5$")
@@ -98,7 +98,7 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)  # its slots, to load
         self.model.load_weights(self._path(epoch))
-        self.model._initial_epoch = epoch  # how Keras' own BackupAndRestore resumes `fit`
+        compat.set_initial_epoch(self.model, epoch)  # as Keras' own BackupAndRestore resumes
 
     def on_epoch_end(self, epoch, logs=None):
         epochs = epoch + 1
@@ -109,6 +109,6 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
             self._path(old).unlink(missing_ok=True)
 
     def on_train_end(self, logs=None):
-        self.model._initial_epoch = None  # a later fit of this model starts at its own epoch
+        compat.set_initial_epoch(self.model, None)  # a later fit starts at its own epoch
         if self.delete_checkpoint:
             shutil.rmtree(self.backup_dir, ignore_errors=True)

@@ -27,9 +27,9 @@ import sys
 
 from absl import app, flags
 
-from tfprune import atomic, pipeline
-from tfprune.errors import TfpruneError
+from tfprune import pipeline
 from tfprune.pipeline.config import PipelineConfig, value_type
+from tfprune.tools import Failed, one_line_errors
 
 FLAGS = flags.FLAGS
 
@@ -40,7 +40,6 @@ def _define(field):
     """Defines the flag of one config field: its type, default, help, choices and bounds."""
     name, default, kind = field.name, field.default, value_type(field)
     help_text, choices, bounds = (field.metadata[k] for k in ("help", "choices", "range"))
-    choices = choices() if callable(choices) else choices
     closed = {}
     if bounds is not None and (bounds.low_open or bounds.high_open):
         help_text = f"{help_text} ({bounds})"  # absl's help shows closed bounds only
@@ -89,16 +88,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments {argv[1:]}: tfprune takes only flags, "
                              "like --name=value.")
     try:
-        config = config_from_flags().validate()  # before any stage loads TensorFlow
-        report = pipeline.run(config)
-    except TfpruneError as e:
-        print(f"tfprune: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except OSError as e:
-        if not atomic.is_disk_full(e):  # a bug or an unexpected system error: the traceback
-            raise
-        print(f"tfprune: error: {atomic.disk_full_error(e.filename or '?', e)}",
-              file=sys.stderr)
+        with one_line_errors("tfprune"):
+            config = config_from_flags().validate()  # before any stage loads TensorFlow
+            report = pipeline.run(config)
+    except Failed:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("tfprune: interrupted: finished stages are kept; rerun with --resume.",

@@ -12,6 +12,8 @@ for users who precompute the teacher's outputs.
 import keras
 from keras import ops
 
+from tfprune import compat
+
 # Outputs that are probabilities (a softmax) are turned back into logits as log(p); this
 # floor keeps log finite. softmax(log(p) / T) equals softmax(logits / T), since softmax
 # ignores a constant shift, so nothing is lost above it; classes below it weigh
@@ -196,3 +198,35 @@ def _error(message):
     from tfprune.errors import TfpruneError
 
     return TfpruneError(message)
+
+
+def ends_in_softmax(model):
+    """Whether `model`'s output is a softmax (probabilities) rather than logits: a loss's
+    `from_logits` (the run's compiled loss, the `Distiller`'s, the search's).
+
+    Reads the layer that makes the output, through pruning wrappers: a `Softmax` layer, or
+    a layer whose `activation` is softmax (a `Dense(..., activation="softmax")` or an
+    `Activation("softmax")`).
+
+    Example:
+
+    >>> from tfprune.distill import ends_in_softmax
+    >>> dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> ends_in_softmax(dense)
+    False
+    >>> ends_in_softmax(keras.Sequential([dense, keras.layers.Softmax()]))
+    True
+    """
+    from tfprune.pruning.wrapper import unwrap
+
+    try:
+        last = compat.producer(model.outputs[0])  # the layer that makes the output
+    except (AttributeError, IndexError, TypeError, ValueError):
+        last = None
+    last = unwrap(last if last is not None else model.layers[-1])
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    if isinstance(last, keras.Model):  # a nested model: its own output layer decides
+        return ends_in_softmax(last)
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", None) == "softmax"

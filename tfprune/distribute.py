@@ -223,17 +223,8 @@ def _multi_worker_fit(model, x, y):
     if not is_multi_worker(strategy):
         yield
         return
-    from keras.src.backend.tensorflow import trainer
+    from tfprune import compat
 
     batch = (x[:1], y[:1]) if y is not None else next(iter(x))
-    with strategy.scope():
-        model._symbolic_build(data_batch=batch)
-    saved = model._distribute_strategy, trainer._collective_all_reduce_multi_worker
-    model._distribute_strategy = None  # fit reads the scope's strategy, skips the reduce
-    trainer._collective_all_reduce_multi_worker = lambda strategy: False
-    try:
-        with strategy.scope():
-            yield
-    finally:
-        model._distribute_strategy = saved[0]
-        trainer._collective_all_reduce_multi_worker = saved[1]
+    with compat.fit_without_collective_reduce(model, strategy, batch):
+        yield

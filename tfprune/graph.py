@@ -18,7 +18,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from tfprune import handlers, operations
+from tfprune import compat, handlers, operations
 from tfprune.errors import TfpruneError, UnsupportedModelError
 
 
@@ -99,7 +99,7 @@ class LayerGraph:
         functional = _as_functional(model)
         nodes = {}
         for tensor in functional.inputs:
-            layer = tensor._keras_history.operation
+            layer = compat.producer(tensor)
             nodes[layer.name] = Node(layer.name, layer, [], output_shape=tuple(tensor.shape))
         alias = _read(functional, model, nodes, {}, nested)
         outputs = [_source(t, alias) for t in functional.outputs]
@@ -194,13 +194,13 @@ class LayerGraph:
 
 def _as_functional(model):
     if isinstance(model, keras.Sequential):
-        if not model.built or getattr(model, "_functional", None) is None:
+        if not model.built or compat.functional(model) is None:
             raise UnsupportedModelError(
                 f"Sequential model {model.name!r} has no input shape: start it with "
                 "keras.Input(shape) or build it before rewriting."
             )
-        return model._functional
-    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        return compat.functional(model)
+    if not isinstance(model, keras.Model) or compat.nodes_by_depth(model) is None:
         raise UnsupportedModelError(
             f"{type(model).__name__} {getattr(model, 'name', '')!r} is a subclassed model: "
             "tfprune needs a Sequential or Functional model (rebuild it with keras.Input)."
@@ -214,8 +214,9 @@ def _read(functional, model, nodes, alias, nested):
     `alias` maps names that are no node (a nested model, its inputs) to the node whose
     output they stand for; returns it.
     """
-    for depth in sorted(functional._nodes_by_depth, reverse=True):
-        for kn in functional._nodes_by_depth[depth]:
+    by_depth = compat.nodes_by_depth(functional)
+    for depth in sorted(by_depth, reverse=True):
+        for kn in by_depth[depth]:
             if kn.is_input or isinstance(kn.operation, keras.layers.InputLayer):
                 continue
             if isinstance(kn.operation, keras.Model):
@@ -248,13 +249,13 @@ def _inline(keras_node, model, nodes, alias):
             + ": tfprune reads a nested model called once, with one output. "
             f"Received: model={nested.name!r}")
     for outer, tensor in zip(keras_node.input_tensors, inner.inputs, strict=True):
-        alias[tensor._keras_history.operation.name] = _source(outer, alias)
+        alias[compat.producer(tensor).name] = _source(outer, alias)
     _read(inner, model, nodes, alias, nested=True)
     alias[nested.name] = _source(inner.outputs[0], alias)
 
 
 def _source(tensor, alias):
-    name = tensor._keras_history.operation.name
+    name = compat.producer(tensor).name
     return alias.get(name, name)
 
 
@@ -264,7 +265,7 @@ def _node(keras_node, model):
     if not isinstance(layer, keras.layers.Layer):
         layer, tensors = operations.from_call(keras_node, model)
         return Node(name=layer.name, layer=layer, packed=True,
-                    inputs=[t._keras_history.operation.name for t in tensors],
+                    inputs=[compat.producer(t).name for t in tensors],
                     input_shapes=[tuple(t.shape) for t in tensors],
                     output_shape=tuple(keras_node.outputs[0].shape))
     if len(keras_node.outputs) != 1:
@@ -276,7 +277,7 @@ def _node(keras_node, model):
     return Node(
         name=layer.name,
         layer=layer,
-        inputs=[t._keras_history.operation.name for t in keras_node.input_tensors],
+        inputs=[compat.producer(t).name for t in keras_node.input_tensors],
         packed=len(args) == 1 and isinstance(args[0], (list, tuple)),
         weights=[np.array(w) for w in layer.get_weights()],
         input_shapes=[tuple(t.shape) for t in keras_node.input_tensors],

@@ -31,7 +31,7 @@ Example:
 import keras
 import numpy as np
 
-from tfprune import handlers
+from tfprune import compat, handlers
 from tfprune.errors import UnsupportedModelError
 from tfprune.handlers import BARRIER, CONCAT, FLATTEN, MERGE, PASS, LayerHandler
 
@@ -117,9 +117,9 @@ def from_call(keras_node, model):
 
 def refusal(operation, model, why):
     """One line for a `keras.ops` call tfprune cannot rebuild: which, where, what to do."""
-    nodes = getattr(operation, "_inbound_nodes", None) or []
-    feeds = sorted({tensor._keras_history.operation.name for node in nodes[:1]
-                    for tensor in node.input_tensors if hasattr(tensor, "_keras_history")})
+    nodes = compat.inbound_nodes(operation)
+    feeds = sorted({compat.producer(tensor).name for node in nodes[:1]
+                    for tensor in node.input_tensors if compat.producer(tensor) is not None})
     where = f" on the output of {', '.join(repr(name) for name in feeds)}" if feeds else ""
     kind = type(operation).__name__
     if _computes_mask(operation, model):

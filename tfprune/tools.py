@@ -8,8 +8,8 @@
 
 Each `main` reads its flags and calls the library (`tfprune.bench.compare`, and with
 `--profile` `tfprune.bench.profile`, where each file's time goes op by op;
-`tfprune.export.inspect` and `runtimes`, `tfprune.tflm.activation_peak`;
-`tfprune.csource.write`); bad input prints one line, no traceback, and exits with 1.
+`tfprune.export.inspect` and `runtimes`, `tfprune.micro.activation_peak`;
+`tfprune.micro.csource.write`); bad input prints one line, no traceback, and exits with 1.
 """
 
 import contextlib
@@ -59,19 +59,31 @@ def _define(define, name, *args, **kwargs):
         define(name, *args, **kwargs)
 
 
-class _Failed(Exception):
-    """Raised inside `_one_line_errors` after the message is printed."""
+class Failed(Exception):
+    """Raised by `one_line_errors` after the message is printed."""
 
 
 @contextlib.contextmanager
-def _one_line_errors(program):
+def one_line_errors(program):
+    """Every command's error handling: a `TfpruneError`, or a full disk (`atomic`), printed
+    as one line `<program>: error: ...` on stderr, then `Failed` raised (exit with 1).
+
+    Anything else is a bug or an unexpected system error and keeps its traceback.
+    """
+    from tfprune import atomic
     from tfprune.errors import TfpruneError
 
     try:
         yield
     except TfpruneError as e:
         print(f"{program}: error: {e}", file=sys.stderr)
-        raise _Failed from None
+        raise Failed from None
+    except OSError as e:
+        if not atomic.is_disk_full(e):
+            raise
+        print(f"{program}: error: {atomic.disk_full_error(e.filename or '?', e)}",
+              file=sys.stderr)
+        raise Failed from None
 
 
 def _write_json(path, payload):
@@ -104,7 +116,7 @@ def bench_main(argv):
     from tfprune import bench
 
     try:
-        with _one_line_errors("tfprune-bench"):
+        with one_line_errors("tfprune-bench"):
             result = bench.compare(*paths, threads=FLAGS.threads, batch_size=FLAGS.batch_size,
                                    runs=FLAGS.runs, warmup=FLAGS.warmup,
                                    delegates=tuple(FLAGS.delegates))
@@ -118,7 +130,7 @@ def bench_main(argv):
                 payload["profiles"] = [p.to_dict() for p in profiles]
             if FLAGS.json:
                 _write_json(FLAGS.json, payload)
-    except _Failed:
+    except Failed:
         return 1
     return 0
 
@@ -128,14 +140,14 @@ def inspect_main(argv):
     interpreters can run each (and why not); its peak activation memory; with `--profile`,
     its time op by op on XNNPACK and on the builtin kernels."""
     paths = _tflite_paths(argv, "tfprune-inspect model.tflite")
-    from tfprune import bench, export, tflm
+    from tfprune import bench, micro, tflite
 
     try:
-        with _one_line_errors("tfprune-inspect"):
+        with one_line_errors("tfprune-inspect"):
             reports, payload = [], []
             for path in paths:
-                info, runs, peak = export.inspect(path), export.runtimes(path), \
-                    tflm.activation_peak(path)
+                info, runs, peak = tflite.inspect(path), tflite.runtimes(path), \
+                    micro.activation_peak(path)
                 profiles = ([bench.profile(path, delegate=d) for d in ("xnnpack", "builtin")]
                             if FLAGS.profile else [])
                 reports.append("\n".join([str(info), "runs on:"]
@@ -149,7 +161,7 @@ def inspect_main(argv):
             print("\n\n".join(reports))
             if FLAGS.json:
                 _write_json(FLAGS.json, payload)
-    except _Failed:
+    except Failed:
         return 1
     return 0
 
@@ -160,13 +172,13 @@ def export_c_main(argv):
     paths = _tflite_paths(argv, usage)
     if len(paths) != 1:
         raise app.UsageError(f"Pass one .tflite file: {usage}. Received: {paths}")
-    from tfprune import csource
+    from tfprune.micro import csource
 
     try:
-        with _one_line_errors("tfprune-export-c"):
+        with one_line_errors("tfprune-export-c"):
             header, source = csource.write(paths[0], FLAGS.out_dir, FLAGS.name, FLAGS.language)
             print(f"wrote {header} and {source}")
-    except _Failed:
+    except Failed:
         return 1
     return 0
 

@@ -7,4 +7,4 @@ from tfprune.bench.counts import Counts, LayerCount, count  # noqa: F401
 from tfprune.bench.latency import Comparison, Timing, compare  # noqa: F401
 from tfprune.bench.profiler import OpTime, Profile, profile  # noqa: F401
 from tfprune.bench.tflm import compare_tflm  # noqa: F401
-from tfprune.interpreter import file_sizes  # noqa: F401
+from tfprune.tflite.interpreter import file_sizes  # noqa: F401

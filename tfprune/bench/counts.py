@@ -15,7 +15,7 @@ import numpy as np
 
 from tfprune.graph import LayerGraph
 from tfprune.handlers import REGISTRY
-from tfprune.wrapper import unwrap
+from tfprune.pruning.wrapper import unwrap
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@ interpreter. `compare` runs every file in one process, interleaved round by roun
 (A B A B ...), after a warm-up, so that a noisy machine slows all of them alike; it reports
 medians in microseconds and, per round, the speedup of each file over the first (the first
 file's time divided by this file's), whose spread says how much to trust it. Reading and
-loading the files is `tfprune.interpreter`'s.
+loading the files is `tfprune.tflite.interpreter`'s.
 """
 
 import dataclasses
@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from tfprune.errors import TfpruneError
-from tfprune.interpreter import (
+from tfprune.tflite.interpreter import (
     DELEGATES,
     file_sizes,
     first_line,

@@ -7,7 +7,7 @@ install), and the `CompiledModel` profiler of `libLiteRt.so` is not exposed by i
 wrapper. So `profile` measures what can be measured from Python:
 
 - **the partition**: which ops the delegate (XNNPACK) took and which ran on the builtin
-  kernels, from the interpreter's node list (`tfprune.interpreter.node_details`);
+  kernels, from the interpreter's node list (`tfprune.compat.node_details`);
 - **time per op**: each op is cut out as a one-op model (its non-constant inputs become
   the model's inputs, fed with the values they hold in a real run of the whole file) and
   timed on the kernels that ran it in the whole file, interleaved with the whole file and
@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from tfprune.bench.latency import _interleaved, _invoker
+from tfprune.compat import node_details
 from tfprune.errors import TfpruneError
-from tfprune.interpreter import (
+from tfprune.tflite.interpreter import (
     DELEGATES,
     NUMPY_TYPES,
     delegated_ops,
     format_table,
     load_interpreter,
-    node_details,
     parse,
     random_inputs,
     read_tflite,
@@ -169,7 +169,7 @@ def profile(path, delegate="xnnpack", threads=1, runs=200, warmup=20):
 
     Raises:
         TfpruneError: a bad file, delegate or count.
-        LiteRtApiChanged: LiteRT's node listing changed (see `interpreter.node_details`).
+        LiteRtApiChanged: LiteRT's node listing changed (see `compat.node_details`).
 
     Example:
 

@@ -9,7 +9,7 @@ slower file is reported as slower, with the reason, and never as "0.4x faster".
 
 import re
 
-from tfprune import export
+from tfprune import tflite
 
 
 def reason(baseline, compressed, macs=None):
@@ -43,7 +43,7 @@ it; its sparse encoding adds 1 DENSIFY op
         refused = re.search(r"failed to delegate \w+ node #\d+", compressed.note)
         found.append(f"XNNPACK refused it ({refused.group(0) if refused else compressed.note}),"
                      " so the builtin kernels ran it")
-    a, b = export.inspect(baseline.path), export.inspect(compressed.path)
+    a, b = tflite.inspect(baseline.path), tflite.inspect(compressed.path)
     extra = {op: n - a.ops.get(op, 0) for op, n in b.ops.items()
              if op in ("DENSIFY", "QUANTIZE", "DEQUANTIZE") and n > a.ops.get(op, 0)}
     if "DENSIFY" in extra:

@@ -8,9 +8,9 @@ are host figures and are labelled so. The rounds interleave the files as `compar
 
 import numpy as np
 
-from tfprune import tflm
+from tfprune import micro
 from tfprune.bench.latency import Timing, _check_compare_args, _interleaved
-from tfprune.interpreter import file_sizes
+from tfprune.tflite.interpreter import file_sizes
 
 HOST_NOTE = "host CPU, TFLite Micro reference kernels: a host figure, not a microcontroller's"
 
@@ -48,7 +48,7 @@ def compare_tflm(*paths, runs=200, warmup=20):
     """
     _check_compare_args(paths, 1, 1, runs, warmup, ("builtin",))
     paths = [str(p) for p in paths]
-    calls = [tflm.invoker(p) for p in paths]
+    calls = [micro.invoker(p) for p in paths]
     us = _interleaved(calls, runs, warmup)
     speedups = us[:, :1] / us
     timings = []

@@ -277,11 +277,14 @@ def _walk(model):
     """`(scaling layer or None, whether the walk passed through the whole model)`."""
     import keras
 
-    graph = getattr(model, "_functional", None) or model  # a Sequential's own graph
-    if not hasattr(graph, "_nodes_by_depth") or len(graph.inputs) != 1:
+    from tfprune import compat
+
+    graph = compat.functional(model) or model  # a Sequential's own graph
+    by_depth = compat.nodes_by_depth(graph)
+    if by_depth is None or len(graph.inputs) != 1:
         return None, False
     consumers = {}
-    for nodes in graph._nodes_by_depth.values():
+    for nodes in by_depth.values():
         for node in nodes:
             for tensor in node.input_tensors:
                 consumers.setdefault(id(tensor), []).append(node)

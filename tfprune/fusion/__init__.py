@@ -23,8 +23,8 @@ from tfprune.fusion.step import FusionPlan, Step
 from tfprune.fusion.walker import Options, walk
 from tfprune.graph import LayerGraph
 from tfprune.options import POOL_KERNELS
-from tfprune.pruning import strip
-from tfprune.wrapper import PruneLowMagnitude
+from tfprune.pruning.model import strip
+from tfprune.pruning.wrapper import PruneLowMagnitude
 
 __all__ = ["FusionPlan", "Step", "fuse", "plan"]
 

@@ -8,8 +8,8 @@ is cast back to the layer's dtype at the end.
 
 import numpy as np
 
-from tfprune import masks
 from tfprune.handlers import REGISTRY
+from tfprune.pruning import masks
 
 # Spatial layers whose first weight is a (*kernel_size, in, out)-shaped sliding kernel.
 SLIDING = ("conv", "depthwise", "separable")

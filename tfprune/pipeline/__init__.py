@@ -5,7 +5,7 @@
     context.py   Context: config, run folder, models and data loaded on first use
     training.py  optimizer, compile, fit (with per-epoch backups), accuracy, hold_zeros
     distributed.py  a run over several devices or machines: who runs what, who writes
-    stages.py    the stages of a run, declared, in order (STAGES), with their code
+    stages/      the stages of a run, one module each, in order (STAGES)
 
 `run(config)` checks the settings, then every stage's inputs (model, data, folder) before
 any long work, then runs the stages in order. Each stage writes its outputs atomically
@@ -21,7 +21,7 @@ run.
 from tfprune.errors import TfpruneError  # noqa: F401 (for callers catching it from here)
 from tfprune.pipeline.config import PipelineConfig, parse_granularity, parse_layer_sparsity
 from tfprune.pipeline.context import Context
-from tfprune.pipeline.runner import RECORD, Stage, execute
+from tfprune.pipeline.runner import RECORD, Stage, check_stages, execute
 from tfprune.pipeline.stages import STAGES
 from tfprune.pipeline.training import hold_zeros
 
@@ -62,6 +62,7 @@ def run(config):
         from tfprune.pipeline import distributed
 
         config, stages, distribution = distributed.setup(config, stages)
+    check_stages(stages, config)  # a stop_after naming no stage fails before Keras loads
     from tfprune.backend import require_tensorflow  # imports Keras
 
     require_tensorflow("The tfprune pipeline")  # it converts and measures .tflite files

@@ -72,8 +72,9 @@ def end_step(config, steps, every):
     is reached), `every` being the steps between updates."""
     if config.end_step != -1:
         return config.end_step
-    updates = max(1, round((0.75 * steps - config.begin_step) / every))
-    return config.begin_step + updates * every
+    from tfprune.pruning import schedules  # imports Keras: not when the pipeline package loads
+
+    return schedules.end_step(steps, every, config.begin_step)
 
 
 def retrain_epochs(config, prune_epochs):

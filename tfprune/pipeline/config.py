@@ -58,20 +58,14 @@ class Range:
         return f"{'<' if self.high_open else '<='} {self.high}"
 
 
-def _stage_names():
-    from tfprune.pipeline.stages import STAGES  # light: stage code imports Keras when it runs
-
-    return tuple(stage.name for stage in STAGES)
-
-
 def setting(default, help, *, choices=None, range=None):
     """A `PipelineConfig` field: its default, one line of help, and its allowed values.
 
     Args:
         default: The default value (the command line's too).
         help: String, the flag's help and the field's documentation.
-        choices: Tuple of allowed values (for a tuple field: of each item), or a function
-            returning it, defaults to `None` (any value).
+        choices: Tuple of allowed values (for a tuple field: of each item), defaults to
+            `None` (any value).
         range: A `Range` for a numeric field, defaults to `None` (any value).
 
     Returns:
@@ -287,7 +281,10 @@ class PipelineConfig:
                                                 "(optional).")
     resume: bool = setting(False, "Skip finished stages whose outputs exist and match these "
                                   "settings.")
-    stop_after: str | None = setting(None, "Stop after this stage.", choices=_stage_names)
+    # The runner checks the name against the stages of the run (`runner.check_stages`): the
+    # settings know no stage.
+    stop_after: str | None = setting(None, "Stop after this stage (a name the run logs and "
+                                           "records in stages.json).")
     distribute: str = setting(
         "none", "Train under tf.distribute: none; mirrored (every GPU, or CPU, of this "
                 "machine); multi_worker (several machines, each started with the same command "
@@ -393,7 +390,6 @@ def _check_field(field, value):
         raise TfpruneError(f"Expected {name} {meta['range']}. Received: {name}={value!r}")
     choices = meta.get("choices")
     if choices is not None:
-        choices = choices() if callable(choices) else choices
         for item in value if kind is tuple else (value,):
             _one_of(name, item, choices)
 

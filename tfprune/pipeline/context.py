@@ -122,6 +122,27 @@ class Context:
         finally:
             self._models = kept
 
+    def scratch(self, folder, results, models):
+        """A copy of this context that runs in `folder`: the same data and source model,
+        the settings with `export_dir=folder`, no backups (a scratch run trains from the
+        start), `results` as the results of the stages before it and `models` as their
+        models (name -> Keras model).
+
+        Used by `runner.run_in_scratch`. What this context loaded already (the data, the
+        source model) is shared, not loaded again.
+        """
+        import copy
+        import dataclasses
+
+        scratch = copy.copy(self)
+        scratch.config = dataclasses.replace(self.config, export_dir=str(folder))
+        scratch.folder = Path(folder)
+        scratch.backup_dir = None
+        scratch.results = dict(results)
+        scratch.records, scratch.precomputed = {}, {}
+        scratch._models = dict(models)
+        return scratch
+
     def first_to_run(self, first, digests):
         """The first stage to run (an index into `stages`), agreed with the other workers.
 

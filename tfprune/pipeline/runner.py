@@ -154,8 +154,7 @@ def execute(stages, context):
             chance level, or a judged stage fell too far (these two: unless `keep_going`).
     """
     config, folder = context.config, Path(context.folder)
-    stages = [stage for stage in stages if stage.applies(config)]
-    _check_declarations(stages, config)
+    stages = check_stages(stages, config)
     context.stages = tuple(stages)
     with contextlib.ExitStack() as held:
         with _removed_if_failing(folder):
@@ -374,8 +373,52 @@ def _holder(fd):
     return text if text.isdigit() else "unknown"
 
 
-def _check_declarations(stages, config):
-    """Every file a stage reads is written by an earlier stage; names are unique."""
+def run_in_scratch(stages, context, folder, results, models):
+    """Runs a sub-list of a run's stages in a scratch folder, as the run would run them.
+
+    The stages that apply run in order on `context.scratch(folder, results, models)`, each
+    in its training scope if it trains, with no records, resume or backups; each result is
+    kept as the runner keeps it (through JSON). Anything that runs stages outside the run
+    (the search's check) goes through here, not through a copied `Context`.
+
+    Args:
+        stages: Sequence of `Stage`s.
+        context: The run's `Context`.
+        folder: The scratch folder (existing); the caller removes it.
+        results: Dict of stage name -> result, the stages before these.
+        models: Dict of model name -> Keras model, the models of the stages before these.
+
+    Returns:
+        `(scratch context, {stage name: Precomputed})`: the run can later take a stage's
+        files and result from its `Precomputed` instead of running it
+        (`context.precomputed`).
+    """
+    from tfprune.pipeline.context import Precomputed
+
+    scratch = context.scratch(folder, results, models)
+    done = {}
+    for stage in (s for s in stages if s.applies(scratch.config)):
+        with scratch.training_scope() if stage.trains else contextlib.nullcontext():
+            outputs, result, figure = stage.run(scratch)
+        result = json.loads(json.dumps(result, default=jsonable))
+        scratch.results[stage.name] = result
+        done[stage.name] = Precomputed(folder, outputs, result, figure)
+    return scratch, done
+
+
+def check_stages(stages, config):
+    """The stages of `stages` that apply to `config`, checked without loading anything.
+
+    Every file a stage reads is written by an earlier stage, names are unique, and
+    `config.stop_after` names one of them.
+
+    Returns:
+        List of the `Stage`s whose `applies(config)` is true, in order.
+
+    Raises:
+        TfpruneError: a check failed.
+    """
+    stages = [stage for stage in stages if stage.applies(config)]
     written, names = set(), set()
     for stage in stages:
         if stage.name in names:
@@ -390,6 +433,7 @@ def _check_declarations(stages, config):
         raise TfpruneError(f"stop_after names a stage this run does not have. Expected one of "
                            f"{[s.name for s in stages]}. Received: stop_after="
                            f"{config.stop_after!r}")
+    return stages
 
 
 @contextlib.contextmanager

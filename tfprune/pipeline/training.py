@@ -23,7 +23,6 @@ import numpy as np
 
 from tfprune import faults
 from tfprune.errors import TfpruneError
-from tfprune.stats import accuracy, correct  # noqa: F401  (the stages' accuracy, per image)
 
 
 class DivergedError(TfpruneError):
@@ -40,43 +39,11 @@ def optimizer(config, learning_rate, steps):
             "rmsprop": keras.optimizers.RMSprop}[config.optimizer](learning_rate)
 
 
-def ends_in_softmax(model):
-    """Whether `model`'s output is a softmax (probabilities) rather than logits.
-
-    Reads the layer that makes the output, through pruning wrappers: a `Softmax` layer, or
-    a layer whose `activation` is softmax (a `Dense(..., activation="softmax")` or an
-    `Activation("softmax")`).
-
-    Example:
-
-    >>> import keras
-    >>> from tfprune.pipeline.training import ends_in_softmax
-    >>> dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> ends_in_softmax(dense)
-    False
-    >>> ends_in_softmax(keras.Sequential([dense, keras.layers.Softmax()]))
-    True
-    """
-    import keras
-
-    from tfprune.wrapper import unwrap
-
-    try:
-        last = model.outputs[0]._keras_history.operation  # the layer that makes the output
-    except (AttributeError, IndexError, TypeError, ValueError):
-        last = model.layers[-1]
-    last = unwrap(last)
-    if isinstance(last, keras.layers.Softmax):
-        return True
-    if isinstance(last, keras.Model):  # a nested model: its own output layer decides
-        return ends_in_softmax(last)
-    activation = getattr(last, "activation", None)
-    return getattr(activation, "__name__", None) == "softmax"
-
-
 def compile_model(model, config, learning_rate, steps):
     """Compiles `model` for classification with integer labels and an accuracy metric."""
     import keras
+
+    from tfprune.distill import ends_in_softmax
 
     student = getattr(model, "student", model)  # a Distiller's loss is its student's
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not ends_in_softmax(student))
@@ -99,7 +66,7 @@ def learner(model, teacher, config):
 
     if teacher is None or not distills(config):
         return model
-    from tfprune.distill import Distiller
+    from tfprune.distill import Distiller, ends_in_softmax
 
     return Distiller(model, teacher, temperature=config.distill_temperature,
                      weight=config.distill_weight, from_logits=not ends_in_softmax(model))
@@ -272,7 +239,7 @@ def hold_zeros(model):
     """Keeps every zero in the model's kernels at zero while training inside the block.
 
     The biases (and BatchNorm scales and offsets) of channels pruned whole stay zero too
-    (`tfprune.groups.dead_channel_masks`): such a channel keeps outputting exactly zero,
+    (`tfprune.pruning.groups.dead_channel_masks`): such a channel keeps outputting exactly zero,
     and `shrink` removes it.
 
     It sets a constraint on each kernel variable (the optimizer applies it after each
@@ -300,7 +267,7 @@ def hold_zeros(model):
     """
     import keras
 
-    from tfprune import groups
+    from tfprune.pruning import groups
 
     saved = []
     try:

@@ -129,7 +129,7 @@ def allocate(search, sets, share, floors):
     """Bisects the price until the cost goals are met; `(widths, status)` as the greedy's.
 
     Args:
-        search: The searcher (`_Search`): its layers, predictor, costs, goals and log.
+        search: The searcher (`greedy.Greedy`): its layers, predictor, costs, goals and log.
         sets: Groups of layer names (`tied`).
         share: Dict of each group's leader -> its cost share (`shares`).
         floors: Dict of layer name -> the narrowest width it may take.

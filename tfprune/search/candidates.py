@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tfprune.errors import TfpruneError
-from tfprune.masks import keep_count
+from tfprune.pruning.masks import keep_count
 
 
 def name(widths):
@@ -57,8 +57,9 @@ class Layers:
     """
 
     def __init__(self, model, granularity="filter", step=0.85):
-        from tfprune import masks, pruning
+        from tfprune import pruning
         from tfprune.handlers import REGISTRY, Depthwise
+        from tfprune.pruning import masks
 
         chosen = pruning.plan(model, granularity)
         self.units = {}
@@ -139,7 +140,7 @@ def cut(model, widths, layers, granularity, other_sparsity=0.0):
         A new Keras model.
     """
     import tfprune
-    from tfprune.groups import FilterGroups, update_masks
+    from tfprune.pruning.groups import FilterGroups, update_masks
 
     sparsity = layers.sparsities(widths)
     wrapped = tfprune.prune(model, tfprune.ConstantSparsity(other_sparsity, begin_step=0),
@@ -204,11 +205,11 @@ class Costs:
 
     def baseline_file(self):
         """The baseline's float32 `.tflite` file (exported once)."""
-        from tfprune import export
+        from tfprune import tflite
 
         if self._baseline_file is None:
             path = self.folder / "baseline.tflite"
-            export.to_tflite(self.model, path, batch_size=self.export.get("batch_size"))
+            tflite.to_tflite(self.model, path, batch_size=self.export.get("batch_size"))
             self._baseline_file = path
         return self._baseline_file
 
@@ -294,16 +295,16 @@ class Costs:
         return figures
 
     def _measure_models(self, models, whole=False):
-        from tfprune import bench, export
+        from tfprune import bench, tflite
 
         files = {}
         for key, model in models.items():
             path = self.folder / f"{key}.tflite"
             settings = dict(self.export)
             if settings.pop("sparse", False):  # as the export stage: only where it pays
-                export.to_tflite_where_sparse_pays(model, path, **settings)
+                tflite.to_tflite_where_sparse_pays(model, path, **settings)
             else:
-                export.to_tflite(model, path, **settings)
+                tflite.to_tflite(model, path, **settings)
             counts = bench.count(model)
             files[key] = (path, {"bytes": os.path.getsize(path), "macs": int(counts.macs),
                                  "params": int(counts.params)})

@@ -168,14 +168,14 @@ class _Block:
         return keras.Model(first, outputs)
 
     def export(self, path):
-        from tfprune import export
+        from tfprune import tflite
 
         model = self.model()
         data = None
         if self.quantize == "int8":  # calibration: any inputs do for timing
             rng = np.random.default_rng(0)
             data = [rng.standard_normal(self.shapes[0], dtype="float32") for _ in range(4)]
-        return export.to_tflite(model, path, quantize=self.quantize, batch_size=self.batch_size,
+        return tflite.to_tflite(model, path, quantize=self.quantize, batch_size=self.batch_size,
                                 representative_data=data, int8_io=self.quantize == "int8")
 
 
@@ -216,7 +216,7 @@ def _runtime(threads, batch_size):
     """What every entry depends on beyond its layer: runtime versions, CPU, settings."""
     import tensorflow as tf
 
-    from tfprune.interpreter import litert_version
+    from tfprune.compat import litert_version
 
     return (f"litert {litert_version()}, tensorflow {tf.__version__}, {_cpu()}, "
             f"threads={threads}, batch={batch_size}, delegate=xnnpack")

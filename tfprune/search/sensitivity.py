@@ -3,9 +3,9 @@
 A `Tuner` holds one copy of the baseline with its searched layers wrapped in pruning masks.
 Cutting a layer to a width masks its filters of least L2 norm (the prune stage's
 criterion), with everything that makes their channels (a BatchNorm, a depthwise conv, the
-other branch of a residual `Add`: `tfprune.groups`); the model is then fine-tuned for a few
+other branch of a residual `Add`: `tfprune.pruning.groups`); the model is then fine-tuned for a few
 steps (the rest of the network adapts, as it will in the real training; the teacher distils
-if there is one), its BatchNorm statistics are recomputed (`tfprune.batchnorm`) and its
+if there is one), its BatchNorm statistics are recomputed (`tfprune.pruning.batchnorm`) and its
 accuracy is measured on the validation split. One compiled copy
 serves every cut (weights reset, masks set, optimizer state zeroed), so Keras traces its
 training step once.
@@ -22,8 +22,8 @@ training step once.
 
 import numpy as np
 
-from tfprune import batchnorm
-from tfprune.stats import accuracy, correct  # noqa: F401  (the search's, per image)
+from tfprune.pruning import batchnorm
+from tfprune.stats import correct
 
 # Training images each cut's BatchNorm statistics are recomputed on before it is measured.
 BATCHNORM_IMAGES = 1024
@@ -60,7 +60,7 @@ class Tuner:
                  loss, teacher=None, temperature=4.0, weight=0.5, from_logits=False, seed=0):
         import tfprune
         from tfprune.distill import Distiller
-        from tfprune.groups import FilterGroups
+        from tfprune.pruning.groups import FilterGroups
 
         self.layers, self.validation, self.steps, self.seed = layers, validation, steps, seed
         self.base_right = correct(model, validation)  # pairs every cut with the baseline
@@ -96,7 +96,7 @@ class Tuner:
             cuts: Dict of layer name -> width to cut it to (within the filters kept).
             depth: Integer, which slice of the training data fine-tunes.
         """
-        from tfprune.groups import update_masks
+        from tfprune.pruning.groups import update_masks
 
         self.wrapped.set_weights(state)
         due = {self.wrappers[layer]: self.layers.sparsities({layer: width})[layer]

@@ -3,7 +3,7 @@
 The TFLite converter quantizes weights to 8 bits at least; 4-bit weights come from the
 `litert-quantizer` package (import name `litert_quantizer`), which rewrites a float
 `.tflite` file op by op from a recipe. This module holds the recipes tfprune uses and the
-one call into the package; `tfprune.export.to_tflite(..., quantize="int4")` converts to
+one call into the package; `tfprune.tflite.to_tflite(..., quantize="int4")` converts to
 float first and hands the bytes here. Nothing here edits a flatbuffer by hand.
 
 Which form is fastest depends on the kernels the runtime has, and was measured
@@ -73,7 +73,7 @@ def recipe(form="mixed", edges=()):
     Example:
 
     >>> [(e["operation"], e["op_config"]["weight_tensor_config"]["num_bits"])
-    ...  for e in tfprune.int4.recipe("mixed")]
+    ...  for e in tfprune.tflite.int4.recipe("mixed")]
     [('*', 8), ('FULLY_CONNECTED', 4)]
     """
     check_form(form)
@@ -119,7 +119,7 @@ def edge_ops(float_model):
     Returns:
         A tuple of one or two names (one when the model has a single such op), or `()`.
     """
-    from tfprune.interpreter import parse
+    from tfprune.tflite.interpreter import parse
 
     model, names = parse(bytes(float_model), "the float model")
     graph = model.subgraphs[0]
@@ -155,8 +155,8 @@ def quantize(float_model, form="mixed"):
     Example:
 
     >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, name="fc")])
-    >>> float_file = tfprune.export.to_tflite(model, "float.tflite")
-    >>> data = tfprune.int4.quantize(float_file.read_bytes())
+    >>> float_file = tfprune.tflite.to_tflite(model, "float.tflite")
+    >>> data = tfprune.tflite.int4.quantize(float_file.read_bytes())
     >>> len(data) < float_file.stat().st_size / 5   # 4 bits a weight instead of 32
     True
     """

@@ -12,7 +12,7 @@ become the average of its batch statistics over those batches.
 import keras
 import numpy as np
 
-from tfprune.wrapper import unwrap
+from tfprune.pruning.wrapper import unwrap
 
 
 def batchnorm_layers(model):

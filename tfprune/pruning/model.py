@@ -12,10 +12,10 @@ import warnings
 import keras
 import numpy as np
 
-from tfprune import groups, masks, schedules
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.graph import ChannelGroups, LayerGraph, clone_layer
-from tfprune.wrapper import REGISTRY, PruneLowMagnitude, unwrap
+from tfprune.pruning import groups, masks, schedules
+from tfprune.pruning.wrapper import REGISTRY, PruneLowMagnitude, unwrap
 
 _OPTIONS = ("block_shape", "block_pooling", "n_m")
 DEFAULT_KEY = "*"
@@ -108,7 +108,7 @@ def plan(model, granularity="weight", layers=None):
     Returns:
         A dict `{layer name: granularity}` of the layers to wrap, in layer order: the layers
         to prune, and under `"filter"` the layers whose channels follow a pruned filter's
-        (`tfprune.groups.followers`: a BatchNorm, a depthwise conv), as `"filter"`.
+        (`tfprune.pruning.groups.followers`: a BatchNorm, a depthwise conv), as `"filter"`.
 
     Raises:
         UnsupportedModelError: a subclassed or unbuilt model, or nothing to prune.
@@ -149,7 +149,7 @@ def plan(model, granularity="weight", layers=None):
     return {layer.name: result[layer.name] for layer in model.layers if layer.name in result}
 
 
-def prune(model, schedule, granularity="weight", layers=None, **options):
+def prune(model, schedule, granularity="weight", layers=None, sparsities=None, **options):
     """A copy of `model` whose prunable layers are wrapped in `PruneLowMagnitude`.
 
     The caller's model is not modified; the copy starts from its weights. Compile the copy
@@ -163,7 +163,7 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
             name also matches subclasses) to one of these or `None` (do not prune); a
             layer name wins over a class name, and `"*"` sets the default for layers
             matched by neither (else `"weight"`). `"filter"` prunes whole channel groups
-            (`tfprune.groups`): a filter goes with its bias, the BatchNorm scale and offset
+            (`tfprune.pruning.groups`): a filter goes with its bias, the BatchNorm scale and offset
             after it (the BatchNorm is wrapped too), the depthwise channel that reads it and
             the same channel of every branch of a residual `Add`, so that it outputs exactly
             zero and `tfprune.shrink` removes it. A layer whose units are a model output
@@ -171,6 +171,10 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
             name it with another granularity to prune its weights.
         layers: Which layers to prune: a list of layer names, or a predicate
             `fn(layer) -> bool`; defaults to every prunable layer.
+        sparsities: Dict of layer name -> final sparsity, defaults to `None`: each named
+            layer gets `schedule.ending_at(sparsity)` (the same steps, its own target), the
+            other pruned layers `schedule` itself. The one way to give layers their own
+            sparsities (the pipeline's `--layer_sparsity` and the search's widths use it).
         **options: `block_shape`, `block_pooling`, `n_m`: see `PruneLowMagnitude`.
 
     Returns:
@@ -179,8 +183,9 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
     Raises:
         UnsupportedModelError: a subclassed, unbuilt or nested model, a layer called more
             than once, or no layer to prune.
-        TfpruneError: an unknown granularity, option or layer name, or a granularity a
-            layer cannot take (N:M on a one-input-channel conv).
+        TfpruneError: an unknown granularity, option or layer name, a granularity a
+            layer cannot take (N:M on a one-input-channel conv), or `sparsities` naming a
+            layer that is not pruned.
 
     Example:
 
@@ -200,6 +205,11 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
     >>> gamma = tfprune.strip(pruned).get_layer("bn").gamma.numpy()
     >>> int((gamma == 0).sum())   # their BatchNorm channels too: they output exactly zero
     4
+    >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, begin_step=0),
+    ...                        sparsities={"fc": 0.25})
+    >>> {w.layer.name: w.schedule.target_sparsity for w in pruned.layers
+    ...  if isinstance(w, tfprune.PruneLowMagnitude)}
+    {'conv': 0.5, 'fc': 0.25}
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -207,6 +217,7 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
                            f"{_OPTIONS}. Received: {unknown[0]}={options[unknown[0]]!r}")
     schedule = schedules.get(schedule)
     chosen = plan(model, granularity, layers)
+    own = _own_schedules(schedule, sparsities or {}, chosen, model)
     pairs = []
 
     def clone_function(layer):
@@ -215,12 +226,26 @@ def prune(model, schedule, granularity="weight", layers=None, **options):
         new = clone_layer(layer)
         pairs.append((layer.get_weights(), new))
         if layer.name in chosen:
-            return PruneLowMagnitude(new, schedule, chosen[layer.name], **options)
+            return PruneLowMagnitude(new, own.get(layer.name, schedule), chosen[layer.name],
+                                     **options)
         return new
 
     pruned = keras.models.clone_model(model, clone_function=clone_function)
     _copy_weights(pairs)
     return pruned
+
+
+def _own_schedules(schedule, sparsities, chosen, model):
+    """Layer name -> its schedule, for the layers `sparsities` names."""
+    unpruned = sorted(set(sparsities) - set(chosen))
+    if unpruned:
+        names = {layer.name for layer in model.layers}
+        missing = [name for name in unpruned if name not in names]
+        why = (f"names layers model {model.name!r} does not have: {missing}" if missing else
+               f"names layers that are not pruned (granularity or layers leave them out): "
+               f"{unpruned}")
+        raise TfpruneError(f"`sparsities` {why}. Received: sparsities={sparsities!r}")
+    return {name: schedule.ending_at(sparsity) for name, sparsity in sparsities.items()}
 
 
 def _warn_if_unpruned(model):

@@ -4,7 +4,7 @@ What `xxd -i` gives, done right: `<name>.h` and `<name>.cc` (or `.c`) with the b
 `const` array aligned to 16 bytes (TFLite Micro reads the flatbuffer in place, and its
 kernels read the weights from it directly), its length, and comments that say what the app
 needs to know: the tensor arena to allocate (measured on TFLM's interpreter, see
-`tfprune.tflm.measure_arena`), the input and output shapes with their quantization, and the
+`tfprune.micro.measure_arena`), the input and output shapes with their quantization, and the
 ops to register in a `MicroMutableOpResolver`. Only files that are full int8 and fit TFLM
 are written, each file atomically.
 """
@@ -12,9 +12,9 @@ are written, each file atomically.
 import re
 from pathlib import Path
 
-from tfprune import atomic, tflm
+from tfprune import atomic, micro
 from tfprune.errors import TfpruneError
-from tfprune.interpreter import NUMPY_TYPES, parse, read_tflite, tensor_name
+from tfprune.tflite.interpreter import NUMPY_TYPES, parse, read_tflite, tensor_name
 
 LANGUAGES = ("cc", "c")
 _BYTES_PER_LINE = 12
@@ -34,7 +34,7 @@ def write(path, out_dir=None, name="model_data", language="cc", arena=None):
             arena was measured, `<NAME>_ARENA_SIZE` its size in bytes.
         language: String, `"cc"` (C++11, `alignas`) or `"c"` (C11, `_Alignas`), defaults
             to `"cc"`.
-        arena: A `tfprune.tflm.Arena` measured already, or `None` to measure it now (without
+        arena: A `tfprune.micro.Arena` measured already, or `None` to measure it now (without
             the `tflite-micro` package, the header says it was not measured).
 
     Returns:
@@ -51,9 +51,9 @@ def write(path, out_dir=None, name="model_data", language="cc", arena=None):
     >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv"),
     ...                           keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
     >>> images = np.random.default_rng(0).random((32, 8, 8, 1), dtype="float32")
-    >>> path = tfprune.export.to_tflite(model, "m.tflite", target="tflm",
+    >>> path = tfprune.tflite.to_tflite(model, "m.tflite", target="tflm",
     ...                                 representative_data=images)
-    >>> header, source = tfprune.csource.write(path)
+    >>> header, source = tfprune.micro.csource.write(path)
     >>> lines = header.read_text().splitlines()
     >>> for line in lines[:1] + lines[2:8]:
     ...     print(line)
@@ -77,11 +77,11 @@ def write(path, out_dir=None, name="model_data", language="cc", arena=None):
         raise TfpruneError(f"language must be one of {LANGUAGES}. Received: "
                            f"language={language!r}")
     data = read_tflite(path)
-    tflm.check(path, full_int8=True)
+    micro.check(path, full_int8=True)
     if arena is None:
         try:
-            arena = tflm.measure_arena(path)
-        except tflm.TflmUnavailable as e:
+            arena = micro.measure_arena(path)
+        except micro.TflmUnavailable as e:
             arena = str(e)
     folder = Path(out_dir) if out_dir is not None else path.parent
     header, source = folder / f"{name}.h", folder / f"{name}.{language}"
@@ -96,7 +96,7 @@ def _comments(path, data, arena):
     model, names = parse(data, path)
     graph = model.subgraphs[0]
     lines = [f"{path.name} ({len(data):,} bytes) as a C array, written by tfprune.", ""]
-    if isinstance(arena, tflm.Arena):
+    if isinstance(arena, micro.Arena):
         lines += [f"Tensor arena: {arena.total:,} bytes ({arena.activations:,} activations + "
                   f"{arena.persistent:,} persistent), measured by",
                   f"TFLite Micro {arena.version}'s recording allocator with its reference "
@@ -125,7 +125,7 @@ def _describe(tensor):
 
 def _method(op):
     """MicroMutableOpResolver's method for a builtin op: CONV_2D -> AddConv2D."""
-    if op not in tflm.MICRO_OPS:
+    if op not in micro.MICRO_OPS:
         return f"AddCustom(\"{op}\", ...)"
     return "Add" + _METHODS.get(op, "".join(part.upper() if part[0].isdigit() else
                                             part.capitalize() for part in op.split("_")))
@@ -135,7 +135,7 @@ def _header(filename, comments, name, arena):
     guard = re.sub(r"\W", "_", filename).upper() + "_"
     lines = [f"// {filename}: {comments[0]}", *(f"//{' ' if c else ''}{c}" for c in comments[1:]),
              "", f"#ifndef {guard}", f"#define {guard}", ""]
-    if isinstance(arena, tflm.Arena):
+    if isinstance(arena, micro.Arena):
         lines += [f"#define {name.upper()}_ARENA_SIZE {arena.total}", ""]
     lines += ["#ifdef __cplusplus", 'extern "C" {', "#endif", "",
               f"extern const unsigned char {name}[];",

@@ -11,7 +11,7 @@ kernels, and XNNPACK), and the host latency on TFLM's reference kernels, interle
 with `emit_c` it is written as C source. Without the `tflite-micro` package the stage says
 so in one line and the run keeps its LiteRT figures.
 
-This module stays light to import, as `stages.py` does: the work imports what it needs.
+This module stays light to import, as the other stage modules does: the work imports what it needs.
 """
 
 import tempfile
@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from tfprune.errors import TfpruneError, UnsupportedModelError
+from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stages.baseline import BASELINE
+from tfprune.pipeline.stages.export import tflm_files
 
 C_FILES = ("model_data.h", "model_data.cc")
 _CHECK_SAMPLES = 16
@@ -41,12 +44,12 @@ def check(context):
     Raises:
         UnsupportedModelError: an op TFLM lacks, or a hybrid op, named with its layer.
     """
-    from tfprune import export
+    from tfprune import tflite
 
     x = context.train[0][:_CHECK_SAMPLES]
     with tempfile.TemporaryDirectory() as folder:
         try:
-            export.to_tflite(context.source_model, Path(folder) / "baseline_int8.tflite",
+            tflite.to_tflite(context.source_model, Path(folder) / "baseline_int8.tflite",
                              target="tflm", representative_data=x,
                              calibration_samples=_CHECK_SAMPLES)
         except UnsupportedModelError as e:
@@ -71,16 +74,16 @@ def measure(context, baseline, baseline_int8, compressed):
     Raises:
         TfpruneError: the compressed file's arena exceeds `max_arena` (naming what fills it).
     """
-    from tfprune import tflm
+    from tfprune import micro
     from tfprune.bench.tflm import HOST_NOTE
 
     config, folder = context.config, Path(context.folder)
-    missing = tflm.available()
+    missing = micro.available()
     if missing:
         outputs = _write_c(config, folder, compressed)  # its header says: not measured
         return outputs, {"files": {}, "unavailable": missing}, (
             f"{missing} TFLM figures not measured; the LiteRT figures stand.")
-    arenas = {name: tflm.measure_arena(folder / name)
+    arenas = {name: micro.measure_arena(folder / name)
               for name in (baseline, baseline_int8, compressed)}
     _check_arena(config, folder / compressed, arenas[compressed])
     files = {name: {"flash_bytes": (folder / name).stat().st_size, "arena_bytes": arena.total,
@@ -95,7 +98,7 @@ def measure(context, baseline, baseline_int8, compressed):
                            tflm_speedup_over=baseline_int8)
     outputs = _write_c(config, folder, compressed, arenas[compressed])
     base, comp = files[baseline_int8], files[compressed]
-    result = {"files": files, "version": tflm.version(), "rounds": config.tflm_runs,
+    result = {"files": files, "version": micro.version(), "rounds": config.tflm_runs,
               "latency_note": HOST_NOTE}
     return outputs, result, (
         f"TFLM: flash {base['flash_bytes']:,} -> {comp['flash_bytes']:,} B, arena "
@@ -119,9 +122,9 @@ def _check_arena(config, path, arena):
     """With `max_arena`: a compressed file that needs more stops the run, saying what fills it."""
     if config.max_arena is None or arena.total <= config.max_arena:
         return
-    from tfprune import tflm
+    from tfprune import micro
 
-    peak = tflm.activation_peak(path)
+    peak = micro.activation_peak(path)
     raise TfpruneError(
         f"{path.name} needs a {arena.total:,}-byte tensor arena on TFLite Micro, more than "
         f"max_arena: its activations peak at {peak}; prune more filters of that layer and "
@@ -137,15 +140,15 @@ def _accuracy(path, test):
     measures with) rounds its own way, more often. Images classed otherwise are counted for
     both, and so are the images whose int8 outputs differ at all.
     """
-    from tfprune import export, tflm
-    from tfprune.interpreter import classes
+    from tfprune import micro, tflite
+    from tfprune.tflite.interpreter import classes
 
     x, y = test
-    on_micro = tflm.predict(path, x, raw=True).reshape(len(x), -1)
+    on_micro = micro.predict(path, x, raw=True).reshape(len(x), -1)
     facts = {"tflm_accuracy": float(np.mean(classes(on_micro) == y)),
              "tflm_test_images": int(len(y))}
     for delegate in ("builtin", "xnnpack"):
-        on_litert = export.predict(path, x, raw=True, delegate=delegate).reshape(len(x), -1)
+        on_litert = tflite.predict(path, x, raw=True, delegate=delegate).reshape(len(x), -1)
         facts[f"tflm_{delegate}_class_mismatches"] = int(np.sum(classes(on_micro)
                                                                 != classes(on_litert)))
         facts[f"tflm_{delegate}_output_mismatches"] = int(np.sum(np.any(on_micro != on_litert,
@@ -164,8 +167,18 @@ def _write_c(config, folder, compressed, arena=None):
     """With `emit_c`: `compressed.tflite` as `model_data.h` and `model_data.cc`."""
     if not config.emit_c:
         return []
-    from tfprune import csource
+    from tfprune.micro import csource
 
     csource.write(folder / compressed, folder, name=Path(C_FILES[0]).stem, language="cc",
                   arena=arena)
     return list(C_FILES)
+
+
+def _tflm(context):
+    return measure(context, f"{BASELINE.model}.tflite", *tflm_files(context.config))
+
+
+# Only with --target=tflm. Its check converts the untrained model before any training.
+TFLM = Stage("tflm", _tflm, check=check, enabled=enabled, writes=c_files,
+             reads=lambda config: (f"{BASELINE.model}.tflite", *tflm_files(config)),
+             keys=("test_limit", "tflm_runs", "max_arena", "emit_c"))

@@ -52,7 +52,7 @@ def slow_layers(model, max_channels=MAX_FLOAT_CHANNELS):
 
     >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="a"),
     ...                           keras.layers.Conv2D(4, 3, name="b")])
-    >>> tfprune.selective.slow_layers(model)
+    >>> tfprune.tflite.selective.slow_layers(model)
     ('a',)
     """
     return tuple(layer.name for layer in model.layers
@@ -163,7 +163,7 @@ def op_outputs(data, layers):
     Raises:
         UnsupportedModelError: a layer has no op (the converter folded it into another).
     """
-    from tfprune.interpreter import parse
+    from tfprune.tflite.interpreter import parse
 
     model, _ = parse(data, "the calibrated model")
     graph = model.subgraphs[0]

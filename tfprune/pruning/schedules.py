@@ -96,6 +96,23 @@ class PruningSchedule:
     def from_config(cls, config):
         return cls(**config)
 
+    def ending_at(self, sparsity):
+        """The same schedule, ending at `sparsity`: how `tfprune.prune(..., sparsities=...)`
+        gives a layer its own target. Subclasses that can say so override it.
+
+        Args:
+            sparsity: Float in [0, 1), the final sparsity.
+
+        Returns:
+            A new `PruningSchedule`.
+
+        Raises:
+            TfpruneError: the schedule has no final sparsity to change.
+        """
+        raise TfpruneError(f"{type(self).__name__} cannot give layers their own sparsity: "
+                           "implement ending_at(sparsity), or prune those layers with a "
+                           f"schedule each. Received: schedule={self!r}")
+
     def _should_prune(self, step, begin_step, end_step, frequency):
         xp = _math(step)
         in_range = xp.logical_and(
@@ -155,6 +172,10 @@ class ConstantSparsity(PruningSchedule):
         if _math(step) is np:
             return should, self.target_sparsity
         return should, ops.convert_to_tensor(self.target_sparsity, dtype="float32")
+
+    def ending_at(self, sparsity):
+        """This schedule with `target_sparsity=sparsity`."""
+        return type(self)(**{**self.get_config(), "target_sparsity": sparsity})
 
     def get_config(self):
         return {
@@ -237,6 +258,18 @@ class PolynomialDecay(PruningSchedule):
         sparsity = delta * xp.power(1.0 - p, self.power) + self.final_sparsity
         return should, (float(sparsity) if xp is np else sparsity)
 
+    def ending_at(self, sparsity):
+        """This schedule with `final_sparsity=sparsity` (and `initial_sparsity` no higher).
+
+        >>> schedule = tfprune.PolynomialDecay(0.2, 0.8, 0, 1000).ending_at(0.1)
+        >>> schedule.initial_sparsity, schedule.final_sparsity, schedule.end_step
+        (0.1, 0.1, 1000)
+        """
+        config = self.get_config()
+        config.update(final_sparsity=sparsity,
+                      initial_sparsity=min(self.initial_sparsity, sparsity))
+        return type(self)(**config)
+
     def get_config(self):
         return {
             "initial_sparsity": self.initial_sparsity,
@@ -246,6 +279,23 @@ class PolynomialDecay(PruningSchedule):
             "power": self.power,
             "frequency": self.frequency,
         }
+
+
+def end_step(steps, frequency, begin_step=0, share=0.75):
+    """A schedule's end when the caller gave none: `share` of `steps`, on a mask update
+    (`begin_step` plus a whole number of `frequency`, at least one), so that it is reached.
+
+    The prune stage (`tfprune.pipeline.budget`) and the search's check both end their
+    schedules here.
+
+    >>> from tfprune.pruning.schedules import end_step
+    >>> end_step(steps=400, frequency=10)
+    300
+    >>> end_step(steps=10, frequency=100)   # never before the first update
+    100
+    """
+    updates = max(1, round((share * steps - begin_step) / frequency))
+    return begin_step + updates * frequency
 
 
 def get(identifier):

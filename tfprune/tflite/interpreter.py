@@ -1,11 +1,12 @@
 """A `.tflite` file and the LiteRT interpreter: read and check a file, size it, load it.
 
-The layer every measurement stands on: `export` (accuracy and inspection of a file),
-`tflm` (the TFLite Micro interpreter) and `bench` (latency) import it, and it imports none
-of them. Loading runs the default XNNPACK delegate when it takes the model and falls back to
-the builtin kernels, saying why, when it does not. `parse` reads a file's graph for those
-that look inside it; `quantize` and `dequantize` map arrays through a tensor's scale and
-zero point; `format_table` is the plain-text table they print their findings in.
+The layer every measurement stands on: the rest of `tflite` (conversion, accuracy and
+inspection of a file), `micro` (the TFLite Micro interpreter) and `bench` (latency) import
+it, and it imports none of them. Loading runs the default XNNPACK delegate when it takes the
+model and falls back to the builtin kernels, saying why, when it does not. `parse` reads a
+file's graph for those that look inside it; `quantize` and `dequantize` map arrays through
+a tensor's scale and zero point; `format_table` is the plain-text table they print their
+findings in.
 """
 
 import gzip
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfprune.compat import LiteRtApiChanged, node_details
 from tfprune.errors import TfpruneError
 
 DELEGATES = ("xnnpack", "builtin")
@@ -67,7 +69,7 @@ def read_tflite(path):
     data = _read(path)
     if not data:
         raise TfpruneError(f"File {str(path)!r} is empty: export the model again "
-                           "(tfprune.export.to_tflite).")
+                           "(tfprune.tflite.to_tflite).")
     if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
         raise TfpruneError(f"File {str(path)!r} is not a TFLite model (no 'TFL3' identifier): "
                            "pass a .tflite file written by the TFLite converter.")
@@ -118,7 +120,7 @@ def quantize(x, dtype, scale, zero_point):
 
     Example:
 
-    >>> tfprune.interpreter.quantize(np.array([0.0, 0.5, 2.0]), np.int8, 1 / 255, -128)
+    >>> tfprune.tflite.interpreter.quantize(np.array([0.0, 0.5, 2.0]), np.int8, 1 / 255, -128)
     array([-128,   0,  127], dtype=int8)
     """
     dtype = np.dtype(dtype)
@@ -332,49 +334,6 @@ def _loads_without_delegate(litert, data):
     return True
 
 
-class LiteRtApiChanged(TfpruneError):
-    """LiteRT's private node listing is gone or changed shape (a LiteRT upgrade)."""
-
-
-def node_details(interpreter):
-    """Every node of an allocated LiteRT interpreter, in execution order.
-
-    The one use of a private LiteRT API in tfprune (`Interpreter._get_ops_details`): the
-    model's ops first, with the index they have in the file, then one `DELEGATE` node per
-    partition a delegate took, with the partition's input and output tensors.
-    `tests/test_profile.py` fails when an upgrade changes it.
-
-    Args:
-        interpreter: An allocated `ai_edge_litert.interpreter.Interpreter`.
-
-    Returns:
-        A list of dicts with `index` (int), `op_name` (str), `inputs` and `outputs` (lists
-        of tensor indices, -1 for an absent optional input).
-
-    Raises:
-        LiteRtApiChanged: the private API is missing or answers in another shape.
-    """
-    try:
-        nodes = interpreter._get_ops_details()
-        return [{"index": int(n["index"]), "op_name": str(n["op_name"]),
-                 "inputs": [int(t) for t in n["inputs"]],
-                 "outputs": [int(t) for t in n["outputs"]]} for n in nodes]
-    except Exception as e:
-        raise LiteRtApiChanged(f"LiteRT's node listing (Interpreter._get_ops_details) changed "
-                               f"({type(e).__name__}: {first_line(e)}): update "
-                               "tfprune.interpreter.node_details for this LiteRT. Received: "
-                               f"ai_edge_litert {litert_version()}") from e
-
-
-def litert_version():
-    from importlib import metadata
-
-    try:
-        return metadata.version("ai-edge-litert")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _delegated(interpreter):
     try:
         return any(op["op_name"] == "DELEGATE" for op in node_details(interpreter))
@@ -449,7 +408,7 @@ def format_table(rows):
 
     Example:
 
-    >>> print(tfprune.interpreter.format_table([("model", "µs"), ("a.tflite", "8.1")]))
+    >>> print(tfprune.tflite.interpreter.format_table([("model", "µs"), ("a.tflite", "8.1")]))
     model     µs
     a.tflite  8.1
     """

@@ -4,11 +4,11 @@ BatchNorm statistics true to them, `PruningSummaries` logs sparsity."""
 import keras
 import numpy as np
 
-from tfprune import batchnorm
 from tfprune.backend import sync_trainer_state
 from tfprune.errors import TfpruneError
-from tfprune.groups import FilterGroups, update_masks
-from tfprune.wrapper import PruneLowMagnitude
+from tfprune.pruning import batchnorm
+from tfprune.pruning.groups import FilterGroups, update_masks
+from tfprune.pruning.wrapper import PruneLowMagnitude
 
 
 def pruning_wrappers(model):
@@ -50,7 +50,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     Required when fitting a pruned model: without it the masks stay all ones. At each batch
     the step goes up by one; a wrapper whose schedule says `should_prune` at that step
     recomputes its masks on the host and zeroes its pruned weights. Under `"filter"`
-    granularity the masks move by coupled channel group (`tfprune.groups.FilterGroups`): a
+    granularity the masks move by coupled channel group (`tfprune.pruning.groups.FilterGroups`): a
     pruned filter takes its bias, the BatchNorm channel after it and the channels coupled
     with it by a residual `Add`. The step is counted on
     the host and written to every wrapper's `pruning_step` variable when masks change, at
@@ -161,8 +161,8 @@ class AdaptiveBatchNorm(keras.callbacks.Callback):
 
     Pruning moves a BatchNorm's inputs faster than its moving averages follow them: a
     model cut during a short `fit` is evaluated, and saved, with the statistics of the
-    model it was before (`tfprune.batchnorm`). This callback recomputes them on a fixed,
-    seeded sample of the training images (`tfprune.batchnorm.recalibrate`). Training
+    model it was before (`tfprune.pruning.batchnorm`). This callback recomputes them on a fixed,
+    seeded sample of the training images (`tfprune.pruning.batchnorm.recalibrate`). Training
     itself normalises with each batch's own statistics, so it needs no recalibration
     after a mask update: nothing it reads changes.
 

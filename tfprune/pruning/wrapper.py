@@ -14,20 +14,20 @@ users extend without editing tfprune (`tfprune.handlers.register_layer`, or
 with a `get_prunable_weights()` method. Biases are not pruned by magnitude; under
 `"filter"` granularity a wrapper also holds a channel mask over its output channels,
 applied the same way to the weights that follow a channel (a bias, a BatchNorm's scale and
-offset), so that a pruned channel outputs exactly zero (`tfprune.groups`).
+offset), so that a pruned channel outputs exactly zero (`tfprune.pruning.groups`).
 """
 
 import keras
 import numpy as np
 
-from tfprune import masks, schedules
 from tfprune.backend import MaskScope
 from tfprune.errors import TfpruneError, UnsupportedModelError
-from tfprune.handlers import (  # noqa: F401  (re-exported: tfprune.wrapper.PrunableWeight)
+from tfprune.handlers import (  # noqa: F401  (re-exported: tfprune.pruning.wrapper.PrunableWeight)
     REGISTRY,
     PrunableWeight,
     register_prunable,
 )
+from tfprune.pruning import masks, schedules
 
 
 def unwrap(layer):
@@ -39,7 +39,8 @@ def unwrap(layer):
     >>> import tfprune
     >>> dense = keras.layers.Dense(4)
     >>> wrapped = tfprune.PruneLowMagnitude(dense, tfprune.ConstantSparsity(0.5, 0))
-    >>> tfprune.wrapper.unwrap(wrapped) is dense and tfprune.wrapper.unwrap(dense) is dense
+    >>> from tfprune.pruning.wrapper import unwrap
+    >>> unwrap(wrapped) is dense and unwrap(dense) is dense
     True
     """
     while isinstance(layer, keras.layers.Wrapper) and isinstance(
@@ -229,7 +230,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
         This layer alone: under `"filter"`, a weight whose channels follow the layer's input
         (a separable conv's depthwise kernel) keeps them all, since the input's group
-        decides them (`tfprune.groups.FilterGroups` ranks whole channel groups).
+        decides them (`tfprune.pruning.groups.FilterGroups` ranks whole channel groups).
         """
         return [
             np.ones(pw.variable.shape, np.float32)

@@ -23,11 +23,11 @@ import dataclasses
 
 import numpy as np
 
-from tfprune import masks
 from tfprune.errors import TfpruneError, UnsupportedModelError
 from tfprune.graph import ChannelGroups, LayerGraph
 from tfprune.handlers import REGISTRY
-from tfprune.wrapper import PruneLowMagnitude
+from tfprune.pruning import masks
+from tfprune.pruning.wrapper import PruneLowMagnitude
 
 # Channel rules whose layers make (or transform) a channel with weights of their own.
 _WEIGHTED = ("producer", "depthwise")
@@ -137,7 +137,7 @@ class FilterGroups:
     >>> model = keras.Model(x, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(y)))
     >>> _ = model.get_layer("bn").beta.assign(np.ones(8))   # as if trained: offsets of 1
     >>> pruned = tfprune.prune(model, tfprune.ConstantSparsity(0.5, 0), granularity="filter")
-    >>> groups = tfprune.groups.FilterGroups(pruned)
+    >>> groups = tfprune.pruning.groups.FilterGroups(pruned)
     >>> groups.update({layer: 0.5 for layer in groups.wrappers})  # what UpdatePruningStep does
     >>> small = tfprune.strip(pruned)
     >>> bn = small.get_layer("bn")
@@ -324,7 +324,7 @@ def dead_channel_masks(model):
 
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
     >>> _ = model.get_layer("fc").kernel.assign(np.ones((4, 3)) * [1.0, 0.0, 1.0])
-    >>> [(v.name, keep.tolist()) for v, keep in tfprune.groups.dead_channel_masks(model)]
+    >>> [(v.name, keep.tolist()) for v, keep in tfprune.pruning.groups.dead_channel_masks(model)]
     [('bias', [1.0, 0.0, 1.0])]
     """
     found = []
