@@ -61,3 +61,13 @@ def test_importing_tfprune_loads_no_keras():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("path", ["tfprune.micro.csource.write", "tfprune.csource.write",
+                                  "tfprune.tflite.to_tflite", "tfprune.export.to_tflite"])
+def test_a_documented_dotted_name_resolves_in_a_fresh_process(path):
+    # In a fresh process nothing has imported the submodule yet (the README's examples).
+    code = f"import tfprune; print(callable({path}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "True"

@@ -40,3 +40,12 @@ __all__ = ["MICRO_CUSTOM_OPS", "MICRO_OPS", "ActivationPeak", "Arena", "Problem"
            "TflmUnavailable", "activation_peak", "available", "check", "describe", "evaluate",
            "int8_problems", "invoker", "measure_arena", "minimal_arena", "predict", "problems",
            "runtime", "version"]
+
+
+def __getattr__(name):
+    """`tfprune.micro.csource` without importing it first (as the README does)."""
+    if name == "csource":
+        import importlib
+
+        return importlib.import_module("tfprune.micro.csource")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
