@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from tfprune.search import sensitivity
+
 # Above this many searched layers, `widths` allocates instead of the greedy.
 GREEDY_LAYERS = 8
 # The widths the sensitivity analysis measures when allocating (fractions of the units).
@@ -107,8 +109,6 @@ def control(tuner, memo, log=None):
 def choose(search, sets, share, price, floors):
     """The widths that minimise predicted loss plus `price` times cost, group by group,
     down to the narrowest width the sensitivity analysis measured (not extrapolated)."""
-    from tfprune.search import sensitivity
-
     widths = {}
     for group in sets:
         leader = group[0]
@@ -138,12 +138,11 @@ def allocate(search, sets, share, floors):
         widths = choose(search, sets, share, price, floors)
         figures = search.figures(widths)
         search.note(widths, figures, "step")
-        met = search.meets_costs(figures)
         unmet = [g for g in search.cost_goals if not g.met(figures)]
         search.log(f"allocate at price {price:.3g}: {_fraction(search, widths):.0%} of the "
                    f"units kept, predicted {-search.predictor.predict(widths):+.2f} pp; "
                    + ", ".join(g.describe(figures) for g in (unmet or search.cost_goals)))
-        return widths, met
+        return widths, not unmet
 
     full = dict(search.layers.full)
     if search.meets_costs(search.figures(full)):
