@@ -92,9 +92,10 @@ class Layers:
         return {layer: 1 for layer in self.units}
 
     def narrower(self, widths, layer, floor=1):
-        """The next grid width below `widths[layer]` and at least `floor`, or `None`."""
+        """The next grid width below `widths[layer]` and at least `floor` (`floor` itself
+        when the grid has none between: a back-off floor may lie off the grid), or `None`."""
         below = [w for w in self.grid[layer] if floor <= w < widths[layer]]
-        return max(below) if below else None
+        return max(below) if below else (floor if floor < widths[layer] else None)
 
     def wider(self, widths, layer):
         """The next grid width above `widths[layer]` (at most its units), or `None`."""
@@ -196,7 +197,7 @@ class Costs:
         self.timed, self.table = timed, (table if timed else None)
         self._tmp = None if folder else tempfile.TemporaryDirectory(prefix="tfprune-search-")
         self.folder = Path(folder or self._tmp.name)
-        self._baseline_file = None
+        self._baseline_file = self._full = None
 
     def close(self):
         """Removes the temporary folder, if `Costs` made one."""
@@ -236,22 +237,31 @@ class Costs:
         does not move it), kept in `memo` so that a resumed search uses the same, and in
         the table's file with its entries, so that the next search of this model does."""
         if "@calibration" not in self.memo:
-            full = self.build(self.layers.full)
-            models = (self.model, full)
-            kept = self.table.calibration(models, self.export["quantize"])
+            kept = self.table.kept("calibration", self._calibrated(), self.export["quantize"])
             if kept is None:
-                kept = _calibration(self.measure_model("@full", full))
-                self.table.keep_calibration(models, self.export["quantize"], kept)
+                kept = _calibration(self.measure_model("@full", self._calibrated()[1]))
+                self.table.keep("calibration", self._calibrated(), self.export["quantize"],
+                                kept)
             self.memo["@calibration"] = kept
         return dict(self.memo["@calibration"])
 
+    def _calibrated(self):
+        """The models a calibration is kept under: the baseline and its full-width cut."""
+        if self._full is None:
+            self._full = self.build(self.layers.full)
+        return self.model, self._full
+
     def recalibrate(self, figures):
-        """Takes a trained candidate's whole-file figures as the calibration when the table
-        was more optimistic on it than the calibration allowed for; whether it changed."""
+        """Takes a candidate's whole-file figures as the calibration when the table was more
+        optimistic on it than the calibration allowed for; whether it changed. The table's
+        file keeps it too: the next search of this model plans with it from the start, and
+        takes the path this one ends on."""
         now, seen = self.calibration(), _calibration(figures)
         if seen["speedup"] <= now["speedup"] and seen["latency"] <= now["latency"]:
             return False
         self.memo["@calibration"] = {k: max(now[k], seen[k]) for k in now}
+        self.table.keep("calibration", self._calibrated(), self.export["quantize"],
+                        self.memo["@calibration"])
         return True
 
     def build(self, widths):
@@ -283,6 +293,21 @@ class Costs:
         file timed whole, with the table's prediction and error beside."""
         if key not in self.memo:
             self._measure_models({key: model}, whole=True)
+        return dict(self.memo[key])
+
+    def whole(self, widths):
+        """The candidate's file timed whole against the baseline's (before training: weights
+        change neither size nor speed). Timed once per table and kept beside its entries, so
+        that a second search of the model decides on the same figures as the first."""
+        key = f"{name(widths)}@whole"
+        if key not in self.memo:
+            model = self.build(widths)
+            models, quantize = (self.model, model), self.export["quantize"]
+            kept = self.table.kept("whole", models, quantize)
+            if kept is None:
+                kept = self.measure_model(key, model)
+                self.table.keep("whole", models, quantize, kept)
+            self.memo[key] = kept
         return dict(self.memo[key])
 
     def _figures(self, key):

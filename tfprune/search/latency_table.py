@@ -96,15 +96,16 @@ class LatencyTable:
         base = self.entries[overhead[0]]["us"]
         return [base + sum(self.entries[key]["net_us"] for key, _ in bs) for bs in blocks]
 
-    def calibration(self, models, quantize):
-        """The calibration kept for these models (a baseline and its full-width candidate)
-        by `keep_calibration`, or `None`."""
-        return self.entries.get(_calibration_key(models, quantize, self.batch_size))
+    def kept(self, kind, models, quantize):
+        """What `keep` kept of this `kind` for these models (a baseline and a candidate:
+        a `"calibration"`, a `"whole"` file's figures), or `None`."""
+        return self.entries.get(_models_key(kind, models, quantize, self.batch_size))
 
-    def keep_calibration(self, models, quantize, calibration):
-        """Keeps `calibration` (a dict of floats) for these models beside the entries: the
-        next search of the same model reads it instead of timing whole files again."""
-        self.entries[_calibration_key(models, quantize, self.batch_size)] = dict(calibration)
+    def keep(self, kind, models, quantize, figures):
+        """Keeps `figures` (a dict of floats) measured on whole files of these models beside
+        the entries: the next search of the same model reads them instead of timing the
+        files again, and takes the same decisions."""
+        self.entries[_models_key(kind, models, quantize, self.batch_size)] = dict(figures)
         if self.path:
             self._save()
 
@@ -195,11 +196,12 @@ def _blocks(model, quantize, batch_size):
     return result
 
 
-def _calibration_key(models, quantize, batch_size):
-    """What a calibration depends on: every layer of the models, as their entries' keys."""
+def _models_key(kind, models, quantize, batch_size):
+    """What a figure of whole files depends on: every layer of the models (the first in
+    float, the others in `quantize`), as their entries' keys."""
     keys = [[key for key, _ in _blocks(model, quantize if i else "none", batch_size)]
             for i, model in enumerate(models)]
-    return "calibration:" + _digest([keys, quantize])
+    return f"{kind}:" + _digest([keys, quantize])
 
 
 def _overhead(quantize, batch_size):

@@ -66,7 +66,7 @@ from tfprune.search.targets import Target
 from tfprune.search.trace import Trace
 
 # In the trace's key: a trace written by another version of the method is not resumed.
-_VERSION = "greedy-fill-backoff-table-2"
+_VERSION = "greedy-fill-backoff-table-3"
 
 
 def widths(model, train, validation, target, *, granularity="filter", check=None,
