@@ -84,6 +84,9 @@ class Stage:
             `config.max_stage_drop` points below the baseline's (the first model stage's),
             else the run stops; defaults to `False` (for stages that recover later, such as
             an approximate merge before retraining).
+        report: A `tfprune.report.Part`, what the stage adds to the report (facts in
+            `report.json`, rows and sections of `report.md`, plots), or `None`: the report
+            asks each stage for its part and names none itself.
 
     Example:
 
@@ -108,6 +111,7 @@ class Stage:
     check: Callable = None
     trains: bool = False
     judged: bool = False
+    report: object = None
 
     @property
     def model_file(self):

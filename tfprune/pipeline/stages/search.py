@@ -21,6 +21,7 @@ from tfprune.pipeline.stages.fold import FOLD
 from tfprune.pipeline.stages.merge import MERGE, fuse_as_configured
 from tfprune.pipeline.stages.prune import PRUNE
 from tfprune.pipeline.stages.retrain import RETRAIN
+from tfprune.pipeline.stages.search_report import PART
 from tfprune.pipeline.stages.shrink import SHRINK
 
 # Declared after the stages whose settings it depends on (it trains candidates with them),
@@ -154,7 +155,7 @@ def _adopt(context, plan):
 
 SEARCH = Stage(
     "search", _search, reads=(BASELINE.model_file,), writes=SEARCH_FILES, check=_check_search,
-    enabled=lambda config: bool(search_target(config)),
+    enabled=lambda config: bool(search_target(config)), report=PART,
     keys=tuple(dict.fromkeys((
         "target_size", "target_speedup", "target_latency", "target_macs", "max_accuracy_drop",
         "search_time", "search_checks", "search_step", "search_finetune_steps", "distill",
