@@ -11,7 +11,7 @@ from tfprune.pipeline.config import (
     parse_granularity,
     parse_layer_sparsity,
 )
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.baseline import (
     BASELINE,
     accuracy_text,

@@ -5,7 +5,7 @@ plots it may write are `report.PLOTS` and those of their parts, `Stage.report`),
 renders each stage's part of the report from the run's own list.
 """
 
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 
 
 def report_stage(stages):

@@ -13,7 +13,9 @@ from tfprune.pipeline.config import (
     parse_granularity,
     search_target,
 )
-from tfprune.pipeline.runner import Stage, jsonable, run_in_scratch
+from tfprune.pipeline.records import jsonable
+from tfprune.pipeline.runner import run_in_scratch
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.baseline import BASELINE
 from tfprune.pipeline.stages.benchmark import BENCHMARK
 from tfprune.pipeline.stages.export import EXPORT, mode_settings

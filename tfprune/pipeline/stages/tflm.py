@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tfprune.errors import TfpruneError, UnsupportedModelError
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.baseline import BASELINE
 from tfprune.pipeline.stages.export import tflm_files
 from tfprune.pipeline.stages.tflm_report import PART
