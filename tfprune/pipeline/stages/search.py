@@ -8,11 +8,6 @@ import sys
 import tfprune
 from tfprune import atomic, stats
 from tfprune.pipeline import training
-from tfprune.pipeline.config import (
-    distills,
-    parse_granularity,
-    search_target,
-)
 from tfprune.pipeline.records import jsonable
 from tfprune.pipeline.runner import run_in_scratch
 from tfprune.pipeline.stage import Stage
@@ -25,6 +20,11 @@ from tfprune.pipeline.stages.prune import PRUNE
 from tfprune.pipeline.stages.retrain import RETRAIN
 from tfprune.pipeline.stages.search_report import PART
 from tfprune.pipeline.stages.shrink import SHRINK
+from tfprune.pipeline.validation import (
+    distills,
+    parse_granularity,
+    search_target,
+)
 
 # Declared after the stages whose settings it depends on (it trains candidates with them),
 # and placed before prune in STAGES.
