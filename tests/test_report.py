@@ -142,6 +142,28 @@ def test_a_stage_brings_its_part_of_the_report():
     assert "Widgets" not in bare and "## extra" not in bare and "sparsity 0.8." in bare
 
 
+def test_the_tflm_stage_brings_its_facts_rows_and_section():
+    results = _results()
+    results["export"]["files"]["baseline_int8.tflite"] = {
+        "model": "baseline", "quantize": "int8", "sparse": False, "bytes": 1500}
+    arena = {"baseline.tflite": (5000, 9000, None), "baseline_int8.tflite": (1500, 4000, 0.99),
+             "compressed.tflite": (500, 1000, 0.985)}
+    results["tflm"] = {"files": {name: {
+        "flash_bytes": flash, "arena_bytes": size, "arena_activations": size // 2,
+        "arena_persistent": size // 4, **({"tflm_accuracy": accuracy} if accuracy else {})}
+        for name, (flash, size, accuracy) in arena.items()}}
+    data = report.build(PipelineConfig(), STAGES, results, {})
+    assert data["tflm"]["baseline_int8"] == "baseline_int8.tflite"
+    assert data["tflm"]["arena_ratio_int8"] == 4.0
+    md = report.markdown(data, STAGES)
+    assert ("| Tensor arena on TFLite Micro (bytes, measured; baseline: full int8) | 4,000 | "
+            "1,000 | 4.0x |") in md
+    assert "| Test accuracy on TFLite Micro (baseline: full int8) | 99.00% | 98.50% | " in md
+    assert "## TensorFlow Lite Micro" in md and "| `compressed.tflite` | 500 | 1,000 | 500 |" in md
+    assert "TensorFlow Lite Micro" not in report.markdown(report.build(
+        PipelineConfig(), STAGES, _results(), {}), STAGES)
+
+
 def test_the_report_stage_declares_the_plots_of_the_stages_before_it():
     from tfprune.pipeline.stages import report_stage
 
