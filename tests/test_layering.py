@@ -1,8 +1,11 @@
 """The layer table of docs/architecture.md, checked whole: every module of `tfprune/` is in
 exactly one row, and no import (at any depth of the code) goes to a row below its own.
 Within the files row, `bench` may import `tflite`, never the reverse, and
-`tflite.interpreter` stands under `micro`, `tflite.int4` and `tflite.selective`."""
+`tflite.interpreter` stands under `micro`, `tflite.int4` and `tflite.selective`. The report
+knows no stage: each stage brings its own part of it."""
 
+import ast
+import dataclasses
 import re
 from pathlib import Path
 
@@ -90,3 +93,25 @@ def test_the_checks_can_fail():
         "tfprune.pruning.wrapper")
     with pytest.raises(AssertionError, match="in no row"):
         _row_of("tfprune.nowhere")
+
+
+def test_the_report_names_no_stage():
+    """`tfprune/report/` renders generic tables; what one stage alone can say (a search's
+    candidates, the figures on TFLite Micro) is that stage's `Stage.report`. So no string in
+    its code is a stage's name, but for the words it shares with them: a setting (`merge`,
+    the --merge flag) and the summary's two sides (`baseline`, `compressed`). Nor does the
+    report stage import another stage."""
+    from tfprune.pipeline import STAGES, PipelineConfig
+
+    shared = {field.name for field in dataclasses.fields(PipelineConfig)} | {
+        "baseline", "compressed"}
+    names = {stage.name for stage in STAGES} - shared
+    assert {"search", "tflm"} <= names
+    found = [f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}"
+             for path in sorted((ROOT / "tfprune" / "report").rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Constant) and node.value in names]
+    assert not found, "the report names stages:\n" + "\n".join(found)
+    stage_modules = sorted(m for m in GRAPH["tfprune.pipeline.stages.report"]
+                           if m.startswith("tfprune.pipeline.stages."))
+    assert not stage_modules, f"the report stage imports {stage_modules}"

@@ -119,11 +119,67 @@ def test_missing_stages_render_as_dashes():
         "— smaller, — faster, accuracy —")
 
 
+def _with_part(part):
+    """The run's stages with a stub stage `extra`, bringing `part`, before the report."""
+    return (*STAGES[:-1], Stage("extra", None, report=part), STAGES[-1])
+
+
+def test_a_stage_brings_its_part_of_the_report():
+    part = report.Part(facts=lambda models, files: {"files": len(files)},
+                       sparsity=lambda data, name: f"as {name} chose",
+                       rows=lambda data, name: [("Widgets", "1", "2", "0.5x")],
+                       section=lambda data, name: ["", f"## {name}: {data[name]['files']} files"],
+                       appendix=lambda data, name: ["## How extra did it", ""])
+    stages = _with_part(part)
+    data = report.build(PipelineConfig(), stages, _results(), {})
+    assert data["extra"] == {"files": 2}
+    md = report.markdown(data, stages)
+    assert " | 9.5x |\n| Widgets | 1 | 2 | 0.5x |" in md  # after the latency row
+    assert ", sparsity as extra chose." in md
+    order = ["## Files", "## extra: 2 files", "Stage times total", "## How extra did it"]
+    assert [md.index(text) for text in order] == sorted(md.index(text) for text in order)
+    bare = report.markdown(data)  # without the stages, only the generic report
+    assert "Widgets" not in bare and "## extra" not in bare and "sparsity 0.8." in bare
+
+
+def test_the_tflm_stage_brings_its_facts_rows_and_section():
+    results = _results()
+    results["export"]["files"]["baseline_int8.tflite"] = {
+        "model": "baseline", "quantize": "int8", "sparse": False, "bytes": 1500}
+    arena = {"baseline.tflite": (5000, 9000, None), "baseline_int8.tflite": (1500, 4000, 0.99),
+             "compressed.tflite": (500, 1000, 0.985)}
+    results["tflm"] = {"files": {name: {
+        "flash_bytes": flash, "arena_bytes": size, "arena_activations": size // 2,
+        "arena_persistent": size // 4, **({"tflm_accuracy": accuracy} if accuracy else {})}
+        for name, (flash, size, accuracy) in arena.items()}}
+    data = report.build(PipelineConfig(), STAGES, results, {})
+    assert data["tflm"]["baseline_int8"] == "baseline_int8.tflite"
+    assert data["tflm"]["arena_ratio_int8"] == 4.0
+    md = report.markdown(data, STAGES)
+    assert ("| Tensor arena on TFLite Micro (bytes, measured; baseline: full int8) | 4,000 | "
+            "1,000 | 4.0x |") in md
+    assert "| Test accuracy on TFLite Micro (baseline: full int8) | 99.00% | 98.50% | " in md
+    assert "## TensorFlow Lite Micro" in md and "| `compressed.tflite` | 500 | 1,000 | 500 |" in md
+    assert "TensorFlow Lite Micro" not in report.markdown(report.build(
+        PipelineConfig(), STAGES, _results(), {}), STAGES)
+
+
+def test_the_report_stage_declares_the_plots_of_the_stages_before_it():
+    from tfprune.pipeline.stages import report_stage
+
+    part = report.Part(plots=(("extra.png", None),))
+    stage = report_stage(_with_part(part)[:-1])
+    assert stage.files_written(PipelineConfig()) == (*report.FILES, *report.PLOTS, "extra.png")
+    assert stage.files_written(PipelineConfig(plots=False)) == report.FILES
+
+
 @pytest.mark.slow
 def test_write_files(tmp_path):
+    part = report.Part(plots=(("extra.png", lambda plt, data, name: plt.figure()),
+                              ("nothing.png", lambda plt, data, name: None)))
     data = report.build(PipelineConfig(), STAGES, _results(), {})
-    written = report.write(tmp_path, data)
-    assert set(written) == {*report.FILES, *report.PLOTS}
+    written = report.write(tmp_path, data, stages=_with_part(part))
+    assert written == [*report.FILES, *report.PLOTS, "extra.png"]
     for name in written:
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -279,7 +335,7 @@ def test_the_search_section_says_its_margin_and_each_candidates_interval():
              "figures": {"bytes": 150, "macs": 600}},
             {"name": "8", "role": "checked", "predicted_drop_pp": 0.3, "figures": figures}]}
     data, _ = _paired(results, (9855, 40, 25, 80), bound=0.1, target_size="5x")
-    md = report.markdown(data)
+    md = report.markdown(data, STAGES)  # the search stage's part of the report
     assert ("The accuracy bound, 0.1 pp, was planned against less the validation split's "
             "margin: ±0.26 pp on 6,000 images (95%, paired), so 0.00 pp.") in md
     assert "**The split is too small for the bound**: about 38,875 images would resolve" in md

@@ -28,7 +28,8 @@ import sys
 from absl import app, flags
 
 from tfprune import pipeline
-from tfprune.pipeline.config import PipelineConfig, value_type
+from tfprune.pipeline.config import PipelineConfig
+from tfprune.pipeline.validation import value_type
 from tfprune.tools import Failed, one_line_errors
 
 FLAGS = flags.FLAGS

@@ -8,9 +8,9 @@ file measured on its interpreter, and the file as C source.
                     `minimal_arena`, `predict`, `evaluate`, `invoker`
     csource.py      `write`: a full-int8 file as C source (`tfprune-export-c`)
 
-This package is also `tfprune.micro` (its name before it was a package). TFLM's host latency
-is a measurement (`tfprune.bench.compare_tflm`) and the run's `tflm` stage is the
-pipeline's (`tfprune.pipeline.stages.tflm`).
+This package is also `tfprune.tflm` (its name before it was a package). TFLM's host latency
+is a measurement (`tfprune.bench.compare_tflm`), and the run's `tflm` stage and its part of
+the report are the pipeline's (`tfprune.pipeline.stages.tflm`, `.tflm_report`).
 """
 
 from tfprune.micro.activations import ActivationPeak, activation_peak

@@ -1,7 +1,11 @@
 """The pipeline: a run is a list of declared stages, executed by one runner.
 
     config.py    PipelineConfig: every setting, its default, its allowed values, its help
-    runner.py    Stage (the declaration) and execute(): hash chain, resume, records, logs
+    validation.py  validate(): each setting against its declaration, then together; the
+                 parsers of granularity, layer sparsities and targets
+    stage.py     Stage: what a stage declares (settings, files, model, report part)
+    runner.py    execute(): checks, resume, the folder's lock, backups, logs, verdicts
+    records.py   stages.json: the hash chain, intact records, SHA-256 of outputs
     context.py   Context: config, run folder, models and data loaded on first use
     training.py  optimizer, compile, fit (with per-epoch backups), accuracy, hold_zeros
     distributed.py  a run over several devices or machines: who runs what, who writes
@@ -19,11 +23,14 @@ run.
 """
 
 from tfprune.errors import TfpruneError  # noqa: F401 (for callers catching it from here)
-from tfprune.pipeline.config import PipelineConfig, parse_granularity, parse_layer_sparsity
+from tfprune.pipeline.config import PipelineConfig
 from tfprune.pipeline.context import Context
-from tfprune.pipeline.runner import RECORD, Stage, check_stages, execute
+from tfprune.pipeline.records import RECORD
+from tfprune.pipeline.runner import check_stages, execute
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages import STAGES
 from tfprune.pipeline.training import hold_zeros
+from tfprune.pipeline.validation import parse_granularity, parse_layer_sparsity
 
 
 def run(config):

@@ -1,4 +1,5 @@
-"""The runner: what a stage declares, and `execute`, which runs declared stages in order.
+"""The runner: `execute`, which runs declared stages (`tfprune.pipeline.stage.Stage`) in
+order, resuming from and writing their records (`tfprune.pipeline.records`).
 
 A `Stage` says what it needs and what it makes; the runner does the rest the same way for
 every stage. Before any stage runs, `execute` checks that each file a stage reads is
@@ -29,10 +30,8 @@ stops the run with one line, unless `keep_going` (never for a model that is not 
 """
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import random
@@ -40,98 +39,32 @@ import shutil
 import sys
 import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from tfprune import atomic, faults, verdict
 from tfprune.errors import TfpruneError
+from tfprune.pipeline.records import (
+    RECORD,
+    RECORD_FORMAT,
+    chain,
+    file_sha256,
+    intact,
+    jsonable,
+    read_records,
+    stage_hash,
+)
+from tfprune.pipeline.stage import Stage
 
-RECORD = "stages.json"
+# Defined in `stage` and `records`, and still importable from here, as before.
+__all__ = ["BACKUP", "LOCK", "RECORD", "RECORD_FORMAT", "FolderInUseError", "Stage",
+           "check_stages", "execute", "file_sha256", "folder_lock", "jsonable",
+           "read_records", "run_in_scratch", "running", "stage_hash"]
+
 BACKUP = "backup"  # the running stages' own backups, one folder each
 LOCK = ".tfprune.lock"
 _RUNNING = []  # the stages being run, innermost last (see `running`)
-# Starts the hash chain; bump it when the shape of a recorded result changes, so that
-# records written by an older tfprune are not resumed.
-RECORD_FORMAT = "tfprune-stages-2"
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """One step of the pipeline, declared: what decides it, what it reads, what it writes.
-
-    Args:
-        name: String, the stage's name (in logs, records, `stop_after`).
-        run: Function `run(context) -> (outputs, result, figure)`: the file names it wrote in
-            the run folder, a JSON-ready dict of its numbers, and a one-line summary.
-        keys: Tuple of `PipelineConfig` field names whose values decide the stage's output.
-        derived: Function `derived(config) -> dict` of further values that decide it (e.g.
-            the SHA-256 of an input file), or `None`.
-        reads: Tuple of run-folder file names it reads, or a function `reads(config)`.
-        writes: Tuple of run-folder file names it may write besides its model, or a
-            function `writes(config)`.
-        model: String or `None`: the Keras model it makes, saved as `<model>.keras`.
-        always: Boolean, run even when resuming (the report), defaults to `False`.
-        enabled: Function `enabled(config) -> bool`, or `None` (always part of the run).
-            A disabled stage neither runs nor enters the hash chain.
-        check: Function `check(context)` raising `TfpruneError` on bad input, or `None`;
-            called for every stage before the first one runs.
-        trains: Boolean, the stage trains a model: it runs in `context.training_scope()`
-            (under the run's `tf.distribute` strategy), and in a multi-worker run every
-            worker runs it; defaults to `False`.
-        judged: Boolean, its model's validation accuracy may fall at most
-            `config.max_stage_drop` points below the baseline's (the first model stage's),
-            else the run stops; defaults to `False` (for stages that recover later, such as
-            an approximate merge before retraining).
-
-    Example:
-
-    >>> from tfprune.pipeline.runner import Stage
-    >>> def hello(context):
-    ...     (context.folder / "hello.txt").write_text("hello")
-    ...     return ["hello.txt"], {"letters": 5}, "5 letters"
-    >>> stage = Stage("hello", hello, keys=("seed",), writes=("hello.txt",))
-    >>> stage.files_written(None)
-    ('hello.txt',)
-    """
-
-    name: str
-    run: Callable
-    keys: tuple = ()
-    derived: Callable = None
-    reads: tuple | Callable = ()
-    writes: tuple | Callable = ()
-    model: str = None
-    always: bool = False
-    enabled: Callable = None
-    check: Callable = None
-    trains: bool = False
-    judged: bool = False
-
-    @property
-    def model_file(self):
-        """`<model>.keras`, or `None` for a stage that makes no Keras model."""
-        return f"{self.model}.keras" if self.model else None
-
-    def files_read(self, config):
-        """The run-folder files this stage reads with `config`."""
-        return tuple(self.reads(config) if callable(self.reads) else self.reads)
-
-    def files_written(self, config):
-        """The run-folder files this stage may write with `config` (its model file first)."""
-        writes = tuple(self.writes(config) if callable(self.writes) else self.writes)
-        return ((self.model_file,) if self.model else ()) + writes
-
-    def applies(self, config):
-        """Whether the stage is part of a run with `config`."""
-        return self.enabled is None or bool(self.enabled(config))
-
-    def settings(self, config):
-        """The values that decide the stage's output: its keys' values and derived values."""
-        values = {key: getattr(config, key) for key in self.keys}
-        values.update(self.derived(config) if self.derived else {})
-        return values
 
 
 def execute(stages, context):
@@ -165,7 +98,7 @@ def execute(stages, context):
                 if stage.check is not None:
                     stage.check(context)
         context.records = read_records(folder) if config.resume else {}
-        digests = _chain(stages, config)
+        digests = chain(stages, config)
         # The workers of a distributed run agree on the first stage to run, to train in step.
         first = context.first_to_run(_first_to_run(stages, digests, context), digests)
         for i, (stage, digest) in enumerate(zip(stages, digests, strict=True)):
@@ -195,25 +128,9 @@ def _first_to_run(stages, digests, context):
     for i, (stage, digest) in enumerate(zip(stages, digests, strict=True)):
         record = context.records.get(stage.name)
         if not stage.always and not (context.config.resume
-                                     and _intact(context.folder, record, digest)):
+                                     and intact(context.folder, record, digest)):
             return i
     return len(stages)
-
-
-def _chain(stages, config):
-    """Each stage's hash, chained from `RECORD_FORMAT`."""
-    digests, previous = [], RECORD_FORMAT
-    for stage in stages:
-        previous = stage_hash(stage, config, previous)
-        digests.append(previous)
-    return digests
-
-
-def stage_hash(stage, config, previous):
-    """The stage's hash: its settings chained with `previous`, the hash of the stage before."""
-    text = json.dumps([previous, stage.name, stage.settings(config)], sort_keys=True,
-                      default=jsonable)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _run(stage, context, digest):
@@ -456,52 +373,6 @@ def _removed_if_failing(folder):
             except OSError:
                 break
         raise
-
-
-def _intact(folder, record, digest):
-    if not record or record.get("hash") != digest or "result" not in record:
-        return False
-    for name, sha in record.get("outputs", {}).items():
-        path = Path(folder) / name
-        if not path.is_file() or file_sha256(path) != sha:
-            return False
-    return True
-
-
-def read_records(folder):
-    """The stage records in `folder/stages.json`, or `{}` when missing or unreadable."""
-    path = Path(folder) / RECORD
-    if not path.is_file():
-        return {}
-    try:
-        records = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # an unreadable record means nothing can be trusted: run everything
-    return records if isinstance(records, dict) else {}
-
-
-def file_sha256(path):
-    """The SHA-256 of a file, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def jsonable(value):
-    """`value` as JSON can hold it: NumPy scalars and arrays, tuples, paths made plain."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def _log(stage, seconds, figure):

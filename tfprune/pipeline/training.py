@@ -62,7 +62,7 @@ def learner(model, teacher, config):
 
     Compile and fit what it returns; the trained weights are `model`'s either way.
     """
-    from tfprune.pipeline.config import distills
+    from tfprune.pipeline.validation import distills
 
     if teacher is None or not distills(config):
         return model

@@ -7,8 +7,6 @@ from tfprune import verdict
 
 FILES = ("report.json", "report.md")
 PLOTS = ("stages.png", "tflite.png", "layers.png")
-MEMORY_PLOT = "memory.png"  # flash and arena, when files were measured on TFLite Micro
-SEARCH_PLOT = "search.png"  # runs with a search only: candidates' size and speed vs accuracy
 
 
 def build(config, stages, results, records, data=None):
@@ -17,7 +15,7 @@ def build(config, stages, results, records, data=None):
     Args:
         config: The run's `PipelineConfig` (or a dict of its fields).
         stages: The run's stage declarations, in order (`tfprune.pipeline.Stage`: their
-            `name`, `model` and `model_file` are read).
+            `name`, `model`, `model_file` and `report` are read).
         results: Dict of stage name -> that stage's result.
         records: Dict of stage name -> its record (hash, seconds, figure, outputs).
         data: The dataset's description (`tfprune.data.Splits.describe()`: classes in label
@@ -29,8 +27,9 @@ def build(config, stages, results, records, data=None):
         first model: units and weights kept in the last, kernel zeros after each model
         stage); `summary` (baseline vs compressed, with ratios); `targets` (with a
         search: each target, its bound, the final figure and whether it was met, see
-        `targets`); `seconds` per stage; the raw `results`; the `verdict`
-        (`tfprune.verdict.judge`); with `data`, a `data` section.
+        `targets`); under a stage's name, the facts its report part adds (`Part.facts`,
+        such as figures measured on a microcontroller); `seconds` per stage; the raw
+        `results`; the `verdict` (`tfprune.verdict.judge`); with `data`, a `data` section.
 
     Example:
 
@@ -62,7 +61,9 @@ def build(config, stages, results, records, data=None):
     summary = _summary(models, results, files)
     report = {"config": cfg, "stages": rows, "files": files,
               "layers": _layers(models, results), "summary": summary,
-              "targets": targets(cfg, summary), "tflm": _tflm(models, files),
+              "targets": targets(cfg, summary),
+              **{stage.name: stage.report.facts(models, files) for stage in stages
+                 if stage.report is not None and stage.report.facts is not None},
               "seconds": {s: r.get("seconds") for s, r in records.items()},
               "results": {stage.name: results[stage.name] for stage in stages
                           if stage.name in results}, **({"data": data} if data else {})}
@@ -113,39 +114,6 @@ def _summary(models, results, files):
         "slower_reason": ct.get("slower_reason"),
         "sparse_reason": ct.get("sparse_reason"),
     }
-
-
-def _tflm(models, files):
-    """The TFLite Micro figures, when a stage measured files on it (`arena_bytes`), else None.
-
-    Names the float baseline, the full-int8 baseline and the compressed file, with the
-    ratios the microcontroller section of the report shows.
-    """
-    measured = {name: facts for name, facts in files.items() if "arena_bytes" in facts}
-    if not models or not measured:
-        return None
-
-    def pick(model, quantize=None):
-        return next((name for name, facts in measured.items() if facts.get("model") == model
-                     and (quantize is None or facts.get("quantize") == quantize)), None)
-
-    base_float, base_int8 = pick(models[0].model, "none"), pick(models[0].model, "int8")
-    comp = pick(models[-1].model)
-    f, b, c = (measured.get(name) or {} for name in (base_float, base_int8, comp))
-
-    def ratio(key, x, y):
-        return x[key] / y[key] if x.get(key) and y.get(key) else None
-
-    accuracy = c.get("tflm_accuracy")
-    return {"baseline_float": base_float, "baseline_int8": base_int8, "compressed": comp,
-            "flash_ratio_float": ratio("flash_bytes", f, c),
-            "flash_ratio_int8": ratio("flash_bytes", b, c),
-            "arena_ratio_int8": ratio("arena_bytes", b, c),
-            "accuracy_delta_float": (accuracy - f["accuracy"] if accuracy is not None
-                                     and f.get("accuracy") is not None else None),
-            **{f"class_mismatches_{kind}": (b.get(f"tflm_{kind}_class_mismatches", 0)
-                                            + c.get(f"tflm_{kind}_class_mismatches", 0))
-               for kind in ("builtin", "xnnpack")}}
 
 
 def targets(config, summary):

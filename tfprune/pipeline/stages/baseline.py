@@ -13,7 +13,8 @@ from tfprune.data import fingerprint
 from tfprune.errors import TfpruneError
 from tfprune.pipeline import training
 from tfprune.pipeline.context import is_path
-from tfprune.pipeline.runner import Stage, file_sha256
+from tfprune.pipeline.records import file_sha256
+from tfprune.pipeline.stage import Stage
 
 
 def _baseline_epochs(config):

@@ -2,7 +2,7 @@
 
 import os
 
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.baseline import BASELINE
 from tfprune.pipeline.stages.export import compared, tflite_files
 from tfprune.pipeline.stages.shrink import SHRINK

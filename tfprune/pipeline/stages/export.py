@@ -3,7 +3,7 @@ settings (`mode_settings`)."""
 
 
 
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.baseline import BASELINE
 from tfprune.pipeline.stages.shrink import SHRINK
 

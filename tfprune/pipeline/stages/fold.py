@@ -2,7 +2,7 @@
 
 
 
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.merge import MERGE, folds_after_retrain, merged
 from tfprune.pipeline.stages.retrain import RETRAIN
 

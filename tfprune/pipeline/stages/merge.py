@@ -5,7 +5,7 @@ with `--merge=exact` after retraining (the fold stage)."""
 
 import tfprune
 from tfprune.pipeline import training
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.baseline import accuracy_text, describe
 from tfprune.pipeline.stages.prune import PRUNE
 

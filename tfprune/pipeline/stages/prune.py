@@ -7,16 +7,16 @@ import tfprune
 from tfprune import atomic
 from tfprune.errors import TfpruneError
 from tfprune.pipeline import budget, training
-from tfprune.pipeline.config import (
-    parse_granularity,
-    parse_layer_sparsity,
-)
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.baseline import (
     BASELINE,
     accuracy_text,
     adaptive_batchnorm,
     describe,
+)
+from tfprune.pipeline.validation import (
+    parse_granularity,
+    parse_layer_sparsity,
 )
 
 

@@ -1,18 +1,26 @@
-"""The report stage: `report.json`, `report.md` and the plots (`tfprune.report`)."""
+"""The report stage: `report.json`, `report.md` and the plots (`tfprune.report`).
+
+It names no other stage: `report_stage(stages)` declares it for a run of `stages` (the
+plots it may write are `report.PLOTS` and those of their parts, `Stage.report`), and it
+renders each stage's part of the report from the run's own list.
+"""
+
+from tfprune.pipeline.stage import Stage
 
 
+def report_stage(stages):
+    """The report stage of a run whose stages before it are `stages`."""
 
-from tfprune.pipeline.runner import Stage
-from tfprune.pipeline.stages.search import SEARCH
-from tfprune.pipeline.stages.tflm import TFLM
+    def files(config):
+        from tfprune import report
 
+        if not config.plots:
+            return report.FILES
+        own = (name for stage in stages if stage.report is not None and stage.applies(config)
+               for name in stage.report.plot_files())
+        return report.FILES + (*report.PLOTS, *own)
 
-def _report_files(config):
-    from tfprune import report
-
-    memory = (report.MEMORY_PLOT,) if TFLM.applies(config) else ()
-    searched = (report.SEARCH_PLOT,) if SEARCH.applies(config) else ()
-    return report.FILES + ((*report.PLOTS, *memory, *searched) if config.plots else ())
+    return Stage("report", _report, always=True, writes=files)
 
 
 def _report(context):
@@ -20,8 +28,6 @@ def _report(context):
 
     data = report.build(context.config, context.stages, context.results, context.records,
                         data=context.data.describe())
-    outputs = report.write(context.folder, data, plots=context.config.plots)
+    outputs = report.write(context.folder, data, plots=context.config.plots,
+                           stages=context.stages)
     return outputs, data, f"{report.headline(data)} -> {context.folder / 'report.md'}"
-
-
-REPORT = Stage("report", _report, always=True, writes=_report_files)

@@ -4,7 +4,7 @@
 
 from tfprune import stats
 from tfprune.pipeline import budget, training
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.baseline import (
     BASELINE,
     accuracy_text,

@@ -8,12 +8,9 @@ import sys
 import tfprune
 from tfprune import atomic, stats
 from tfprune.pipeline import training
-from tfprune.pipeline.config import (
-    distills,
-    parse_granularity,
-    search_target,
-)
-from tfprune.pipeline.runner import Stage, jsonable, run_in_scratch
+from tfprune.pipeline.records import jsonable
+from tfprune.pipeline.runner import run_in_scratch
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.baseline import BASELINE
 from tfprune.pipeline.stages.benchmark import BENCHMARK
 from tfprune.pipeline.stages.export import EXPORT, mode_settings
@@ -21,7 +18,13 @@ from tfprune.pipeline.stages.fold import FOLD
 from tfprune.pipeline.stages.merge import MERGE, fuse_as_configured
 from tfprune.pipeline.stages.prune import PRUNE
 from tfprune.pipeline.stages.retrain import RETRAIN
+from tfprune.pipeline.stages.search_report import PART
 from tfprune.pipeline.stages.shrink import SHRINK
+from tfprune.pipeline.validation import (
+    distills,
+    parse_granularity,
+    search_target,
+)
 
 # Declared after the stages whose settings it depends on (it trains candidates with them),
 # and placed before prune in STAGES.
@@ -154,7 +157,7 @@ def _adopt(context, plan):
 
 SEARCH = Stage(
     "search", _search, reads=(BASELINE.model_file,), writes=SEARCH_FILES, check=_check_search,
-    enabled=lambda config: bool(search_target(config)),
+    enabled=lambda config: bool(search_target(config)), report=PART,
     keys=tuple(dict.fromkeys((
         "target_size", "target_speedup", "target_latency", "target_macs", "max_accuracy_drop",
         "search_time", "search_checks", "search_step", "search_finetune_steps", "distill",

@@ -3,7 +3,7 @@
 
 
 import tfprune
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.baseline import accuracy_text, describe
 from tfprune.pipeline.stages.fold import before_shrink
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from tfprune.errors import TfpruneError, UnsupportedModelError
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.baseline import BASELINE
 from tfprune.pipeline.stages.export import tflm_files
+from tfprune.pipeline.stages.tflm_report import PART
 
 C_FILES = ("model_data.h", "model_data.cc")
 _CHECK_SAMPLES = 16
@@ -179,6 +180,6 @@ def _tflm(context):
 
 
 # Only with --target=tflm. Its check converts the untrained model before any training.
-TFLM = Stage("tflm", _tflm, check=check, enabled=enabled, writes=c_files,
+TFLM = Stage("tflm", _tflm, check=check, enabled=enabled, writes=c_files, report=PART,
              reads=lambda config: (f"{BASELINE.model}.tflite", *tflm_files(config)),
              keys=("test_limit", "tflm_runs", "max_arena", "emit_c"))

@@ -4,7 +4,7 @@
 import numpy as np
 
 from tfprune import stats
-from tfprune.pipeline.runner import Stage
+from tfprune.pipeline.stage import Stage
 from tfprune.pipeline.stages.export import EXPORT, compared
 
 
