@@ -22,12 +22,13 @@ def import_graph(package=PACKAGE, root=ROOT):
     """Module name -> the set of the package's modules it imports (itself left out).
 
     `from a import b` is an edge to `a.b` when that is a module, else to `a`; an import of
-    a name inside a module is an edge to the module that holds it. `tfprune.name` in a
-    module that imports `tfprune` is an edge to where the package's table (`PUBLIC`) says
-    `name` lives, so the lazy top-level names hide nothing.
+    a name inside a module is an edge to the module that holds it. A package whose names
+    load on first use has a `PUBLIC` table: `tfprune.name` (or `tflite.name`, `export.name`,
+    by the package's name or an alias the top-level table gives it) is an edge to where the
+    table says `name` lives, so the lazy names hide nothing.
     """
-    public = _public_table(package, root)
     modules = {module_name(path, root): path for path in package.rglob("*.py")}
+    tables = _public_tables(package, root, modules)
 
     def owner(name):
         while name and name not in modules:
@@ -51,21 +52,45 @@ def import_graph(package=PACKAGE, root=ROOT):
                 for alias in node.names:
                     full = f"{base}.{alias.name}"
                     targets.add(full if full in modules else base)
-            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
-                    node.value.id == package.name and node.attr in public:
-                targets.add(public[node.attr].partition(":")[0])
-        graph[name] = {owner(t) for t in targets if owner(t) not in (None, name)}
-    return graph
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                table = tables.get(node.value.id, {})
+                if node.attr in table:
+                    targets.add(table[node.attr].partition(":")[0])
+        graph[name] = {owner(t) for t in targets} - {None, name}
+    # Importing `p.q.m` runs `p/__init__` and `p/q/__init__` first: edges to those packages
+    # too, except the importer's own (already loading when it runs) and those whose
+    # `__init__` imports nothing of the package (a lazy table runs nothing).
+    return {name: found | {parent for t in found for parent in _parents(t)
+                           if graph.get(parent) and parent not in _parents(name) | {name}}
+            for name, found in graph.items()}
 
 
-def _public_table(package, root):
-    """The package's `PUBLIC` table (name -> "module[:attribute]"), read without importing."""
-    init = package / "__init__.py"
-    if not init.is_file():
-        return {}
+def _parents(name):
+    """`a.b.c` -> {`a`, `a.b`}: the packages Python imports before `a.b.c`."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
+def _public_tables(package, root, modules):
+    """Each lazy package's `PUBLIC` table (name -> "module[:attribute]"), read without
+    importing, under the names a module refers to the package by: its last component, and
+    the aliases the top-level table gives it (`export` for `tflite`)."""
+    tables = {}
+    for name, path in modules.items():
+        if path.name == "__init__.py" and (table := _public_table(path, name)):
+            tables[name.rpartition(".")[2]] = table
+    top = tables.get(package.name, {})
+    for alias, target in top.items():
+        short = target.rpartition(".")[2]
+        if ":" not in target and short in tables and alias not in tables:
+            tables[alias] = tables[short]
+    return tables
+
+
+def _public_table(init, name):
     for node in ast.parse(init.read_text()).body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "PUBLIC":
-            namespace = {"__name__": package.name}
+            namespace = {"__name__": name}
             return eval(compile(ast.Expression(node.value), str(init), "eval"), namespace)
     return {}
 
@@ -121,3 +146,11 @@ def test_the_cycle_check_can_fail(tmp_path):
     assert cycles(graph) == [["pkg.a", "pkg.b"]]
     (package / "b.py").write_text("import os\n")
     assert cycles(import_graph(package, tmp_path)) == []
+    # A cycle through a package's __init__: importing pkg.sub.x runs pkg/sub/__init__.
+    (package / "sub").mkdir()
+    (package / "sub" / "__init__.py").write_text("from pkg.sub.x import y\nfrom pkg import b\n")
+    (package / "sub" / "x.py").write_text("y = 1\n")
+    (package / "b.py").write_text("def f():\n    from pkg.sub.x import y\n")
+    graph = import_graph(package, tmp_path)
+    assert graph["pkg.b"] == {"pkg.sub.x", "pkg.sub"}
+    assert cycles(graph) == [["pkg.b", "pkg.sub"]]

@@ -9,6 +9,10 @@
     inspection.py   `inspect`: ops, weight tensors, sparsity, sizes
     runs_on.py      `runtimes`: LiteRT with XNNPACK, LiteRT builtin, TFLite Micro
 
+The names below load on first use (PEP 562), so that `tfprune.micro`, which reads files
+with `interpreter`, can be imported by `convert` and `runs_on` (a file for TFLite Micro is
+checked on TFLM's ops) without a cycle through this package.
+
 This package is also `tfprune.export` (the name the API has always had):
 `tfprune.export.to_tflite` is `tfprune.tflite.to_tflite`.
 
@@ -18,10 +22,28 @@ Example:
 True
 """
 
-from tfprune.tflite.convert import SparseChoice, to_tflite, to_tflite_where_sparse_pays
-from tfprune.tflite.inspection import TensorInfo, TFLiteInfo, inspect
-from tfprune.tflite.run import correct, evaluate, predict
-from tfprune.tflite.runs_on import Runtime, runtimes
+import importlib
 
-__all__ = ["Runtime", "SparseChoice", "TFLiteInfo", "TensorInfo", "correct", "evaluate",
-           "inspect", "predict", "runtimes", "to_tflite", "to_tflite_where_sparse_pays"]
+PUBLIC = {
+    **{name: f"tfprune.tflite.convert:{name}" for name in (
+        "SparseChoice", "to_tflite", "to_tflite_where_sparse_pays")},
+    **{name: f"tfprune.tflite.inspection:{name}" for name in (
+        "TensorInfo", "TFLiteInfo", "inspect")},
+    **{name: f"tfprune.tflite.run:{name}" for name in ("correct", "evaluate", "predict")},
+    **{name: f"tfprune.tflite.runs_on:{name}" for name in ("Runtime", "runtimes")},
+}
+
+__all__ = sorted(PUBLIC)
+
+
+def __getattr__(name):
+    if name not in PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attribute = PUBLIC[name].partition(":")
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
