@@ -53,6 +53,7 @@ def test_targets_read_ratios_bytes_and_counts():
     ({"target_size": "50x", "max_accuracy_drop": -0.1}, "max_accuracy_drop >= 0"),
     ({"target_size": "50x", "layer_sparsity": "conv1:0.5"}, "ambiguous"),
     ({"target_size": "50x", "validation_split": 0.0}, "validation split"),
+    ({"target_size": "50x", "search_method": "random"}, "search_method"),
 ])
 def test_bad_targets_are_refused_by_the_config(settings, words):
     with pytest.raises(tfprune.TfpruneError, match=words):
@@ -596,6 +597,20 @@ def _residual_problem():
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     model.fit(x[:256], y[:256], batch_size=32, epochs=3, verbose=0)
     return model, (x[:256], y[:256]), (x[256:], y[256:])
+
+
+@pytest.mark.slow
+def test_a_few_layers_are_allocated_when_asked():
+    model, train, validation = _problem()
+    lines = []
+    plan = tfprune.search.widths(
+        model, train, validation, {"size": "1.6x", "max_accuracy_drop": 100}, epochs=1,
+        method="allocate", **{**FAST, "log": lines.append})
+    assert plan.all_met and plan.checked
+    assert any("allocated all at once" in line for line in lines)
+    assert not any(line.startswith("step ->") for line in lines)  # no greedy step
+    with pytest.raises(tfprune.TfpruneError, match="method"):
+        tfprune.search.widths(model, train, validation, {"size": "1.6x"}, method="best")
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ POOL_ACTIVATIONS = ("relu", "none")
 SCHEDULES = ("polynomial", "constant")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
+SEARCH_METHODS = ("auto", "greedy", "allocate")
 # How the training stages use tf.distribute: not at all, the devices of one machine, or
 # several machines (TF_CONFIG).
 DISTRIBUTE = ("none", "mirrored", "multi_worker")

@@ -270,6 +270,10 @@ class PipelineConfig:
         0, "Candidates the search may train to check them (0: as many as search_time "
            "allows). A count, unlike a time, gives the same search on a busy machine.",
         range=_AT_LEAST_0)
+    search_method: str = setting(
+        "auto", "How the search narrows: 'greedy' (one layer a step, each proposal "
+                "fine-tuned), 'allocate' (every channel group at once, from its sensitivity) "
+                "or 'auto' (allocate above 8 searched layers).", choices=options.SEARCH_METHODS)
     search_step: float = setting(0.85, "Search grid: each width at most this fraction of the "
                                        "one above.", range=Range(0.0, 1.0, True, True))
     search_finetune_steps: int = setting(

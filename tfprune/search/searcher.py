@@ -48,7 +48,7 @@ import math
 
 import numpy as np
 
-from tfprune import stats
+from tfprune import options, stats
 from tfprune.errors import TfpruneError
 from tfprune.search import allocate, candidates, sensitivity
 from tfprune.search.greedy import (
@@ -73,7 +73,8 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
            teacher=None, temperature=4.0, distill_weight=0.5, compress=None, export=None,
            bench=None, other_sparsity=0.0, finetune_steps=100, epochs=2, batch_size=128,
            learning_rate=5e-4, optimizer=None, from_logits=None, grid_step=0.85,
-           time_limit=1800.0, max_checks=None, trace=None, resume=False, trace_key="", seed=0,
+           time_limit=1800.0, max_checks=None, method="auto", trace=None, resume=False,
+           trace_key="", seed=0,
            log=print, margin_pp=None, warn=None, latency_table=None, latency_margin=0.1):
     """Searches per-layer widths that meet `target` with the least predicted accuracy loss.
 
@@ -116,6 +117,9 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
         max_checks: Integer, candidates it may train with `check`, or `None` (the default)
             for as many as `time_limit` allows. Unlike time, a count stops the search at
             the same point however busy the machine is.
+        method: `"greedy"` (one layer a step), `"allocate"` (every channel group at once:
+            `allocate`) or `"auto"` (the default: allocate above `allocate.GREEDY_LAYERS`
+            searched layers).
         trace: Path of the JSON trace (kept up to date as it goes), or `None`.
         resume: Boolean, continue the search recorded in `trace`, defaults to `False`.
         trace_key: String mixed into the trace's key (settings `check` depends on).
@@ -164,6 +168,9 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
     import tfprune
 
     target = target if isinstance(target, Target) else Target.parse(**dict(target))
+    if method not in options.SEARCH_METHODS:
+        raise TfpruneError(f"The search method is one of {', '.join(options.SEARCH_METHODS)}. "
+                           f"Received: method={method!r}")
     if not len(validation[1]):
         raise TfpruneError("A search decides on a validation split, and this one is empty: "
                            "hold some training data out. Received: validation=0 examples")
@@ -182,7 +189,8 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
     exported = {k: v for k, v in export.items() if k != "representative_data"}
     # Not the targets: every measurement holds whatever is asked of it, so a search for
     # another target resumes from this one's trace and measures only what is new.
-    many = len(layers.units) > allocate.GREEDY_LAYERS  # ranked all at once, not greedily
+    many = method == "allocate" or (  # ranked all at once, not greedily
+        method == "auto" and len(layers.units) > allocate.GREEDY_LAYERS)
     sets = allocate.tied(model, layers) if many else None
     key = _key(model, _VERSION, timed(target), layers.grid, granularity, exported, bench,
                other_sparsity, finetune_steps, epochs, batch_size, learning_rate, seed,
@@ -233,9 +241,9 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
             weight=distill_weight, from_logits=from_logits, seed=seed)
         if many:
             say(f"{len(layers.units)} layers in {len(sets)} channel groups: allocated all at "
-                f"once by accuracy lost per share of {' and '.join(_shared(goals))} (the "
-                f"greedy is for up to "
-                f"{allocate.GREEDY_LAYERS} layers)")
+                f"once by accuracy lost per share of {' and '.join(_shared(goals))}"
+                + ("" if method == "allocate" else
+                   f" (the greedy is for up to {allocate.GREEDY_LAYERS} layers)"))
         memo = sensitivity.measure(
             tuner, record.section("sensitivity"), time_left, say,
             fractions=allocate.FRACTIONS if many else sensitivity.FRACTIONS, sets=sets)

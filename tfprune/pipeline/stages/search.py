@@ -79,7 +79,7 @@ def _search(context):
         finetune_steps=config.search_finetune_steps, batch_size=config.prune_batch_size,
         optimizer=lambda: training.optimizer(config, config.prune_learning_rate, 0),
         time_limit=60 * config.search_time, max_checks=config.search_checks or None,
-        trace=context.folder / SEARCH_FILES[1],
+        method=config.search_method, trace=context.folder / SEARCH_FILES[1],
         resume=config.resume, trace_key=json.dumps(key, sort_keys=True, default=jsonable),
         seed=config.seed, log=_search_log(config), **_search_inputs(config, context.train))
     _adopt(context, plan)
@@ -160,7 +160,8 @@ SEARCH = Stage(
     enabled=lambda config: bool(search_target(config)), report=PART,
     keys=tuple(dict.fromkeys((
         "target_size", "target_speedup", "target_latency", "target_macs", "max_accuracy_drop",
-        "search_time", "search_checks", "search_step", "search_finetune_steps", "distill",
+        "search_time", "search_checks", "search_method", "search_step",
+        "search_finetune_steps", "distill",
         "distill_temperature", "distill_weight", "validation_split",
         *(key for stage in (*COMPRESS, EXPORT, BENCHMARK)
           for key in stage.keys if key != "layer_sparsity")))))
