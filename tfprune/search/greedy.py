@@ -105,10 +105,10 @@ class Greedy:
         """The last step's cuts, each only as deep as meeting the cost goals needs.
 
         A grid step overshoots: from LeNet-5's 11-21-66 (1,594 bytes over its budget) the
-        step 11 -> 8 of conv1 met the size, and so would 66 -> 62 of ip1, which the grid
-        (66 -> 50) did not offer. A proposal that meets every unmet goal is widened back to
-        the widest width that still meets them all (bisection on measured files), so the
-        step compares the cuts that just suffice.
+        grid's conv1 11 -> 8 met the size, and so does conv2 21 -> 19 (the grid offered
+        21 -> 16), which lost less on validation. A proposal that meets every unmet goal is
+        widened back to the widest width that still meets them all (bisection on measured
+        files), so the step compares the cuts that just suffice.
         """
         result = [list(cuts), list(proposals), list(measured)]
         for i, ((layer, width), after) in enumerate(zip(cuts, measured, strict=True)):
@@ -239,8 +239,6 @@ class Greedy:
             name = candidates.name(widths)
             if status != "met" or name in [c["name"] for c in checked]:
                 break
-            if self._slower_whole(widths):
-                continue  # recalibrated on the file itself: plan again before training
             durations = [c["seconds"] for c in self.record.section("checks").values()]
             if self.max_checks is not None and len(checked) >= self.max_checks:
                 status = "checks"
@@ -249,6 +247,8 @@ class Greedy:
                     self.time_left() <= 0 or (durations and self.time_left() < max(durations))):
                 status = "time"  # a check would not end within the time limit
                 break
+            if self._slower_whole(widths):
+                continue  # recalibrated on the file itself: plan again before training
             row = self.note(widths, self.train(widths), "checked")
             row["role"] = "checked"
             checked.append({**row, "seconds": self.record.section("checks")[name]["seconds"]})

@@ -25,8 +25,10 @@ cannot measure cheaply:
    `tfprune.stats`). If it loses more than `max_accuracy_drop` less the validation split's
    margin, the layer whose cuts lost most accuracy along the path (then the one the
    sensitivity model blames most) gets one grid step wider and may not go below that;
-   steps 2-4 run again, within the time limit (and `max_checks`). A trained candidate's
-   file is timed whole, against the baseline's; if it is slower than the table predicted
+   steps 2-4 run again, within the time limit (and `max_checks`). Before a candidate is
+   trained, its file is timed whole against the baseline's (kept in the table's file); if
+   it misses a planned speed, the calibration takes it and the widths are planned again.
+   A trained candidate's file is timed whole too; if it is slower than the table predicted
    beyond the calibration, the calibration takes it and the search goes on.
 
 The validation split measures a drop only to within its margin: the half-width of the 95%
