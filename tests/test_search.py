@@ -637,6 +637,9 @@ def test_many_layers_are_allocated_at_once_coupled_ones_together():
     assert plan.widths["stem"] == plan.widths["b0_project"] == plan.widths["b1_project"]
     assert any("allocated all at once" in line for line in lines)
     assert sum(line.startswith("allocate at price") for line in lines) <= 4 + allocate.BISECTIONS
+    # The price's stair step overshot the size; the fill widened groups back, coupled ones
+    # together, while the measured file stayed within it.
+    assert any(line.startswith("fill ->") for line in lines)
     # Sensitivity: two widths per channel group, the coupled ones cut together, and the
     # uncut control; no group below the narrowest width measured (a quarter).
     assert len(plan.sensitivity) == 2 * len(sets) + 1 and "@control" in plan.sensitivity

@@ -25,6 +25,9 @@ import numpy as np
 from tfprune.errors import TfpruneError
 from tfprune.pruning.masks import keep_count
 
+# The figures only timing a file measures (bytes and MACs are computed).
+TIMED = ("latency_us", "speedup")
+
 
 def name(widths):
     """A candidate's short name: its widths joined by dashes, `'16-24-48'`."""

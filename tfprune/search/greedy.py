@@ -12,12 +12,11 @@ import numpy as np
 from tfprune import stats
 from tfprune.errors import TfpruneError
 from tfprune.search import allocate, candidates
+from tfprune.search.candidates import TIMED
 from tfprune.search.plan import Plan
 
 # Predicted losses below this (pp) count as this much: free steps rank by what they save.
 LOSS_FLOOR = 0.01
-# The figures only timing a file measures.
-TIMED = ("latency_us", "speedup")
 
 
 class Greedy:
@@ -232,7 +231,8 @@ class Greedy:
         while True:
             if self.sets:
                 end, status = allocate.allocate(self, self.sets, self.shares, floors)
-                widths = end
+                widths = (allocate.fill(self, self.sets, self.shares, end) if status == "met"
+                          else end)
             else:
                 end, status = self.greedy(floors)
                 widths = self.fill(end, floors) if status == "met" else end
