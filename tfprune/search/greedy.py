@@ -184,9 +184,11 @@ class Greedy:
             self.trained[name] = model
             result = {"val_accuracy": float(accuracy),
                       "seconds": round(time.monotonic() - start, 1)}
-            table = self._table(model, accuracy)
-            if table is not None:
-                result["table"] = table
+            right = self._right(model, accuracy)
+            if right is not None:
+                result["table"] = list(stats.paired(self.base_right, right).table)
+                # Per image, to pair two checked candidates with each other (`_preferred`).
+                result["right"] = np.packbits(right).tobytes().hex()
             if model is not None:  # the trained model's own file: what the run will export
                 result["cost"] = self.costs.measure_model(f"{name}@trained", model)
             checks[name] = result
@@ -215,15 +217,35 @@ class Greedy:
                      f"{figures['table_error']:+.0%}")
         return figures
 
-    def _table(self, model, accuracy):
-        """The paired counts of a checked model against the baseline on the validation
-        images, or `None` (no model, or one whose answers do not give `accuracy`)."""
+    def _right(self, model, accuracy):
+        """Whether a checked model classifies each validation image right, or `None` (no
+        model, or one whose answers do not give `accuracy`)."""
         if model is None or self.base_right is None:
             return None
-        right = stats.correct(model, self.validation)
-        if abs(int(np.sum(right)) / len(right) - accuracy) > 1e-9:
-            return None
-        return list(stats.paired(self.base_right, right).table)
+        right = np.asarray(stats.correct(model, self.validation), bool)
+        return right if abs(int(np.sum(right)) / len(right) - accuracy) <= 1e-9 else None
+
+    def _preferred(self, rows):
+        """Of candidates that meet every target, the one to keep: the fewest MACs (then
+        bytes) among those the validation split cannot tell from the most accurate (paired
+        95% interval); a candidate without per-image answers competes on its accuracy."""
+        checks = self.record.section("checks")
+        best = max(rows, key=lambda c: c["figures"]["val_accuracy"])
+
+        def answers(row):
+            hexed = checks.get(row["name"], {}).get("right")
+            if hexed is None:
+                return None
+            bits = np.unpackbits(np.frombuffer(bytes.fromhex(hexed), np.uint8))
+            return bits[:len(self.base_right)].astype(bool)
+
+        def tied(row):
+            a, b = answers(best), answers(row)
+            if row is best or a is None or b is None:
+                return row["figures"]["val_accuracy"] >= best["figures"]["val_accuracy"]
+            return stats.paired(a, b).ci_pp[0] <= 0  # not worse beyond noise
+        return min((c for c in rows if tied(c)),
+                   key=lambda c: (c["figures"]["macs"], c["figures"]["bytes"]))
 
     def run(self):
         floors = {layer: 1 for layer in self.layers.units}
@@ -249,11 +271,11 @@ class Greedy:
                 break
             if self._slower_whole(widths):
                 continue  # recalibrated on the file itself: plan again before training
-            row = self.note(widths, self.train(widths), "checked")
-            row["role"] = "checked"
-            checked.append({**row, "seconds": self.record.section("checks")[name]["seconds"]})
+            row = self._checked(widths, checked)
+            if self.sets and len(checked) == 1:
+                self._reference(checked, floors)
             missed = [g for g in self.goals if not g.met(row["figures"])]
-            if not missed:
+            if not missed or any(self._meets(c) for c in checked):
                 break
             if (any(g.figure in TIMED for g in missed) and self.costs.table is not None
                     and self.costs.recalibrate(row["figures"])):
@@ -281,6 +303,42 @@ class Greedy:
                      f"{layer} to at least "
                      f"{floors[layer]} and searching again")
         return self._plan(checked, widths, status)
+
+    def _checked(self, widths, checked):
+        """Trains `widths` (`train`), notes it and appends its row to `checked`; the row."""
+        row = self.note(widths, self.train(widths), "checked")
+        row["role"] = "checked"
+        seconds = self.record.section("checks")[candidates.name(widths)]["seconds"]
+        checked.append({**row, "seconds": seconds})
+        return row
+
+    def _meets(self, row):
+        return all(g.met(row["figures"]) for g in self.goals)
+
+    def _reference(self, checked, floors):
+        """Trains the uniform candidate (`allocate.uniform`) beside the allocation's first,
+        when the checks and the time allow: the allocation's sensitivities, after a few
+        fine-tuning steps, may misjudge a group that full training would recover."""
+        if self.max_checks is not None and len(checked) >= self.max_checks:
+            self.log("the uniform candidate is not trained: no check left")
+            return
+        for _ in range(3):  # planned again while its file is slower whole than the table said
+            widths = allocate.uniform(self, self.sets, floors)
+            if widths is None or not self._slower_whole(widths):
+                break
+        else:
+            widths = None
+        name = widths and candidates.name(widths)
+        if widths is None or name in [c["name"] for c in checked]:
+            return
+        if name not in self.record.section("checks") and (
+                self.time_left() < max(c["seconds"] for c in checked)):
+            self.log(f"the uniform candidate {name} is not trained: no time left")
+            return
+        self.log(f"the uniform candidate {name} (every group at one fraction) is trained "
+                 "too, as the allocation's reference")
+        row = self._checked(widths, checked)
+        row["uniform"] = checked[-1]["uniform"] = True
 
     def _slower_whole(self, widths):
         """Times the candidate's file whole, against the baseline's, before it is trained.
@@ -321,7 +379,7 @@ class Greedy:
     def _plan(self, checked, last, status):
         met_all = [c for c in checked if all(g.met(c["figures"]) for g in self.goals)]
         if met_all:
-            chosen = met_all[0]
+            chosen = self._preferred(met_all)
         elif checked:  # the fewest targets missed, then the smallest drop
             chosen = min(checked, key=lambda c: (
                 sum(not g.met(c["figures"]) for g in self.goals), c["figures"]["drop_pp"]))
@@ -347,6 +405,7 @@ class Greedy:
             note = (f"No candidate meets all targets ({why}): the best found is "
                     f"{chosen['name']}" + (f"; missed: {'; '.join(missed)}" if missed else "")
                     + (f"; not measured: {', '.join(unknown)}" if unknown else ""))
+        note += allocate.reference_note(checked, chosen, met_all)
         return Plan(widths=dict(widths), units=dict(self.layers.units),
                     sparsities=self.layers.sparsities(widths), figures=figures,
                     baseline=dict(self.base), goals=self.goals, met=met, all_met=all_met,
