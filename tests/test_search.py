@@ -644,3 +644,72 @@ def test_many_layers_are_allocated_at_once_coupled_ones_together():
     # uncut control; no group below the narrowest width measured (a quarter).
     assert len(plan.sensitivity) == 2 * len(sets) + 1 and "@control" in plan.sensitivity
     assert all(4 * plan.widths[layer] >= units - 3 for layer, units in plan.units.items())
+
+
+@pytest.mark.slow
+def test_the_uniform_candidate_is_trained_beside_the_allocation_and_kept_if_it_suffices():
+    model, train, validation = _residual_problem()
+    lost = accuracy(model, validation) - 0.2  # the allocation's candidate misses the bound
+    check, calls = _scripted_check([lost, accuracy(model, validation)])
+    lines = []
+    plan = tfprune.search.widths(
+        model, train, validation, {"size": "2x", "max_accuracy_drop": 1}, check=check,
+        max_checks=2, finetune_steps=0, grid_step=0.75, export={"quantize": "none"},
+        log=lines.append)
+    assert len(calls) == 2 and plan.all_met
+    uniform = [row for row in plan.candidates if row.get("uniform")]
+    assert len(uniform) == 1 and plan.name == uniform[0]["name"]
+    # Every searched layer at one fraction of its units (to rounding).
+    kept = [plan.widths[layer] / units for layer, units in plan.units.items()]
+    assert max(kept) - min(kept) <= 1 / min(plan.units.values())
+    assert plan.figures["bytes"] * 2 <= plan.baseline["bytes"]
+    assert "the uniform candidate" in plan.note and "missed a target" in plan.note
+    assert any("as the allocation's reference" in line for line in lines)
+
+
+def test_of_two_candidates_that_meet_the_targets_the_fewer_macs_win_within_noise():
+    from tfprune.search.greedy import Greedy
+
+    def row(name, right, macs):
+        return {"name": name, "figures": {"val_accuracy": float(np.mean(right)), "macs": macs,
+                                          "bytes": 1000}}
+
+    search = Greedy.__new__(Greedy)
+    search.base_right = np.ones(2000, bool)
+    checks = {}
+    search.record = type("Record", (), {"section": lambda self, key: checks})()
+    right = np.ones(2000, bool)
+    right[-20:] = False
+    close = right.copy()
+    close[:6], close[-3:] = False, True  # 6 lost, 3 gained: within noise
+    far = right.copy()
+    far[:100] = False  # 5 pp: beyond it
+    for name, answers in {"wide": right, "close": close, "far": far}.items():
+        checks[name] = {"right": np.packbits(answers).tobytes().hex()}
+    wide = row("wide", right, 900)
+    assert search._preferred([wide, row("close", close, 500)])["name"] == "close"
+    assert search._preferred([wide, row("far", far, 500)])["name"] == "wide"
+    # Without the answers image by image, only an equal accuracy ties.
+    checks.clear()
+    assert search._preferred([wide, row("close", close, 500)])["name"] == "wide"
+
+
+@pytest.mark.slow
+def test_a_run_of_several_modes_searches_in_the_one_nearest_its_targets():
+    from types import SimpleNamespace
+
+    from tfprune.pipeline.stages.search import _search_mode
+
+    model, train, _ = _problem()
+    config = PipelineConfig(quantize=("none", "dynamic"), target_size="3x",
+                            granularity="Conv2D:filter,Dense:filter,out:none")
+    float32 = tfprune.search.shortfall(model, {"size": "3x"}, export={"quantize": "none"})
+    int8 = tfprune.search.shortfall(model, {"size": "3x"}, export={"quantize": "dynamic"})
+    assert float32 > int8 >= 0
+    lines = []
+    context = SimpleNamespace(config=config, train=train)
+    assert _search_mode(context, model, lines.append) == "dynamic"
+    assert lines[0].endswith("costing candidates in dynamic")
+    # One mode, or a target no mode changes (MACs): the first mode, nothing exported.
+    only_macs = dataclasses.replace(config, target_size=None, target_macs="2x")
+    assert _search_mode(SimpleNamespace(config=only_macs, train=train), model, None) == "none"

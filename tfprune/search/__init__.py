@@ -9,7 +9,7 @@
     candidates.py   a model cut to widths, compressed; its .tflite bytes, latency, MACs
     latency_table.py  a model's latency from its layers timed alone, kept on disk
     sensitivity.py  each layer cut alone: validation accuracy, predicted loss of candidates
-    searcher.py     widths(), check_target(): the search, set up and run
+    searcher.py     widths(), check_target(), shortfall(): the search, set up and run
     greedy.py       the greedy steps, fill, check by training and back-off (`Greedy`)
     plan.py         the Plan it returns, and `Plan.prune`
     allocate.py     for more than 8 layers: every channel group priced at once, no greedy
@@ -23,8 +23,8 @@ import importlib
 
 from tfprune.search.targets import Goal, Target
 
-_LAZY = {"widths": "searcher", "check_target": "searcher", "Plan": "plan",
-         "Trace": "trace"}
+_LAZY = {"widths": "searcher", "check_target": "searcher", "shortfall": "searcher",
+         "Plan": "plan", "Trace": "trace"}
 
 
 def __getattr__(name):
@@ -35,4 +35,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Goal", "Plan", "Target", "Trace", "check_target", "widths"]
+__all__ = ["Goal", "Plan", "Target", "Trace", "check_target", "shortfall", "widths"]

@@ -68,7 +68,7 @@ from tfprune.search.targets import Target
 from tfprune.search.trace import Trace
 
 # In the trace's key: a trace written by another version of the method is not resumed.
-_VERSION = "greedy-fill-backoff-table-4"
+_VERSION = "greedy-fill-backoff-table-uniform-5"
 
 
 def widths(model, train, validation, target, *, granularity="filter", check=None,
@@ -289,6 +289,37 @@ def check_target(model, target, *, granularity="filter", compress=None, export=N
     Raises:
         TfpruneError: the target is out of reach, or no layer is pruned by filters.
     """
+    target, layers, costs = _costing(model, target, granularity, compress, export, bench,
+                                     other_sparsity, grid_step, latency_table)
+    try:
+        goals = [g for g in target.goals(costs.baseline()) if g.figure != "drop_pp"]
+        refuse_unreachable(goals, costs.measure([layers.smallest])[0], layers)
+    finally:
+        costs.close()
+
+
+def shortfall(model, target, *, granularity="filter", compress=None, export=None,
+              bench=None, other_sparsity=0.0, grid_step=0.85):
+    """How far the full-width model, compressed and exported as `export` says, is from the
+    cost targets: the sum of their log ratios (0 when it meets them). Its file is timed
+    whole when a speed target needs it. Loads no data and trains nothing.
+
+    A run exporting several `--quantize` modes searches in the one with the least to cut
+    (`tfprune.pipeline`'s search stage): its widths can stay widest.
+    """
+    target, layers, costs = _costing(model, target, granularity, compress, export, bench,
+                                     other_sparsity, grid_step, False)
+    try:
+        goals = [g for g in target.goals(costs.baseline()) if g.figure != "drop_pp"]
+        figures = costs.measure([layers.full])[0]
+        return sum(g.shortfall(figures) for g in goals)
+    finally:
+        costs.close()
+
+
+def _costing(model, target, granularity, compress, export, bench, other_sparsity, grid_step,
+             latency_table):
+    """The target, the searched layers and the `Costs` of `check_target` and `shortfall`."""
     import tfprune
 
     target = target if isinstance(target, Target) else Target.parse(**dict(target))
@@ -301,11 +332,7 @@ def check_target(model, target, *, granularity="filter", compress=None, export=N
                              other_sparsity, timed=timed(target),
                              table=(latency_table_for(latency_table, bench, None)
                                     if timed(target) else None))
-    try:
-        goals = [g for g in target.goals(costs.baseline()) if g.figure != "drop_pp"]
-        refuse_unreachable(goals, costs.measure([layers.smallest])[0], layers)
-    finally:
-        costs.close()
+    return target, layers, costs
 
 
 def _shared(goals):

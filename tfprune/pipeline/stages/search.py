@@ -36,9 +36,10 @@ _TARGET_KEYS = ("target_size", "target_speedup", "target_latency", "target_macs"
                 "max_accuracy_drop", "search_time")
 
 
-def _search_inputs(config, train):
-    """What `tfprune.search` needs to cost candidates as this run will make them."""
-    mode = config.quantize[0]
+def _search_inputs(config, train, mode=None):
+    """What `tfprune.search` needs to cost candidates as this run will make them, in `mode`
+    (defaults to the first of `--quantize`)."""
+    mode = mode or config.quantize[0]
 
     def compress(model):  # the merge stage, then the shrink stage
         merged = model if config.merge == "none" else fuse_as_configured(model, config)
@@ -60,8 +61,41 @@ def _check_search(context):
     """Targets no width can reach (the smallest model misses them) fail before training."""
     from tfprune import search
 
-    search.check_target(context.source_model, search_target(context.config),
-                        **_search_inputs(context.config, context.train))
+    # Refused only if no exported mode reaches the target: any of their files may meet it.
+    modes, refusals = list(dict.fromkeys(context.config.quantize)), []
+    for mode in modes:
+        try:
+            return search.check_target(context.source_model, search_target(context.config),
+                                       **_search_inputs(context.config, context.train, mode))
+        except tfprune.TfpruneError as error:
+            refusals.append(error)
+    if len(modes) == 1:
+        raise refusals[0]
+    raise tfprune.TfpruneError(f"{refusals[0]} (in every --quantize mode: {', '.join(modes)})")
+
+
+def _search_mode(context, baseline, log):
+    """The `--quantize` mode the search costs candidates in: of the modes the run exports,
+    the one whose full-width file is nearest the cost targets (the least to cut, so the
+    widest widths; the first mode on ties). The targets are then judged on any file."""
+    from tfprune import search
+
+    config = context.config
+    modes = list(dict.fromkeys(config.quantize))
+    target = search_target(config)
+    by_mode = ("bytes", "speedup", "latency_us")  # MACs are the same in every mode
+    if len(modes) == 1 or not any(g.figure in by_mode
+                                  for g in target.goals({"bytes": 1, "macs": 1})):
+        return modes[0]
+    short = {mode: search.shortfall(baseline, target,
+                                    **_search_inputs(config, context.train, mode))
+             for mode in modes}
+    mode = min(modes, key=short.get)
+    if log:
+        log("full width in each --quantize mode, distance to the cost targets (log ratio): "
+            + ", ".join(f"{m} {short[m]:.2f}" for m in modes)
+            + f"; costing candidates in {mode}")
+    return mode
 
 
 def _search(context):
@@ -69,6 +103,7 @@ def _search(context):
 
     config = context.config
     baseline = context.model(BASELINE.model)
+    mode = _search_mode(context, baseline, _search_log(config))
     # The trace holds measurements, whatever the targets: another target resumes from it.
     key = {k: v for k, v in SEARCH.settings(config).items() if k not in _TARGET_KEYS}
     plan = search.widths(
@@ -81,7 +116,8 @@ def _search(context):
         time_limit=60 * config.search_time, max_checks=config.search_checks or None,
         method=config.search_method, trace=context.folder / SEARCH_FILES[1],
         resume=config.resume, trace_key=json.dumps(key, sort_keys=True, default=jsonable),
-        seed=config.seed, log=_search_log(config), **_search_inputs(config, context.train))
+        seed=config.seed, log=_search_log(config),
+        **_search_inputs(config, context.train, mode))
     _adopt(context, plan)
     data = plan.to_dict()
     atomic.write_text(context.folder / SEARCH_FILES[0],
