@@ -63,6 +63,38 @@ def test_the_files_to_ship_are_the_front_within_the_accuracy_bound():
     assert rows["compressed_float16.tflite"].endswith(" | — |")
     tight = report.build(PipelineConfig(max_accuracy_drop=0.06), STAGES, results, {})["ship"]
     assert tight["front"] == ["compressed.tflite", "compressed_dynamic.tflite"]
+    assert chosen["fastest_tflm"] is None  # no file ran on TFLite Micro
+    # For a microcontroller, only the files TFLite Micro ran are marked on its figures.
+    results["tflm"] = {"files": {
+        "compressed.tflite": {"tflm_latency_us": 90.0, "arena_bytes": 4000},
+        "compressed_tiny.tflite": {"tflm_latency_us": 40.0, "arena_bytes": 2000}}}
+    data = report.build(PipelineConfig(max_accuracy_drop=0.5), STAGES, results, {})
+    assert data["ship"]["fastest_tflm"] == data["ship"]["smallest_arena"] == "compressed.tflite"
+    assert "fastest on TFLM, smallest TFLM arena |" in report.markdown(data)
+
+
+def test_targets_are_met_by_any_file_the_run_exported():
+    results = _results()
+    files = {"compressed_int4.tflite": ("int4", 300, 0.08),
+             "compressed_tiny.tflite": ("int4", 200, 1.0)}  # beyond the accuracy bound
+    for name, (mode, size, drop) in files.items():
+        results["export"]["files"][name] = {"model": "compressed", "quantize": mode,
+                                            "bytes": size, "gzip_bytes": size}
+        results["verify"]["files"][name] = {"accuracy": 0.99 - drop / 100, "drop_pp": drop,
+                                            "drop_ci_pp": [drop - 0.1, drop + 0.1]}
+    # 15x is 333 bytes: the first file (500) misses it, the int4 file meets every target.
+    data = report.build(PipelineConfig(target_size="15x", max_accuracy_drop=0.5), STAGES,
+                        results, {})
+    assert data["summary"]["compressed"]["file"] == "compressed_int4.tflite"
+    assert all(t["met"] for t in data["targets"]) and data["verdict"]["earned"]
+    assert report.headline(data).startswith(
+        "compressed_int4.tflite (meets every target): 16.7x smaller")
+    assert "the first file of the run that meets every target" in report.markdown(data)
+    # When no file meets them all, the first file is judged, and the run did not earn them.
+    data = report.build(PipelineConfig(target_size="30x", max_accuracy_drop=0.5), STAGES,
+                        results, {})
+    assert data["summary"]["compressed"]["file"] == "compressed.tflite"
+    assert not data["verdict"]["earned"] and "judged_file" not in data["summary"]
 
 
 def test_summary_ratios():

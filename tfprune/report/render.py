@@ -36,7 +36,9 @@ def headline(report):
     if s.get("speedup") is not None and s["speedup"] < 1:  # never "0.4x faster"
         why = s.get("slower_reason") if not report.get("verdict") else None  # it says why
         speed = f"{ratio(1 / s['speedup'])} SLOWER" + (f" ({why})" if why else "")
-    return verdict.line(report, f"{ratio(s.get('size_ratio'))} smaller, {speed}, accuracy "
+    named = f"{s['judged_file']} (meets every target): " if s.get("judged_file") else ""
+    return verdict.line(report, f"{named}{ratio(s.get('size_ratio'))} smaller, {speed}, "
+                                f"accuracy "
                                 f"{change(s.get('accuracy_delta'), s.get('accuracy_drop_ci_pp'))}")
 
 
@@ -187,7 +189,10 @@ def _targets_section(report):
     lines = ["## Targets", "",
              "Judged on the final figures above: size from the export, speed from the "
              "benchmark, MACs from the compressed model, accuracy drop on the test set "
-             "(`.tflite` files, measured once, at the end).", "",
+             "(`.tflite` files, measured once, at the end)"
+             + (f"; on `{report['summary']['judged_file']}`, the first file of the run that "
+                "meets every target (the first exported misses one)"
+                if (report.get("summary") or {}).get("judged_file") else "") + ".", "",
              "| target | asked | bound | measured | met |", "|---|---|---:|---:|---|"]
     ci = (report.get("summary") or {}).get("accuracy_drop_ci_pp")
     for t in rows:
@@ -211,7 +216,10 @@ def _files_section(report):
     for name, info in report["files"].items():
         drop = info.get("drop_pp")
         shift = DASH if drop is None else stats.change_text(drop, info.get("drop_ci_pp"))
-        marks = [m for m in ("smallest", "fastest") if chosen.get(m) == name]
+        marks = [text for key, text in (("smallest", "smallest"), ("fastest", "fastest"),
+                                        ("fastest_tflm", "fastest on TFLM"),
+                                        ("smallest_arena", "smallest TFLM arena"))
+                 if chosen.get(key) == name]
         mark = ", ".join(["front"] * (name in front) + marks) or "—"
         speedup = info.get("speedup") if chosen else None  # no ratio for a broken model
         lines.append(f"| `{name}` | {info.get('model', '—')} | {info.get('quantize', '—')} | "
@@ -223,7 +231,10 @@ def _files_section(report):
         lines += ["", f"*ship*: the files that lose at most {chosen['bound_pp']} pp on the test "
                   "set (--max_accuracy_drop) and that no other such file beats on both size "
                   "and LiteRT latency (the Pareto *front*), with the *smallest* and the "
-                  f"*fastest* of them. Within the bound: {len(chosen['within'])} file(s)."]
+                  f"*fastest* of them. Within the bound: {len(chosen['within'])} file(s)."
+                  + (" Of those TFLite Micro ran (a microcontroller runs no other): the "
+                     "*fastest on TFLM* (host latency, reference kernels) and the one with "
+                     "the *smallest TFLM arena*." if chosen.get("fastest_tflm") else "")]
     return lines
 
 
