@@ -208,7 +208,8 @@ class PipelineConfig:
                                            "this.", range=Range(0.0))
     quantize: tuple = setting(("int8",), "Export modes for the compressed model; the first "
                                          "makes compressed.tflite, others "
-                                         "compressed_<mode>.tflite.",
+                                         "compressed_<mode>.tflite. Any of them may meet "
+                                         "the targets (the search costs the nearest).",
                               choices=options.QUANTIZE_MODES)
     sparse: bool = setting(True, "Use the converter's sparse encoding where it pays: only if "
                                  "the file is smaller and no op falls back from XNNPACK (the "

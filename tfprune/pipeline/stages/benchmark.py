@@ -31,7 +31,7 @@ def _benchmark(context):
     for i, name in enumerate(timed[2:], start=2):
         t = comparison.timing(i)
         files[name] = {"latency_us": t.median_us, "delegate": t.delegate_used,
-                       "speedup": t.speedup, "speedup_over": names[0]}
+                       "speedup": t.speedup, "speedup_over": names[0], **conditions}
     ratio = f"{speedup:.1f}x faster"
     if speedup < 1:  # reported as slower, with what the files show
         macs = tuple(context.results.get(s.name, {}).get("macs") for s in (BASELINE, SHRINK))
