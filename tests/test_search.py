@@ -664,6 +664,9 @@ def test_the_uniform_candidate_is_trained_beside_the_allocation_and_kept_if_it_s
     assert max(kept) - min(kept) <= 1 / min(plan.units.values())
     assert plan.figures["bytes"] * 2 <= plan.baseline["bytes"]
     assert "the uniform candidate" in plan.note and "missed a target" in plan.note
+    from tfprune.pipeline.stages.search_report import _candidate_row
+
+    assert " | checked (uniform) | " in _candidate_row(uniform[0], plan.name, plan.baseline)
     assert any("as the allocation's reference" in line for line in lines)
 
 

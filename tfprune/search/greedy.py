@@ -337,6 +337,7 @@ class Greedy:
             return
         self.log(f"the uniform candidate {name} (every group at one fraction) is trained "
                  "too, as the allocation's reference")
+        self.note(widths, self.figures(widths), "step")  # its file's figures, as any step's
         row = self._checked(widths, checked)
         row["uniform"] = checked[-1]["uniform"] = True
 
@@ -377,7 +378,7 @@ class Greedy:
         return max(options)[-1] if options else None
 
     def _plan(self, checked, last, status):
-        met_all = [c for c in checked if all(g.met(c["figures"]) for g in self.goals)]
+        met_all = [c for c in checked if self._meets(c)]
         if met_all:
             chosen = self._preferred(met_all)
         elif checked:  # the fewest targets missed, then the smallest drop

@@ -56,7 +56,8 @@ def _candidate_row(c, chosen, baseline):
     """One candidate: its file's figures, and its accuracy predicted, fine-tuned, trained."""
     f = c["figures"]
     name = f"**{c['name']}** (chosen)" if c["name"] == chosen else c["name"]
-    return (f"| {name} | {c['role']} | {f['bytes']:,} | {baseline['bytes'] / f['bytes']:.1f}x | "
+    role = f"{c['role']} (uniform)" if c.get("uniform") else c["role"]
+    return (f"| {name} | {role} | {f['bytes']:,} | {baseline['bytes'] / f['bytes']:.1f}x | "
             f"{num(f.get('speedup'), '{:.1f}x')} | {num(f.get('latency_us'), '{:.1f}')} | "
             f"{f['macs']:,} | {c['predicted_drop_pp']:.2f} | "
             f"{num(c.get('tuned_val_accuracy'), '{:.2%}')}"
