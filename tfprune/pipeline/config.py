@@ -269,7 +269,8 @@ class PipelineConfig:
                                        "training candidates to check them).", range=_POSITIVE)
     search_checks: int = setting(
         0, "Candidates the search may train to check them (0: as many as search_time "
-           "allows). A count, unlike a time, gives the same search on a busy machine.",
+           "allows), the allocation's uniform reference included. A count, unlike a time, "
+           "gives the same search on a busy machine.",
         range=_AT_LEAST_0)
     search_method: str = setting(
         "auto", "How the search narrows: 'greedy' (one layer a step, each proposal "
