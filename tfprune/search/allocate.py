@@ -239,8 +239,9 @@ def uniform(search, sets, floors, rounds=12):
         if at(low) == at(high):
             break
         middle = (low + high) / 2
-        if search.meets_costs(search.figures(at(middle))):
-            low, best = middle, at(middle)
+        widths = at(middle)
+        if search.meets_costs(search.figures(widths)):
+            low, best = middle, widths
         else:
             high = middle
     return best
@@ -270,8 +271,8 @@ def reference_note(checked, chosen, met_all):
     name = uniform[0]["name"]
     if chosen["name"] != name:
         return f"; the uniform candidate {name} was trained too, as the reference"
-    why = (" (as accurate on validation within noise, and fewer MACs)" if len(met_all) > 1
-           else " (the allocation's missed a target)")
+    why = (" (of those meeting every target, the fewest MACs among the most accurate "
+           "within noise)" if len(met_all) > 1 else " (the allocation's missed a target)")
     return f"; the uniform candidate {name}, trained as the reference, is kept{why}"
 
 

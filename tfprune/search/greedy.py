@@ -261,13 +261,8 @@ class Greedy:
             name = candidates.name(widths)
             if status != "met" or name in [c["name"] for c in checked]:
                 break
-            durations = [c["seconds"] for c in self.record.section("checks").values()]
-            if self.max_checks is not None and len(checked) >= self.max_checks:
-                status = "checks"
-                break
-            if name not in self.record.section("checks") and (
-                    self.time_left() <= 0 or (durations and self.time_left() < max(durations))):
-                status = "time"  # a check would not end within the time limit
+            status = self._no_room(name, checked) or status
+            if status != "met":
                 break
             if self._slower_whole(widths):
                 continue  # recalibrated on the file itself: plan again before training
@@ -312,6 +307,18 @@ class Greedy:
         checked.append({**row, "seconds": seconds})
         return row
 
+    def _no_room(self, name, checked):
+        """Why candidate `name` may not be trained now: `"checks"` (`max_checks` used),
+        `"time"` (a check would not end within the time limit; one already recorded in the
+        trace costs nothing), or `None`."""
+        if self.max_checks is not None and len(checked) >= self.max_checks:
+            return "checks"
+        durations = [c["seconds"] for c in self.record.section("checks").values()]
+        if name not in self.record.section("checks") and (
+                self.time_left() <= 0 or (durations and self.time_left() < max(durations))):
+            return "time"
+        return None
+
     def _meets(self, row):
         return all(g.met(row["figures"]) for g in self.goals)
 
@@ -319,7 +326,7 @@ class Greedy:
         """Trains the uniform candidate (`allocate.uniform`) beside the allocation's first,
         when the checks and the time allow: the allocation's sensitivities, after a few
         fine-tuning steps, may misjudge a group that full training would recover."""
-        if self.max_checks is not None and len(checked) >= self.max_checks:
+        if self._no_room(None, checked) == "checks":
             self.log("the uniform candidate is not trained: no check left")
             return
         for _ in range(3):  # planned again while its file is slower whole than the table said
@@ -331,8 +338,7 @@ class Greedy:
         name = widths and candidates.name(widths)
         if widths is None or name in [c["name"] for c in checked]:
             return
-        if name not in self.record.section("checks") and (
-                self.time_left() < max(c["seconds"] for c in checked)):
+        if self._no_room(name, checked):
             self.log(f"the uniform candidate {name} is not trained: no time left")
             return
         self.log(f"the uniform candidate {name} (every group at one fraction) is trained "

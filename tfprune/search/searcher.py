@@ -167,8 +167,6 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
     """
     import keras
 
-    import tfprune
-
     target = target if isinstance(target, Target) else Target.parse(**dict(target))
     if method not in options.SEARCH_METHODS:
         raise TfpruneError(f"The search method is one of {', '.join(options.SEARCH_METHODS)}. "
@@ -177,10 +175,7 @@ def widths(model, train, validation, target, *, granularity="filter", check=None
         raise TfpruneError("A search decides on a validation split, and this one is empty: "
                            "hold some training data out. Received: validation=0 examples")
     layers = candidates.Layers(model, granularity, grid_step)
-    export = dict({"quantize": "dynamic", "batch_size": 1}, **(export or {}))
-    bench = dict({"threads": 1, "batch_size": 1, "runs": 1000, "warmup": 100},
-                 **(bench or {}))
-    compress = compress or (lambda m: tfprune.shrink(tfprune.fuse(m)))
+    export, bench, compress = _defaults(export, bench, compress)
     if from_logits is None:
         from tfprune.distill import ends_in_softmax
 
@@ -320,19 +315,24 @@ def shortfall(model, target, *, granularity="filter", compress=None, export=None
 def _costing(model, target, granularity, compress, export, bench, other_sparsity, grid_step,
              latency_table):
     """The target, the searched layers and the `Costs` of `check_target` and `shortfall`."""
-    import tfprune
-
     target = target if isinstance(target, Target) else Target.parse(**dict(target))
     layers = candidates.Layers(model, granularity, grid_step)
-    export = dict({"quantize": "dynamic", "batch_size": 1}, **(export or {}))
-    bench = dict({"threads": 1, "batch_size": 1, "runs": 1000, "warmup": 100},
-                 **(bench or {}))
-    compress = compress or (lambda m: tfprune.shrink(tfprune.fuse(m)))
+    export, bench, compress = _defaults(export, bench, compress)
     costs = candidates.Costs(model, layers, granularity, compress, export, bench,
                              other_sparsity, timed=timed(target),
                              table=(latency_table_for(latency_table, bench, None)
                                     if timed(target) else None))
     return target, layers, costs
+
+
+def _defaults(export, bench, compress):
+    """`export`, `bench` and `compress` with the defaults `widths` documents filled in."""
+    import tfprune
+
+    export = dict({"quantize": "dynamic", "batch_size": 1}, **(export or {}))
+    bench = dict({"threads": 1, "batch_size": 1, "runs": 1000, "warmup": 100},
+                 **(bench or {}))
+    return export, bench, compress or (lambda m: tfprune.shrink(tfprune.fuse(m)))
 
 
 def _shared(goals):

@@ -84,9 +84,8 @@ def _search_mode(context, baseline, log):
     config = context.config
     modes = list(dict.fromkeys(config.quantize))
     target = search_target(config)
-    by_mode = ("bytes", "speedup", "latency_us")  # MACs are the same in every mode
-    if len(modes) == 1 or not any(g.figure in by_mode
-                                  for g in target.goals({"bytes": 1, "macs": 1})):
+    by_mode = (target.size_ratio, target.size_bytes, target.speedup, target.latency_us)
+    if len(modes) == 1 or all(v is None for v in by_mode):  # MACs: the same in every mode
         return modes[0]
     short = {mode: search.shortfall(baseline, target,
                                     **_search_inputs(config, context.train, mode))
