@@ -232,12 +232,10 @@ class Greedy:
         checks = self.record.section("checks")
         best = max(rows, key=lambda c: c["figures"]["val_accuracy"])
 
-        def answers(row):
+        def answers(row):  # per image, from the trace; None if not recorded
             hexed = checks.get(row["name"], {}).get("right")
-            if hexed is None:
-                return None
-            bits = np.unpackbits(np.frombuffer(bytes.fromhex(hexed), np.uint8))
-            return bits[:len(self.base_right)].astype(bool)
+            bits = None if hexed is None else np.frombuffer(bytes.fromhex(hexed), np.uint8)
+            return None if bits is None else np.unpackbits(bits)[:len(self.base_right)] > 0
 
         def tied(row):
             a, b = answers(best), answers(row)
@@ -308,9 +306,8 @@ class Greedy:
         return row
 
     def _no_room(self, name, checked):
-        """Why candidate `name` may not be trained now: `"checks"` (`max_checks` used),
-        `"time"` (a check would not end within the time limit; one already recorded in the
-        trace costs nothing), or `None`."""
+        """Why `name` may not be trained now: `"checks"` (all used), `"time"` (a check would
+        not end in time; one the trace holds costs nothing), or `None`."""
         if self.max_checks is not None and len(checked) >= self.max_checks:
             return "checks"
         durations = [c["seconds"] for c in self.record.section("checks").values()]
